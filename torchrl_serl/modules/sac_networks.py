@@ -1,0 +1,128 @@
+"""Builders for SERL's SAC actor and critic ensemble as TensorDict modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torch import nn
+from torchrl.data import Bounded
+from torchrl.modules import ProbabilisticActor, TanhNormal
+
+from torchrl_serl.modules.actors import TanhGaussianActorNet
+from torchrl_serl.modules.critics import EnsembleQValue
+
+
+class _StopGradient(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.detach()
+
+
+def _features(in_keys, encoder, stop_encoder_grad: bool):
+    """Modules that put the MLP's input in place, and the keys the MLP reads."""
+    if encoder is None:
+        return [], list(in_keys)
+    if not isinstance(encoder, TensorDictModuleBase):
+        raise TypeError(
+            f"encoder must be a TensorDictModuleBase writing 'embedding', got {type(encoder).__name__}"
+        )
+    if "embedding" not in encoder.out_keys:
+        raise ValueError(f"encoder must write 'embedding', its out_keys are {encoder.out_keys}")
+    if not stop_encoder_grad:
+        return [encoder], ["embedding"]
+    # SERL's actor sees the shared encoder with stop_gradient: the critic alone trains it.
+    stop = TensorDictModule(_StopGradient(), in_keys=["embedding"], out_keys=["embedding_sg"])
+    return [encoder, stop], ["embedding_sg"]
+
+
+def make_sac_actor(
+    obs_dim: int,
+    action_dim: int,
+    hidden: Sequence[int] = (256, 256),
+    in_keys: Sequence[str] = ("observation",),
+    encoder: TensorDictModuleBase | None = None,
+    stop_encoder_grad: bool = True,
+    layer_norm: bool = True,
+    activation: type[nn.Module] = nn.Tanh,
+    std_parametrization: str = "exp",
+    std_min: float = 1e-5,
+    std_max: float = 10.0,
+) -> ProbabilisticActor:
+    """SERL's tanh-squashed Gaussian policy as a :class:`~torchrl.modules.ProbabilisticActor`.
+
+    Args:
+        obs_dim: size of the MLP input: the concatenated ``in_keys`` or, with ``encoder``, the
+            size of ``embedding``.
+        action_dim: ``A``; actions lie in ``[-1, 1]``.
+        in_keys: observation keys read when there is no encoder.
+        encoder: optional module mapping the tensordict to ``embedding`` ``[*B, E]``.
+        stop_encoder_grad: with an encoder, stop the actor's gradient into it (SERL/DrQ: the
+            critic trains the shared encoder). BC trains the encoder through the actor: pass
+            ``False``.
+        others: see :class:`~torchrl_serl.modules.TanhGaussianActorNet`.
+
+    Writes ``loc``, ``scale`` ``[*B, A]`` and ``action`` ``[*B, A]``.
+    """
+    pre, mlp_keys = _features(in_keys, encoder, stop_encoder_grad)
+    net = TanhGaussianActorNet(
+        obs_dim,
+        action_dim,
+        hidden=hidden,
+        layer_norm=layer_norm,
+        activation=activation,
+        std_parametrization=std_parametrization,
+        std_min=std_min,
+        std_max=std_max,
+    )
+    head = TensorDictModule(net, in_keys=mlp_keys, out_keys=["loc", "scale"])
+    module = TensorDictSequential(*pre, head) if pre else head
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        spec=Bounded(-1.0, 1.0, shape=(action_dim,)),
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": -1.0, "high": 1.0},
+        return_log_prob=False,
+    )
+
+
+def make_sac_critic(
+    obs_dim: int,
+    action_dim: int,
+    num_critics: int = 10,
+    hidden: Sequence[int] = (256, 256),
+    layer_norm: bool = True,
+    in_keys: Sequence[str] = ("observation", "action"),
+    encoder: TensorDictModuleBase | None = None,
+    activation=torch.tanh,
+) -> TensorDictModuleBase:
+    """SERL's critic ensemble as a TensorDict module writing ``state_action_value [*B, N, 1]``.
+
+    All N critics run in one batched computation (:class:`~torchrl_serl.modules.EnsembleQValue`).
+
+    Args:
+        obs_dim: size of the observation features (the concatenated non-action ``in_keys``,
+            or the encoder's ``embedding`` size).
+        action_dim: ``A``.
+        num_critics: ensemble size N (SERL: 10).
+        in_keys: keys concatenated into the critic input; the last one is the action.
+        encoder: optional module writing ``embedding``; the critic then reads
+            ``("embedding", in_keys[-1])`` and its loss trains the encoder.
+    """
+    in_keys = list(in_keys)
+    if len(in_keys) < 2:
+        raise ValueError(f"in_keys must name observation key(s) then the action key, got {in_keys}")
+    pre = []
+    if encoder is not None:
+        pre, obs_keys = _features(in_keys[:-1], encoder, stop_encoder_grad=False)
+        in_keys = [*obs_keys, in_keys[-1]]
+    net = EnsembleQValue(
+        obs_dim + action_dim,
+        num_critics=num_critics,
+        hidden=hidden,
+        layer_norm=layer_norm,
+        activation=activation,
+    )
+    head = TensorDictModule(net, in_keys=in_keys, out_keys=["state_action_value"])
+    return TensorDictSequential(*pre, head) if pre else head
