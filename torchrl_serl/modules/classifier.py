@@ -1,0 +1,222 @@
+"""Binary success classifier (SERL's reward classifier and VICE discriminator) and its reward head."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import nn
+
+
+def _check_finite(name: str, value: torch.Tensor) -> None:
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"SuccessClassifier input {name!r} contains NaN or inf values")
+
+
+class SuccessClassifier(TensorDictModuleBase):
+    """Success logit from camera images and/or the state vector: ``encoder -> MLP -> logit [*B, 1]``.
+
+    SERL's binary reward classifier is a frozen ResNet-10 trunk with learned spatial embeddings per
+    camera (pass that as ``encoder``, e.g. a ``MultiCameraEncoder``), followed by
+    ``Linear(256) -> Dropout(0.1) -> LayerNorm -> ReLU -> Linear(1)``; those are the defaults here.
+    Without an encoder it classifies the state vector ``td[state_key]`` directly.
+
+    The computation is split in two so VICE can mix and penalise in feature space, as SERL does:
+
+    - :meth:`features` ``(td) -> TensorDict [*B]``: per-camera trunk features (no grad through a
+      frozen trunk) and, when ``use_state``, the float state vector ``[*B, D]`` under ``state_key``;
+    - :meth:`logits_from_features` ``(features) -> [*B, 1]``: pooling/projection + MLP head.
+
+    ``forward(td)`` runs both and writes ``out_key`` (default ``"logit"``), float32 ``[*B, 1]``.
+
+    Args:
+        encoder: module following ``docs/conventions.md`` (``encode_images(td) -> TensorDict`` and
+            ``forward_features(features, observation) -> [*B, E]``); ``None`` for a state-only
+            classifier.
+        in_features: width of the MLP input (``E``, or the state size without an encoder);
+            ``None`` infers it on the first call (then run one forward before building the optimizer).
+
+    Keyword Args:
+        image_keys: camera keys read from the input (default: the encoder's ``image_keys``
+            attribute, else ``()``).
+        state_key: key of the float state vector (default ``"observation"``).
+        use_state: feed the state to the classifier; default ``True`` without an encoder and
+            ``False`` with one (SERL classifies images only, so it cannot cheat on proprioception).
+        hidden_dims: MLP widths (SERL: ``(256,)``).
+        dropout: dropout rate after each hidden linear layer (SERL: 0.1).
+        activation: activation class (SERL reward classifier: ReLU, VICE: LeakyReLU).
+        out_key: where ``forward`` writes the logit.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module | None = None,
+        in_features: int | None = None,
+        *,
+        image_keys: Sequence[NestedKey] | None = None,
+        state_key: NestedKey = "observation",
+        use_state: bool | None = None,
+        hidden_dims: Sequence[int] = (256,),
+        dropout: float = 0.1,
+        activation: type[nn.Module] = nn.ReLU,
+        out_key: NestedKey = "logit",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if any(h <= 0 for h in hidden_dims):
+            raise ValueError(f"hidden_dims must be positive, got {tuple(hidden_dims)}")
+        if image_keys is None:
+            image_keys = tuple(getattr(encoder, "image_keys", ())) if encoder is not None else ()
+        if use_state is None:
+            use_state = encoder is None
+        if encoder is None and not use_state:
+            raise ValueError("SuccessClassifier needs an encoder, use_state=True, or both")
+        if encoder is not None and not image_keys:
+            raise ValueError("SuccessClassifier with an encoder needs image_keys (none given, encoder has none)")
+        self.encoder = encoder
+        self.image_keys = tuple(image_keys)
+        self.state_key = state_key
+        self.use_state = use_state
+        self.in_keys = [*self.image_keys, *([state_key] if use_state else [])]
+        self.out_keys = [out_key]
+        self.out_key = out_key
+
+        layers: list[nn.Module] = []
+        width = in_features
+        for hidden in hidden_dims:
+            layers += [
+                nn.Linear(width, hidden) if width is not None else nn.LazyLinear(hidden),
+                nn.Dropout(dropout),
+                nn.LayerNorm(hidden),
+                activation(),
+            ]
+            width = hidden
+        layers.append(nn.Linear(width, 1) if width is not None else nn.LazyLinear(1))
+        self.head = nn.Sequential(*layers)
+
+    def _check_inputs(self, td: TensorDictBase) -> None:
+        missing = [k for k in self.in_keys if k not in td.keys(True)]
+        if missing:
+            raise KeyError(f"SuccessClassifier is missing input keys {missing}; it reads {self.in_keys}")
+        for key in self.image_keys:
+            img = td.get(key)
+            if img.ndim < 3 or img.shape[-3] != 3:
+                raise ValueError(
+                    f"camera {key!r} must be channels-first [*B, 3, H, W] (docs/conventions.md), got {tuple(img.shape)}"
+                )
+            _check_finite(str(key), img)
+        if self.use_state:
+            _check_finite(str(self.state_key), td.get(self.state_key))
+
+    def features(self, td: TensorDictBase) -> TensorDict:
+        """Per-sample inputs of the trainable part: trunk features and/or the state ``[*B, D]``."""
+        self._check_inputs(td)
+        if self.encoder is not None:
+            feats = self.encoder.encode_images(td.select(*self.image_keys))
+        else:
+            feats = TensorDict({}, batch_size=td.batch_size, device=td.device)
+        if self.use_state:
+            feats.set(self.state_key, td.get(self.state_key).float())
+        return feats
+
+    def logits_from_features(self, features: TensorDictBase) -> torch.Tensor:
+        """Logit ``[*B, 1]`` from :meth:`features` (or a mixture of them)."""
+        if self.encoder is None:
+            x = features.get(self.state_key)
+        else:
+            state = features.get(self.state_key) if self.use_state else None
+            x = self.encoder.forward_features(features.exclude(self.state_key), state)
+        return self.head(x)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tensordict.set(self.out_key, self.logits_from_features(self.features(tensordict)))
+        return tensordict
+
+    def save(self, path: str | Path) -> None:
+        """Write the weights and the input layout to ``path`` (``torch.save``)."""
+        torch.save({"state_dict": self.state_dict(), "in_keys": [str(k) for k in self.in_keys]}, path)
+
+    def load(self, path: str | Path) -> SuccessClassifier:
+        """Load weights written by :meth:`save` into this (identically built) classifier."""
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        expected = [str(k) for k in self.in_keys]
+        if blob.get("in_keys") != expected:
+            raise ValueError(f"{path} holds a classifier reading {blob.get('in_keys')}, this one reads {expected}")
+        self.load_state_dict(blob["state_dict"])
+        return self
+
+
+RewardMode = Literal["prob", "log_prob", "threshold"]
+
+
+class ClassifierReward(TensorDictModuleBase):
+    """Turn a :class:`SuccessClassifier` logit into a reward and a success flag.
+
+    ``mode``: ``"prob"`` -> ``sigmoid(logit)`` in [0, 1]; ``"log_prob"`` -> ``log sigmoid(logit)``
+    in (-inf, 0] (VICE's event log-likelihood); ``"threshold"`` -> ``1`` if
+    ``sigmoid(logit) >= threshold`` else ``0`` (SERL's reward classifier wrapper and VICE's critic
+    update). ``success`` is ``sigmoid(logit) >= threshold`` in every mode.
+
+    Rewards are computed without gradients and with the classifier in eval mode (no dropout), then
+    its train/eval mode is restored. Writes ``reward_key`` float32 ``[*B, 1]`` and
+    ``success_key`` bool ``[*B, 1]``.
+    """
+
+    MODES = ("prob", "log_prob", "threshold")
+
+    def __init__(
+        self,
+        classifier: SuccessClassifier,
+        mode: RewardMode = "prob",
+        threshold: float = 0.5,
+        *,
+        reward_key: NestedKey = "reward",
+        success_key: NestedKey = "success",
+    ) -> None:
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold is a probability in (0, 1), got {threshold}")
+        self.classifier = classifier
+        self.mode = mode
+        self.threshold = threshold
+        self._logit_threshold = math.log(threshold / (1.0 - threshold))
+        self.in_keys = list(classifier.in_keys)
+        self.out_keys = [reward_key, success_key]
+        self.reward_key, self.success_key = reward_key, success_key
+
+    def reward_from_logit(self, logit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reward float32 [*B, 1], success bool [*B, 1])`` from a logit ``[*B, 1]``."""
+        success = logit >= self._logit_threshold
+        if self.mode == "prob":
+            reward = torch.sigmoid(logit)
+        elif self.mode == "log_prob":
+            reward = nn.functional.logsigmoid(logit)
+        else:
+            reward = success.to(torch.float32)
+        return reward.to(torch.float32), success
+
+    @torch.no_grad()
+    def reward_and_success(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        unbatched = td.batch_dims == 0  # a single env step: encoders expect a batch dim
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            logit = self.classifier.logits_from_features(self.classifier.features(td.unsqueeze(0) if unbatched else td))
+        finally:
+            self.classifier.train(was_training)
+        return self.reward_from_logit(logit[0] if unbatched else logit)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        reward, success = self.reward_and_success(tensordict)
+        tensordict.set(self.reward_key, reward)
+        tensordict.set(self.success_key, success)
+        return tensordict
