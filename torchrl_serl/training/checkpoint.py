@@ -1,0 +1,257 @@
+"""Save and resume everything a training run owns, crash-safely.
+
+Built on TorchRL's :class:`~torchrl.checkpoint.Checkpoint` (each save is staged in a hidden
+directory and published with one atomic rename) and :class:`~torchrl.checkpoint.CheckpointRotation`
+(keep the newest ``k``). On top of that this module adds what a killed robot-learning run needs:
+
+- process RNG state (python, numpy, torch) is always saved;
+- step counters travel in the manifest metadata, so they are read back with the payload they
+  describe (a buffer of ``n`` transitions is never paired with a counter from another save);
+- :meth:`RunCheckpointer.resume` restores the newest checkpoint that *loads*, skipping (with a
+  warning) ones whose payload is damaged, while :meth:`RunCheckpointer.load` of a named path
+  raises :class:`CheckpointError` naming the path and the component;
+- every payload file's size (and sha256 up to 64 MiB) is recorded in ``integrity.json`` and
+  checked before loading: TorchRL/tensordict memmaps silently zero-fill a truncated tensor file,
+  so without this a damaged checkpoint would load as zeros;
+- stale staging directories left by a save that was killed are removed;
+- :func:`terminate_as_interrupt` turns SIGTERM into ``KeyboardInterrupt`` so a recipe's
+  ``try/finally`` saves on Ctrl-C and on ``kill``.
+
+Components are anything with ``state_dict``/``load_state_dict`` (modules, optimizers, loss
+modules with their target networks and temperature, collectors, loggers) or ``dump``/``load``
+(TorchRL replay buffers, the data package's demo buffers).
+
+What is not restored: the MuJoCo state of an episode in flight. A resumed run starts a fresh
+episode; the transitions of the interrupted episode that were collected before the save are in
+the buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from torchrl.checkpoint import Checkpoint, CheckpointError, CheckpointRotation, GlobalRNGState
+
+_PREFIX = "checkpoint"
+_INTEGRITY = "integrity.json"
+# Files up to this size are hashed; larger ones (pixel replay buffers of many GB) are checked by
+# size only, so a save does not spend minutes hashing.
+_HASH_LIMIT_BYTES = 64 * 2**20
+
+
+def _is_empty_buffer(value: Any) -> bool:
+    return callable(getattr(value, "dumps", None)) and len(value) == 0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _inventory(root: Path) -> dict[str, dict[str, Any]]:
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != _INTEGRITY:
+            size = path.stat().st_size
+            entry: dict[str, Any] = {"size": size}
+            if size <= _HASH_LIMIT_BYTES:
+                entry["sha256"] = _sha256(path)
+            files[path.relative_to(root).as_posix()] = entry
+    return files
+
+
+@dataclass
+class ResumeInfo:
+    """What :meth:`RunCheckpointer.resume` found: the checkpoint path, its step and counters."""
+
+    path: Path
+    step: int
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+class RunCheckpointer:
+    """Rotating, atomic checkpoints of a run's components under ``directory``.
+
+    Args:
+        directory: where checkpoints live (``<run_dir>/checkpoints``), one subdirectory
+            ``checkpoint-<step:012d>`` per save.
+        keep_last: how many of the newest checkpoints to keep (>= 1).
+        **components: named objects to save and restore (see module docstring). The name
+            ``rng`` is reserved for the process RNG state.
+
+    Examples:
+        >>> ckpt = RunCheckpointer(run_dir / "checkpoints", keep_last=2,
+        ...                        actor=actor, loss=loss, optim=optim, buffer=rb)
+        >>> info = ckpt.resume()          # None on a fresh run
+        >>> step = info.step if info else 0
+        >>> ckpt.save(step, updates=n_updates)
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 2, **components: Any) -> None:
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+        if "rng" in components:
+            raise ValueError("component name 'rng' is reserved for the process RNG state")
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.checkpoint = Checkpoint(rng=GlobalRNGState(), **components)
+        self.rotation = CheckpointRotation(self.directory, keep_last=keep_last, prefix=_PREFIX)
+        self._remove_stale_stages()
+
+    def _remove_stale_stages(self) -> None:
+        # A save killed before its rename leaves ".checkpoint-<step>.stage-<uuid>"; the published
+        # checkpoints are untouched by it, so it is only disk to reclaim.
+        if not self.directory.is_dir():
+            return
+        for path in self.directory.iterdir():
+            name = path.name
+            if name.startswith(".") and f"{_PREFIX}-" in name and (".stage-" in name or ".delete-" in name):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def save(self, step: int, **counters: Any) -> Path:
+        """Atomically save all components at env step ``step`` with JSON ``counters``."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        metadata = {"step": step, "counters": counters}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"{_PREFIX}-{step:012d}"
+        stage = self.directory / f".{final.name}.stage-{uuid.uuid4().hex}"
+        try:
+            self.checkpoint.save(stage, components=self._non_empty(), metadata=metadata)
+            (stage / _INTEGRITY).write_text(json.dumps(_inventory(stage)))
+            if final.exists():
+                old = self.directory / f".{final.name}.delete-{uuid.uuid4().hex}"
+                os.replace(final, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(stage, final)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+        self.rotation.prune()
+        return final
+
+    def _non_empty(self) -> list[str]:
+        # TorchRL cannot dump a buffer that never received data; an empty buffer is saved as
+        # "absent" and stays empty on load.
+        return [name for name, value in self.checkpoint.components.items() if not _is_empty_buffer(value)]
+
+    def checkpoints(self) -> tuple[Path, ...]:
+        """Published checkpoints with a readable manifest, oldest first."""
+        return self.rotation.checkpoints()
+
+    def load(self, path: str | os.PathLike) -> ResumeInfo:
+        """Restore every component from ``path``; :class:`CheckpointError` if it is damaged."""
+        path = Path(path)
+        try:
+            manifest = Checkpoint.manifest(path)
+        except FileNotFoundError:
+            raise
+        except (CheckpointError, OSError, ValueError, TypeError) as err:
+            raise CheckpointError(f"corrupt checkpoint {path}: unreadable manifest ({err})") from err
+        self._verify(path)
+        saved = set(manifest["components"])
+        absent = [n for n, v in self.checkpoint.components.items() if n not in saved and not _is_empty_buffer(v)]
+        if absent:
+            raise CheckpointError(f"checkpoint {path} has no component(s) {absent}; it holds {sorted(saved)}")
+        try:
+            self.checkpoint.load(path, components=saved & set(self.checkpoint.components))
+        except Exception as err:
+            raise CheckpointError(f"cannot restore checkpoint {path}: {err}") from err
+        metadata = manifest.get("metadata", {})
+        return ResumeInfo(path=path, step=int(metadata["step"]), counters=dict(metadata.get("counters", {})))
+
+    @staticmethod
+    def _verify(path: Path) -> None:
+        try:
+            expected = json.loads((path / _INTEGRITY).read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"corrupt checkpoint {path}: no readable {_INTEGRITY} ({err})") from err
+        actual = _inventory(path)
+        for name, entry in expected.items():
+            found = actual.get(name)
+            if found is None:
+                raise CheckpointError(f"corrupt checkpoint {path}: file {name} is missing")
+            if found != entry:
+                raise CheckpointError(
+                    f"corrupt checkpoint {path}: file {name} is damaged (expected {entry}, found {found})"
+                )
+
+    def resume(self) -> ResumeInfo | None:
+        """Restore the newest checkpoint that loads; ``None`` if the directory has none.
+
+        Damaged checkpoints are skipped with a warning; if every checkpoint is damaged this
+        raises :class:`CheckpointError` listing them (starting over silently would overwrite
+        a run the user meant to continue).
+        """
+        candidates = self._candidates()
+        errors = []
+        for path in reversed(candidates):
+            try:
+                return self.load(path)
+            except CheckpointError as err:
+                warnings.warn(f"skipping checkpoint that does not load: {err}", stacklevel=2)
+                errors.append(str(err))
+        if errors:
+            raise CheckpointError("no loadable checkpoint in " f"{self.directory}:\n" + "\n".join(errors))
+        return None
+
+    def _candidates(self) -> list[Path]:
+        # Directories named like a checkpoint, including ones whose manifest is damaged (the
+        # rotation would silently ignore those; resume() reports them).
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            step = path.name[len(_PREFIX) + 1 :]
+            if path.name.startswith(f"{_PREFIX}-") and step.isdigit() and path.is_dir():
+                found.append((int(step), path))
+        return [path for _, path in sorted(found)]
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` so ``finally`` clauses run.
+
+    Only usable from the main thread (Python delivers signals there); elsewhere it is a no-op.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def _raise(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def checkpoint_summary(path: str | os.PathLike) -> Mapping[str, Any]:
+    """The manifest metadata (step, counters) of a checkpoint, without loading payloads."""
+    return Checkpoint.manifest(path).get("metadata", {})
+
+
+__all__ = [
+    "CheckpointError",
+    "ResumeInfo",
+    "RunCheckpointer",
+    "checkpoint_summary",
+    "terminate_as_interrupt",
+]

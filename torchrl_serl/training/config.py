@@ -1,0 +1,264 @@
+"""Typed run configurations, overridable from the command line.
+
+A recipe declares one dataclass (fields with defaults that run on the simulation) and calls
+:func:`parse_config`. Every field becomes a ``--name value`` option; fields of nested
+dataclasses are reached with dots (``--sac.utd_ratio 4``, ``--env.pixels true``).
+``--help`` lists every field with its type and default.
+
+The learner defaults are SERL's (critic ensemble 10, subset-min over 2, LayerNorm, hidden
+[256, 256], tau 0.005, target entropy -|A|/2, temperature init 0.01, no entropy backup,
+batch 256, critic:actor update ratio 8 for state / 4 for pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+@dataclass
+class EnvConfig:
+    """Simulated pick-cube task (``torchrl_serl.envs.sim``)."""
+
+    task: str = "panda"
+    """``panda`` (PandaPickCube) or ``piper`` (PiperPickCube)."""
+    pixels: bool = False
+    image_size: int = 128
+    reward_type: str = "dense"
+    max_episode_steps: int = 100
+    control_hz: float = 10.0
+    action_scale_m: float = 0.1
+
+
+@dataclass
+class SACConfig:
+    """SERL/RLPD learner hyperparameters (state defaults)."""
+
+    num_critics: int = 10
+    critic_subsample: int = 2
+    hidden: tuple[int, ...] = (256, 256)
+    layer_norm: bool = True
+    discount: float = 0.99
+    tau: float = 0.005
+    target_entropy: float | None = None
+    """``None`` means SERL's -|A|/2."""
+    alpha_init: float = 0.01
+    backup_entropy: bool = False
+    batch_size: int = 256
+    utd_ratio: int = 8
+    """Critic updates per actor/temperature update (and per collected env step)."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+
+
+@dataclass
+class RobotConfig:
+    """Real arm selection for the arm recipes; ``real=False`` runs the simulated twin."""
+
+    real: bool = False
+    address: str = ""
+    """Franka: robot (or robot-server) host; Piper: CAN channel such as ``can0``."""
+    camera: str = "realsense"
+    """``realsense``, ``opencv`` or ``test_pattern``."""
+
+
+@dataclass
+class RunConfig:
+    """What every training recipe shares: budget, logging, checkpoints, evaluation."""
+
+    seed: int = 0
+    total_steps: int = 100_000
+    """Environment steps to collect."""
+    random_steps: int = 1_000
+    """Uniform-random actions before the policy acts (SERL ``random_steps``)."""
+    training_starts: int = 1_000
+    """Transitions in the buffer before the first update."""
+    buffer_size: int = 1_000_000
+    device: str = "cpu"
+    logdir: str = "runs"
+    exp_name: str = ""
+    """Run directory name under ``logdir``; empty: ``<recipe>_seed<seed>``."""
+    log_every: int = 1_000
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    video: bool = False
+    checkpoint_every: int = 10_000
+    keep_checkpoints: int = 2
+    resume: bool = False
+    """Continue from the newest valid checkpoint of the run directory."""
+    compile: bool = False
+    """``torch.compile`` the learner update (CPU: 1.4-1.7x after 20-150 s of compilation)."""
+    wandb: bool = False
+    wandb_mode: str = "offline"
+    """``online`` or ``offline`` (offline needs no network; sync later with ``wandb sync``)."""
+    wandb_project: str = "torchrl-serl"
+    progress: bool = True
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """Flatten a dataclass type into ``(dotted_name, type, default, doc)`` rows."""
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(_leaf_fields(tp, name + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"config field {name!r} needs a default so the recipe runs as is")
+        rows.append((name, tp, default, docs.get(f.name, "")))
+    return rows
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (a string literal right after the field), read from the source."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _converter(tp: Any, name: str):
+    """A str -> value parser for the annotation ``tp`` (bool, int, float, str, tuples, Optional)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"config field {name!r}: only Optional[X] unions are supported, got {tp}")
+        convert = _converter(inner[0], name)
+
+        def optional(text: str):
+            return None if text.lower() in ("none", "null", "") else convert(text)
+
+        return optional
+    if origin in (tuple, list):
+        item = _converter(args[0] if args else str, name)
+
+        def sequence(text: str):
+            parts = [p for p in text.replace(" ", ",").split(",") if p]
+            values = [item(p) for p in parts]
+            return tuple(values) if origin is tuple else values
+
+        return sequence
+    if tp is bool:
+
+        def boolean(text: str) -> bool:
+            low = text.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise argparse.ArgumentTypeError(f"--{name}: expected true/false, got {text!r}")
+
+        return boolean
+    if tp in (int, float, str):
+
+        def scalar(text: str):
+            try:
+                return tp(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"--{name}: expected {tp.__name__}, got {text!r}"
+                ) from None
+
+        return scalar
+    raise TypeError(f"config field {name!r}: unsupported type {tp}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+    """An ``argparse`` parser with one ``--dotted.name`` option per leaf field of ``cls``."""
+    parser = argparse.ArgumentParser(description=description)
+    for name, tp, default, doc in _leaf_fields(cls):
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        # a bare boolean flag (``--resume``) means true; ``--resume false`` also works
+        flag = {"nargs": "?", "const": True} if tp is bool else {}
+        parser.add_argument(
+            f"--{name}",
+            dest=name,
+            **flag,
+            type=_converter(tp, name),
+            # only the options given on the command line override the dataclass defaults
+            default=argparse.SUPPRESS,
+            metavar=_type_name(tp).upper(),
+            help=f"{doc} (default: {shown})" if doc else f"(default: {shown})",
+        )
+    return parser
+
+
+def apply_overrides(config: T, overrides: dict[str, Any]) -> T:
+    """Return a copy of ``config`` with ``{"a.b": value}`` overrides applied."""
+    for dotted, value in overrides.items():
+        head, _, rest = dotted.partition(".")
+        if not any(f.name == head for f in dataclasses.fields(config)):
+            raise KeyError(f"unknown config field {dotted!r} for {type(config).__name__}")
+        if rest:
+            child = apply_overrides(getattr(config, head), {rest: value})
+            config = dataclasses.replace(config, **{head: child})
+        else:
+            config = dataclasses.replace(config, **{head: value})
+    return config
+
+
+def parse_config(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+    """Build ``cls()`` and apply ``--field value`` overrides from ``argv`` (default ``sys.argv``)."""
+    parser = build_parser(cls, description)
+    namespace = parser.parse_args(argv)
+    return apply_overrides(cls(), vars(namespace))
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON-friendly nested dict of a config (for logs and checkpoint metadata)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+__all__ = [
+    "EnvConfig",
+    "SACConfig",
+    "RobotConfig",
+    "RunConfig",
+    "build_parser",
+    "apply_overrides",
+    "parse_config",
+    "config_to_dict",
+]
