@@ -1,0 +1,22 @@
+"""PandaPickCube: SERL franka_sim's task on the code-built Panda (operational-space control)."""
+
+from __future__ import annotations
+
+from torchrl_serl.envs.sim.panda import PandaArm
+from torchrl_serl.envs.sim.pick_cube import PickCubeEnv
+
+
+class PandaPickCubeEnv(PickCubeEnv):
+    """Franka Panda picks a 4 cm cube; see :class:`PickCubeEnv` for keys, reward and arguments.
+
+    Defaults are SERL's: 10 Hz control, 2 ms physics (50 substeps), 0.1 m per action unit, box
+    x in [0.2, 0.6], y in [-0.3, 0.3], z in [0, 0.5] m, cube xy ~ U([0.25, -0.25], [0.55, 0.25]).
+
+    Examples:
+        >>> env = PandaPickCubeEnv(seed=0)
+        >>> td = env.rollout(5)
+        >>> td["next", "observation"].shape
+        torch.Size([5, 10])
+    """
+
+    arm_class = PandaArm
