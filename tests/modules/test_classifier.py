@@ -3,26 +3,24 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from torchrl_serl.modules.classifier import ClassifierReward, SuccessClassifier
+from torchrl_serl.modules.classifier import ClassifierReward, SuccessClassifier, make_pixel_classifier
+from torchrl_serl.modules.encoders import MultiCameraEncoder, SmallConvEncoder
 
 
-class TinyPixelEncoder(nn.Module):
-    """Encoder with the conventions' two-stage interface: a frozen conv trunk, then a trained projection."""
+def tiny_encoder(proprio_key=None):
+    """A real MultiCameraEncoder at test size: frozen two-layer conv trunk on 32x32 images."""
+    return MultiCameraEncoder(
+        SmallConvEncoder(features=(4, 8), kernel_sizes=(3, 3), strides=(2, 2)),
+        camera_keys=("front",),
+        image_size=32,
+        bottleneck_dim=8,
+        proprio_key=proprio_key,
+        freeze_trunk=True,
+    )
 
-    image_keys = ("front",)
 
-    def __init__(self):
-        super().__init__()
-        self.trunk = nn.Conv2d(3, 4, 4, stride=4).requires_grad_(False)
-        self.proj = nn.Linear(4 * 4 * 4, 8)
-
-    def encode_images(self, td):
-        with torch.no_grad():
-            return td.empty().set("front", self.trunk(td["front"].float() / 255.0))
-
-    def forward_features(self, features, observation):
-        x = features["front"].flatten(-3)
-        return self.proj(x if observation is None else torch.cat([x, observation], -1))
+def pixels(n):
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
 
 
 def state_td(n=4, dim=3):
@@ -44,25 +42,31 @@ def test_serl_head_layout_linear_dropout_layernorm_activation():
 
 
 def test_pixel_classifier_trains_projection_and_head_not_frozen_trunk():
-    enc = TinyPixelEncoder()
-    clf = SuccessClassifier(enc, in_features=8, hidden_dims=(8,))
-    assert clf.in_keys == ["front"]  # images only by default, like SERL
-    td = TensorDict(front=torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8), batch_size=[3])
+    enc = tiny_encoder()
+    clf = SuccessClassifier(enc, hidden_dims=(8,))
+    assert clf.in_keys == ["front"]  # images only, like SERL
+    td = TensorDict(front=pixels(3), batch_size=[3])
     clf(td)["logit"].sum().backward()
     assert td["logit"].shape == (3, 1)
-    assert enc.trunk.weight.grad is None
-    assert enc.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.trunk_parameters())
+    assert all(p.grad is not None for p in enc.head_parameters())
 
 
-def test_pixel_classifier_can_also_read_state():
-    enc = TinyPixelEncoder()
-    clf = SuccessClassifier(enc, in_features=8, hidden_dims=(8,), use_state=True)
-    enc.proj = nn.Linear(4 * 4 * 4 + 7, 8)
-    td = TensorDict(
-        front=torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8), observation=torch.randn(2, 7), batch_size=[2]
-    )
+def test_pixel_classifier_reads_the_encoders_state_key():
+    clf = SuccessClassifier(tiny_encoder(proprio_key="observation"), hidden_dims=(8,))
+    td = TensorDict(front=pixels(2), observation=torch.randn(2, 7), batch_size=[2])
     assert clf.in_keys == ["front", "observation"]
     assert clf(td)["logit"].shape == (2, 1)
+    feats = clf.features(td)
+    assert feats["front"].shape == (2, 8, 7, 7) and feats["observation"].shape == (2, 7)
+
+
+def test_serl_pixel_classifier_builder():
+    clf = make_pixel_classifier(("front", "wrist"), image_size=64)
+    assert clf.in_keys == ["front", "wrist"] and clf.encoder.freeze_trunk
+    td = TensorDict(front=torch.zeros(2, 3, 64, 64, dtype=torch.uint8), wrist=torch.zeros(2, 3, 64, 64, dtype=torch.uint8), batch_size=[2])
+    assert clf(td)["logit"].shape == (2, 1)
+    assert not make_pixel_classifier(("front",), image_size=64, trunk="small").encoder.freeze_trunk
 
 
 def test_save_load_round_trip(tmp_path):
@@ -88,13 +92,11 @@ def test_bad_inputs_raise_clear_errors():
         clf(TensorDict(state=torch.zeros(2, 3), batch_size=[2]))
     with pytest.raises(ValueError, match="NaN"):
         clf(TensorDict(observation=torch.full((2, 3), float("nan")), batch_size=[2]))
-    pix = SuccessClassifier(TinyPixelEncoder(), in_features=8)
+    pix = SuccessClassifier(tiny_encoder())
     with pytest.raises(ValueError, match="channels-first"):
-        pix(TensorDict(front=torch.zeros(2, 16, 16, 3, dtype=torch.uint8), batch_size=[2]))
+        pix(TensorDict(front=torch.zeros(2, 32, 32, 3, dtype=torch.uint8), batch_size=[2]))
     with pytest.raises(ValueError, match="dropout"):
         SuccessClassifier(in_features=3, dropout=1.0)
-    with pytest.raises(ValueError, match="encoder"):
-        SuccessClassifier(use_state=False)
 
 
 @pytest.mark.parametrize("mode", ["prob", "log_prob", "threshold"])

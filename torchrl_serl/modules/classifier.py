@@ -30,24 +30,24 @@ class SuccessClassifier(TensorDictModuleBase):
     The computation is split in two so VICE can mix and penalise in feature space, as SERL does:
 
     - :meth:`features` ``(td) -> TensorDict [*B]``: per-camera trunk features (no grad through a
-      frozen trunk) and, when ``use_state``, the float state vector ``[*B, D]`` under ``state_key``;
+      frozen trunk) and the float state vector ``[*B, D]`` if the classifier reads one;
     - :meth:`logits_from_features` ``(features) -> [*B, 1]``: pooling/projection + MLP head.
 
     ``forward(td)`` runs both and writes ``out_key`` (default ``"logit"``), float32 ``[*B, 1]``.
 
     Args:
-        encoder: module following ``docs/conventions.md`` (``encode_images(td) -> TensorDict`` and
-            ``forward_features(features, observation) -> [*B, E]``); ``None`` for a state-only
-            classifier.
-        in_features: width of the MLP input (``E``, or the state size without an encoder);
-            ``None`` infers it on the first call (then run one forward before building the optimizer).
+        encoder: a ``MultiCameraEncoder`` (or any module with its ``encode_images`` /
+            ``forward_features`` / ``camera_keys`` / ``proprio_key`` / ``out_features``
+            interface, see ``docs/conventions.md``); the classifier reads its cameras and, if its
+            ``proprio_key`` is set, the state. SERL classifies images only (``proprio_key=None``),
+            so the classifier cannot succeed on proprioception alone. ``None``: classify the
+            state vector ``td[state_key]``.
+        in_features: MLP input width; default the encoder's ``out_features``. Without an encoder
+            give the state size, or ``None`` to infer it on the first call (then run one forward
+            before building the optimizer).
 
     Keyword Args:
-        image_keys: camera keys read from the input (default: the encoder's ``image_keys``
-            attribute, else ``()``).
-        state_key: key of the float state vector (default ``"observation"``).
-        use_state: feed the state to the classifier; default ``True`` without an encoder and
-            ``False`` with one (SERL classifies images only, so it cannot cheat on proprioception).
+        state_key: state key of an encoder-less classifier (default ``"observation"``).
         hidden_dims: MLP widths (SERL: ``(256,)``).
         dropout: dropout rate after each hidden linear layer (SERL: 0.1).
         activation: activation class (SERL reward classifier: ReLU, VICE: LeakyReLU).
@@ -59,9 +59,7 @@ class SuccessClassifier(TensorDictModuleBase):
         encoder: nn.Module | None = None,
         in_features: int | None = None,
         *,
-        image_keys: Sequence[NestedKey] | None = None,
         state_key: NestedKey = "observation",
-        use_state: bool | None = None,
         hidden_dims: Sequence[int] = (256,),
         dropout: float = 0.1,
         activation: type[nn.Module] = nn.ReLU,
@@ -72,19 +70,16 @@ class SuccessClassifier(TensorDictModuleBase):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if any(h <= 0 for h in hidden_dims):
             raise ValueError(f"hidden_dims must be positive, got {tuple(hidden_dims)}")
-        if image_keys is None:
-            image_keys = tuple(getattr(encoder, "image_keys", ())) if encoder is not None else ()
-        if use_state is None:
-            use_state = encoder is None
-        if encoder is None and not use_state:
-            raise ValueError("SuccessClassifier needs an encoder, use_state=True, or both")
-        if encoder is not None and not image_keys:
-            raise ValueError("SuccessClassifier with an encoder needs image_keys (none given, encoder has none)")
         self.encoder = encoder
-        self.image_keys = tuple(image_keys)
-        self.state_key = state_key
-        self.use_state = use_state
-        self.in_keys = [*self.image_keys, *([state_key] if use_state else [])]
+        if encoder is not None:
+            self.image_keys = tuple(encoder.camera_keys)
+            self.state_key = encoder.proprio_key
+            if in_features is None:
+                in_features = encoder.out_features
+        else:
+            self.image_keys = ()
+            self.state_key = state_key
+        self.in_keys = [*self.image_keys, *([self.state_key] if self.state_key is not None else [])]
         self.out_keys = [out_key]
         self.out_key = out_key
 
@@ -112,17 +107,18 @@ class SuccessClassifier(TensorDictModuleBase):
                     f"camera {key!r} must be channels-first [*B, 3, H, W] (docs/conventions.md), got {tuple(img.shape)}"
                 )
             _check_finite(str(key), img)
-        if self.use_state:
+        if self.state_key is not None:
             _check_finite(str(self.state_key), td.get(self.state_key))
 
     def features(self, td: TensorDictBase) -> TensorDict:
-        """Per-sample inputs of the trainable part: trunk features and/or the state ``[*B, D]``."""
+        """Per-sample inputs of the trainable part: trunk features ``[*B, C, h, w]`` per camera and/or
+        the float state ``[*B, D]`` under its key."""
         self._check_inputs(td)
         if self.encoder is not None:
             feats = self.encoder.encode_images(td.select(*self.image_keys))
         else:
             feats = TensorDict({}, batch_size=td.batch_size, device=td.device)
-        if self.use_state:
+        if self.state_key is not None:
             feats.set(self.state_key, td.get(self.state_key).float())
         return feats
 
@@ -131,8 +127,8 @@ class SuccessClassifier(TensorDictModuleBase):
         if self.encoder is None:
             x = features.get(self.state_key)
         else:
-            state = features.get(self.state_key) if self.use_state else None
-            x = self.encoder.forward_features(features.exclude(self.state_key), state)
+            state = features.get(self.state_key) if self.state_key is not None else None
+            x = self.encoder.forward_features(features.select(*self.image_keys), state)
         return self.head(x)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -220,3 +216,40 @@ class ClassifierReward(TensorDictModuleBase):
         tensordict.set(self.reward_key, reward)
         tensordict.set(self.success_key, success)
         return tensordict
+
+
+def make_pixel_classifier(
+    camera_keys: Sequence[str] = ("front", "wrist"),
+    image_size: int = 128,
+    *,
+    trunk: Literal["resnet10", "small"] = "resnet10",
+    pretrained_path: str | Path | None = None,
+    bottleneck_dim: int = 256,
+    hidden_dims: Sequence[int] = (256,),
+    dropout: float = 0.1,
+    activation: type[nn.Module] = nn.ReLU,
+) -> SuccessClassifier:
+    """SERL's pixel success classifier on images only.
+
+    ``trunk="resnet10"``: frozen ResNet-10 (weights from the local ``pretrained_path`` when given;
+    SERL loads ImageNet weights, without them the frozen features are random), learned spatial
+    embeddings (8) and ``Linear(bottleneck_dim) -> LayerNorm -> tanh`` per camera, then the MLP
+    head. ``trunk="small"``: SERL's small conv trunk, trained with the head (no pretraining).
+    SERL uses ``bottleneck_dim=256`` and ReLU for the reward classifier, 512 and LeakyReLU for VICE.
+    """
+    from torchrl_serl.modules.encoders import MultiCameraEncoder, SmallConvEncoder, resnet10
+
+    if trunk not in ("resnet10", "small"):
+        raise ValueError(f"trunk must be 'resnet10' or 'small', got {trunk!r}")
+    frozen = trunk == "resnet10"
+    encoder = MultiCameraEncoder(
+        resnet10() if frozen else SmallConvEncoder(),
+        camera_keys=camera_keys,
+        image_size=image_size,
+        bottleneck_dim=bottleneck_dim,
+        proprio_key=None,
+        freeze_trunk=frozen,
+    )
+    if pretrained_path is not None:
+        encoder.load_pretrained(pretrained_path)
+    return SuccessClassifier(encoder, hidden_dims=hidden_dims, dropout=dropout, activation=activation)
