@@ -118,5 +118,15 @@ class RandomShift(Transform):
                 tensordict.set(k, self._shift(tensordict.get(k), k))
         return tensordict
 
+    def get_extra_state(self) -> dict:
+        # The generator state travels with state_dict so that a restored buffer/run shifts identically.
+        return {"generator_state": self.generator.get_state() if self.generator is not None else None}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state["generator_state"] is not None:
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.set_state(state["generator_state"])
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(in_keys={self.in_keys}, pad={self.pad})"

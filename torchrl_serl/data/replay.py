@@ -1,0 +1,215 @@
+"""Online + demo replay buffer with an exact demo fraction per batch (RLPD), and crash-safe checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.data import LazyMemmapStorage, OfflineToOnlineReplayBuffer, TensorDictReplayBuffer
+
+from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
+
+# Keys the buffers add themselves; they are not part of the data contract between demos and online.
+_BOOKKEEPING_KEYS = {"index", "_has_next_frame"}
+_LATEST = "LATEST"
+
+
+def _leaf_keys(data: TensorDictBase) -> set[str]:
+    keys = {".".join(k) if isinstance(k, tuple) else k for k in data.keys(True, True)}
+    return keys - _BOOKKEEPING_KEYS
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root`` to disk, so a rename publishes complete data."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
+    """Online and demo buffers sampled with an exact demo fraction per batch (RLPD: 50/50).
+
+    Extends TorchRL's :class:`~torchrl.data.OfflineToOnlineReplayBuffer` (exact split, ``anneal``,
+    read-side ``transform``) with a *mutable* demo side: ``extend_demos`` appends demonstrations or
+    human interventions during training. ``sample()`` draws exactly ``round(demo_fraction * B)`` demo
+    transitions followed by the online ones, ``[B]``; while the online buffer is still empty it draws
+    all ``B`` from the demos (TorchRL's behaviour).
+
+    Both sides are memory-mapped. With ``pixel_keys`` they are :class:`FrameDedupReplayBuffer`\\ s
+    (uint8 frames stored once, ``("next", cam)`` rebuilt at sampling).
+
+    ``save(path)``/``load(path)`` checkpoint everything (contents, write cursors, sampling RNGs,
+    fraction, the transform's state such as :class:`RandomShift`'s generator): the same ``sample()``
+    sequence follows a restore. Saves are crash-safe (see :meth:`save`).
+
+    Args:
+        capacity: online buffer rows.
+        demo_capacity: demo buffer rows.
+
+    Keyword Args:
+        demo_fraction: fraction of each batch drawn from demos, in ``(0, 1)``.
+        batch_size: default ``sample`` size (SERL: 256).
+        pixel_keys: camera keys stored once as uint8 (empty for state tasks).
+        scratch_dir: directory for the memory-mapped storages (default: a fresh temporary directory).
+        seed: seeds the two sampling generators.
+        transform: applied to each sampled batch (e.g. ``RandomShift(["front", "wrist"])``).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        demo_capacity: int,
+        *,
+        demo_fraction: float = 0.5,
+        batch_size: int = 256,
+        pixel_keys: Sequence[NestedKey] = (),
+        scratch_dir: str | Path | None = None,
+        seed: int = 0,
+        transform=None,
+    ):
+        if not 0.0 < demo_fraction < 1.0:
+            raise ValueError(f"demo_fraction must be in (0, 1), got {demo_fraction}")
+        if capacity < 2 or demo_capacity < 2:
+            raise ValueError(f"capacity and demo_capacity must be >= 2, got {capacity} and {demo_capacity}")
+        self.scratch_dir = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.mkdtemp(prefix="serl_rb_"))
+        self.pixel_keys = list(pixel_keys)
+        self.capacity, self.demo_capacity, self.seed = capacity, demo_capacity, seed
+        online = self._make_side(capacity, "online", seed)
+        demos = self._make_side(demo_capacity, "demos", seed + 1)
+        # The parent builds a throwaway online buffer (lazy, never allocated) that is replaced below.
+        super().__init__(demos, online_capacity=1, offline_fraction=demo_fraction, batch_size=batch_size, transform=transform)
+        self._online_buffer = online
+        self._keys: set[str] | None = None
+
+    def _make_side(self, capacity: int, name: str, seed: int) -> TensorDictReplayBuffer:
+        generator = torch.Generator().manual_seed(seed)
+        scratch = self.scratch_dir / name
+        if self.pixel_keys:
+            return FrameDedupReplayBuffer(capacity, self.pixel_keys, scratch, generator=generator)
+        return TensorDictReplayBuffer(storage=LazyMemmapStorage(capacity, scratch_dir=scratch), generator=generator)
+
+    @property
+    def demo_buffer(self) -> TensorDictReplayBuffer:
+        """The demo side (mutable: ``extend_demos`` writes here)."""
+        return self._offline_buffer
+
+    @property
+    def demo_fraction(self) -> float:
+        return self._offline_fraction
+
+    def _check_keys(self, data: TensorDictBase, where: str) -> None:
+        keys = _leaf_keys(data)
+        if self._keys is None:
+            self._keys = keys
+        elif keys != self._keys:
+            raise ValueError(
+                f"keys of the {where} data do not match the buffer's: missing {sorted(self._keys - keys)}, "
+                f"unexpected {sorted(keys - self._keys)} (demo and online transitions must share one TED layout)"
+            )
+
+    def extend(self, data: TensorDictBase) -> torch.Tensor:
+        """Append online transitions ``[T]`` or ``[N_envs, T]``."""
+        self._check_keys(data, "online")
+        return self._online_buffer.extend(data)
+
+    def extend_demos(self, data: TensorDictBase) -> torch.Tensor:
+        """Append demonstrations or intervention transitions to the demo side."""
+        self._check_keys(data, "demo")
+        return self._offline_buffer.extend(data)
+
+    def sample(self, batch_size: int | None = None) -> TensorDictBase:
+        """``[B]`` batch: the first ``round(demo_fraction * B)`` rows are demos, the rest online."""
+        if len(self._offline_buffer) == 0:
+            raise RuntimeError(
+                f"the demo buffer is empty but demo_fraction={self._offline_fraction}: "
+                "call extend_demos (e.g. with load_demos(path)) before sampling"
+            )
+        return super().sample(batch_size)
+
+    def save(self, path: str | Path) -> Path:
+        """Checkpoint the whole buffer under ``path``; returns the version directory written.
+
+        Crash-safe: the checkpoint is written to a temporary directory, flushed to disk, renamed to
+        ``path/vNNNNNN`` and only then published by atomically replacing ``path/LATEST``. A crash at any
+        point leaves ``LATEST`` naming the previous complete checkpoint. Older versions are removed
+        after publication.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        versions = sorted(p.name for p in path.glob("v[0-9]*") if p.is_dir())
+        name = f"v{int(versions[-1][1:]) + 1 if versions else 1:06d}"
+        tmp = path / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for side, buffer in (("online", self._online_buffer), ("demos", self._offline_buffer)):
+            if len(buffer):  # TorchRL cannot dump a never-written (uninitialised) storage
+                buffer.dumps(tmp / side)
+        if isinstance(self._transform, torch.nn.Module):
+            torch.save(self._transform.state_dict(), tmp / "transform.pt")
+        with open(tmp / "meta.json", "w") as f:
+            json.dump(self._meta(), f)
+        _fsync_tree(tmp)
+        os.rename(tmp, path / name)
+        with open(path / f"{_LATEST}.tmp", "w") as f:
+            f.write(name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path / f"{_LATEST}.tmp", path / _LATEST)
+        _fsync_dir(path)
+        for old in path.iterdir():
+            if old.is_dir() and old.name != name and (old.name.startswith(".tmp-") or old.name in versions):
+                shutil.rmtree(old, ignore_errors=True)
+        return path / name
+
+    def _meta(self) -> dict:
+        return {
+            "capacity": self.capacity,
+            "demo_capacity": self.demo_capacity,
+            "pixel_keys": [k if isinstance(k, str) else list(k) for k in self.pixel_keys],
+            "demo_fraction": self._offline_fraction,
+            "base_demo_fraction": self._base_offline_fraction,
+            "batch_size": self._batch_size,
+            "keys": sorted(self._keys) if self._keys is not None else None,
+        }
+
+    def load(self, path: str | Path) -> None:
+        """Restore the checkpoint that ``path/LATEST`` names (written by :meth:`save`)."""
+        path = Path(path)
+        latest = path / _LATEST
+        if not latest.is_file():
+            raise FileNotFoundError(f"no replay-buffer checkpoint at {path} (missing {latest})")
+        version = path / latest.read_text().strip()
+        with open(version / "meta.json") as f:
+            meta = json.load(f)
+        mine = self._meta()
+        for key in ("capacity", "demo_capacity", "pixel_keys"):
+            if meta[key] != mine[key]:
+                raise ValueError(f"checkpoint {version} has {key}={meta[key]!r}, this buffer has {mine[key]!r}")
+        for side, buffer in (("online", self._online_buffer), ("demos", self._offline_buffer)):
+            if (version / side).is_dir():
+                buffer.loads(version / side)
+            else:
+                buffer.empty()
+        if (version / "transform.pt").exists() and isinstance(self._transform, torch.nn.Module):
+            self._transform.load_state_dict(torch.load(version / "transform.pt"))
+        self._offline_fraction = meta["demo_fraction"]
+        self._base_offline_fraction = meta["base_demo_fraction"]
+        self._batch_size = meta["batch_size"]
+        self._keys = set(meta["keys"]) if meta["keys"] is not None else None
