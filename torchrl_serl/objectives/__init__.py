@@ -1,0 +1,5 @@
+"""SERL's objectives as TorchRL LossModules."""
+
+from torchrl_serl.objectives.sac import SERLSACLoss
+
+__all__ = ["SERLSACLoss"]
