@@ -54,8 +54,8 @@ PANDA_LAYOUT = TaskLayout(
     cartesian_high=(0.6, 0.3, 0.5),
     block_xy_low=(0.25, -0.25),
     block_xy_high=(0.55, 0.25),
-    front_camera_pos=(1.25, 0.0, 0.75),
-    front_camera_target=(0.35, 0.0, 0.15),
+    front_camera_pos=(1.3, -0.5, 0.8),
+    front_camera_target=(0.35, 0.0, 0.2),
 )
 
 

@@ -49,6 +49,6 @@ def build_scene(
     xmat = np.stack([right, up, -fwd], axis=1)
     quat = np.zeros(4)
     mujoco.mju_mat2Quat(quat, xmat.flatten())
-    world.add_camera(name="front", pos=pos, quat=quat, fovy=45)
+    world.add_camera(name="front", pos=pos, quat=quat, fovy=55)
     add_robot(world, spec)
     return spec
