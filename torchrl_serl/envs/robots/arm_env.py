@@ -1,0 +1,304 @@
+"""Real arms as TorchRL envs with the same keys and specs as the simulated pick tasks.
+
+Keys (``docs/conventions.md``): ``observation`` float32 ``[7]`` = tcp_pos [m], tcp_vel [m/s],
+gripper (0 open, 1 closed); one uint8 ``[3, H, W]`` image per camera (``front``, ``wrist``);
+``action`` float32 ``[4]`` in ``[-1, 1]`` = tool delta x ``action_scale_m`` and gripper increment;
+``reward``, ``success``, ``done``/``terminated``/``truncated`` ``[1]``.
+"""
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from ..cameras.base import Camera
+from ..cameras.reader import LatestFrameReader
+from .franka import PANDA_HOME_Q, FrankaArm
+from .interfaces import ArmState, RobotArm, RobotError
+from .piper import PiperArm
+from .safety import SafetyLimits, Watchdog, check_finite_vector, stop_on_sigint
+
+
+class RealArmEnv(EnvBase):
+    """A ``RobotArm`` plus cameras as an ``EnvBase``, stepped at ``control_hz``.
+
+    Each step: validate the action (NaN/inf/shape refused before anything is sent), add
+    ``action[:3] * action_scale_m`` to the measured tool position, clip through ``safety``
+    (box, tilt, per-step limits), send it as the tracked target, update the gripper, then sleep
+    to the next control tick and read state and cameras. Any arm error or lost link stops the
+    arm and raises ``RobotError``/``RobotConnectionError``; a ``Watchdog`` stops the arm when
+    steps stop coming; Ctrl-C during a step stops the arm.
+
+    Args:
+        arm: a connected ``RobotArm``.
+        safety: workspace and step limits. ``safety.reference_quat`` is the allowed tilt centre.
+        cameras: name -> ``Camera`` (``{"front": ..., "wrist": ...}``); each read by a ``LatestFrameReader``.
+        image_size: ``(H, W)`` of the image observations.
+        control_hz: policy rate [Hz].
+        action_scale_m: tool displacement [m] of a unit action.
+        max_episode_steps: truncation horizon.
+        home_q: joints [rad] of the reset move; ``home_pos``/``home_quat`` default to the pose reached there.
+        reset_noise_m: half-width [m] of the uniform xy(z) noise added to the home position.
+        target_pos_m, target_tol_m: success when the tool is within ``target_tol_m`` of ``target_pos_m``.
+        reward_classifier: module mapping the observation tensordict to a success logit ``[1]``;
+            replaces the target-pose test when given.
+        watchdog_timeout_s: stop the arm when no step arrives for this long (``None``: no watchdog).
+    """
+
+    def __init__(
+        self,
+        arm: RobotArm,
+        safety: SafetyLimits,
+        cameras: dict[str, Camera] | None = None,
+        image_size: tuple[int, int] = (128, 128),
+        control_hz: float = 10.0,
+        action_scale_m: float = 0.05,
+        max_episode_steps: int = 100,
+        home_q=None,
+        home_pos=None,
+        home_quat=None,
+        reset_noise_m: float = 0.02,
+        target_pos_m=None,
+        target_tol_m: float = 0.02,
+        reward_classifier: torch.nn.Module | None = None,
+        watchdog_timeout_s: float | None = 1.0,
+        seed: int | None = None,
+    ):
+        super().__init__(device="cpu", batch_size=torch.Size([]))
+        if not 0 < control_hz <= 1000:
+            raise ValueError(f"control_hz {control_hz} is outside (0, 1000]")
+        if not 0 < action_scale_m <= 0.2:
+            raise ValueError(f"action_scale_m {action_scale_m} is outside (0, 0.2] m")
+        if max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.arm, self.safety = arm, safety
+        self.control_hz, self.period_s = float(control_hz), 1.0 / float(control_hz)
+        self.action_scale_m = float(action_scale_m)
+        self.max_episode_steps = int(max_episode_steps)
+        self.home_q = None if home_q is None else np.asarray(home_q, dtype=np.float64)
+        self.home_pos = None if home_pos is None else check_finite_vector("home_pos", home_pos, 3)
+        self.home_quat = None if home_quat is None else check_finite_vector("home_quat", home_quat, 4)
+        self.reset_noise_m = float(reset_noise_m)
+        self.target_pos_m = None if target_pos_m is None else check_finite_vector("target_pos_m", target_pos_m, 3)
+        self.target_tol_m = float(target_tol_m)
+        self.reward_classifier = reward_classifier
+        self.image_size = tuple(image_size)
+        self.readers = {name: LatestFrameReader(cam, self.image_size) for name, cam in (cameras or {}).items()}
+        self.watchdog = None if watchdog_timeout_s is None else Watchdog(self.arm.stop, watchdog_timeout_s)
+        self.step_periods_s: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._rng = np.random.default_rng(seed)
+        self._state: ArmState | None = None
+        self._target_quat: np.ndarray | None = None
+        self._gripper_cmd = 0.0
+        self._gripper_sent_m: float | None = None
+        self._steps = 0
+        self._last_tick: float | None = None
+        self._make_specs()
+
+    # -- specs ----------------------------------------------------------------------------
+    def _make_specs(self) -> None:
+        obs = {"observation": Unbounded(shape=(7,), dtype=torch.float32),
+               "success": Categorical(2, shape=(1,), dtype=torch.bool)}
+        for name in self.readers:
+            obs[name] = Bounded(0, 255, shape=(3, *self.image_size), dtype=torch.uint8)
+        self.observation_spec = Composite(obs)
+        self.action_spec = Bounded(-1.0, 1.0, shape=(4,), dtype=torch.float32)
+        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32)
+        self.full_done_spec = Composite(
+            done=Categorical(2, shape=(1,), dtype=torch.bool),
+            terminated=Categorical(2, shape=(1,), dtype=torch.bool),
+            truncated=Categorical(2, shape=(1,), dtype=torch.bool),
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _read_state(self) -> ArmState:
+        state = self.arm.get_state()
+        if state.has_error:
+            raise RobotError(f"{type(self.arm).__name__} reported errors {state.errors}; arm stopped")
+        return state
+
+    def _gripper_closed_fraction(self) -> float:
+        gripper = self.arm.gripper
+        if gripper is None:
+            return 0.0
+        return float(np.clip(1.0 - gripper.width() / gripper.max_width_m, 0.0, 1.0))
+
+    def _command_gripper(self, closed_fraction: float) -> None:
+        gripper = self.arm.gripper
+        if gripper is None:
+            return
+        width = (1.0 - closed_fraction) * gripper.max_width_m
+        # Gripper moves are slow and each new command restarts one: skip sub-5 mm changes.
+        if self._gripper_sent_m is None or abs(width - self._gripper_sent_m) > 0.005:
+            gripper.move_to_position(width)
+            self._gripper_sent_m = width
+
+    def _observe(self, state: ArmState) -> TensorDict:
+        obs = np.concatenate([state.tcp_pos, state.tcp_vel, [self._gripper_closed_fraction()]])
+        out = {"observation": torch.as_tensor(obs, dtype=torch.float32)}
+        for name, reader in self.readers.items():
+            out[name] = torch.from_numpy(reader.latest().transpose(2, 0, 1).copy())
+        td = TensorDict(out, batch_size=[])
+        td["success"] = torch.tensor([self._success(state, td)], dtype=torch.bool)
+        return td
+
+    def _success(self, state: ArmState, obs_td: TensorDict) -> bool:
+        if self.reward_classifier is not None:
+            with torch.no_grad():
+                logit = self.reward_classifier(obs_td.unsqueeze(0))
+            return bool(torch.sigmoid(torch.as_tensor(logit)).reshape(-1)[0] > 0.5)
+        if self.target_pos_m is not None:
+            return bool(np.linalg.norm(state.tcp_pos - self.target_pos_m) < self.target_tol_m)
+        return False
+
+    def _guarded(self, fn):
+        """Run ``fn``; on any error stop the arm first, then re-raise."""
+        try:
+            with stop_on_sigint(self.arm.stop):
+                return fn()
+        except BaseException:
+            if self.watchdog is not None:
+                self.watchdog.close()
+            try:
+                self.arm.stop()
+            finally:
+                raise
+
+    # -- EnvBase --------------------------------------------------------------------------
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        return self._guarded(self._do_reset)
+
+    def _do_reset(self) -> TensorDict:
+        if self.arm.get_state().has_error:
+            self.arm.clear_errors()
+        set_phase = getattr(self.arm, "set_phase", None)
+        if set_phase is not None:
+            set_phase("reset")
+        if self.arm.gripper is not None:
+            self.arm.gripper.open()
+        self._gripper_cmd, self._gripper_sent_m = 0.0, None
+        if self.home_q is not None:
+            self.arm.move_to_joint_positions(self.home_q)
+        state = self._read_state()
+        home_pos = state.tcp_pos if self.home_pos is None else self.home_pos
+        if self.home_quat is None:
+            self.home_quat = state.tcp_quat
+        noise = self._rng.uniform(-self.reset_noise_m, self.reset_noise_m, size=3)
+        start = np.clip(home_pos + noise, self.safety.box_low_m, self.safety.box_high_m)
+        self.arm.move_to_cartesian_pose(start, self.home_quat)
+        if set_phase is not None:
+            set_phase("task")
+        self._state = self._read_state()
+        self._target_quat = np.asarray(self.home_quat, dtype=np.float64)
+        self._steps = 0
+        if self.watchdog is not None:
+            self.watchdog.start()
+        self._last_tick = time.monotonic()
+        td = self._observe(self._state)
+        td.update(self.full_done_spec.zero())
+        return td
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        # Refuse bad actions before the guarded block: nothing has been sent, nothing to stop.
+        action = tensordict.get("action")
+        if tuple(action.shape) != (4,):
+            raise ValueError(f"action must have shape (4,), got {tuple(action.shape)}")
+        action = action.detach().cpu().double().numpy()
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN/inf: {action.tolist()}; nothing was sent to the arm")
+        return self._guarded(lambda: self._do_step(np.clip(action, -1.0, 1.0)))
+
+    def _do_step(self, action: np.ndarray) -> TensorDict:
+        pos, quat = self.safety.clip(
+            self._state.tcp_pos + action[:3] * self.action_scale_m, self._target_quat,
+            prev_pos=self._state.tcp_pos, prev_quat=self._target_quat,
+        )
+        self.arm.set_cartesian_target(pos, quat)
+        self._target_quat = quat
+        self._gripper_cmd = float(np.clip(self._gripper_cmd + action[3], 0.0, 1.0))
+        self._command_gripper(self._gripper_cmd)
+        if self.watchdog is not None:
+            self.watchdog.feed()
+        # Keep time: sleep to the next tick of a fixed grid, so one slow step does not shift all later ones.
+        next_tick = self._last_tick + self.period_s
+        now = time.monotonic()
+        if now < next_tick:
+            time.sleep(next_tick - now)
+        else:
+            next_tick = now  # overran: restart the grid instead of bursting to catch up
+        self.step_periods_s.append(time.monotonic() - self._last_tick)
+        self._last_tick = next_tick
+        self._state = self._read_state()
+        self._steps += 1
+        td = self._observe(self._state)
+        success = bool(td["success"])
+        truncated = self._steps >= self.max_episode_steps
+        td["reward"] = torch.tensor([float(success)], dtype=torch.float32)
+        td["terminated"] = torch.tensor([success])
+        td["truncated"] = torch.tensor([truncated])
+        td["done"] = torch.tensor([success or truncated])
+        return td
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
+        try:
+            self.arm.stop()
+            self.arm.disconnect()
+        finally:
+            for reader in self.readers.values():
+                reader.close()
+            super().close(raise_if_closed=raise_if_closed)
+
+
+class FrankaEnv(RealArmEnv):
+    """Franka Panda/FR3 through franky; see ``RealArmEnv`` for the loop and keys.
+
+    Args:
+        host: FCI address (``"127.0.0.1"`` with ``realtime=False`` for franky-sim).
+        safety: defaults to SERL's pick-cube box ``x [0.2, 0.6], y [-0.3, 0.3], z [0.0, 0.5]`` m,
+            tool pointing down (``[1, 0, 0, 0]``).
+        arm_kwargs: extra ``FrankaArm`` arguments (``phase_gains``, ``relative_dynamics_factor``, ...).
+    """
+
+    def __init__(self, host: str = "172.16.0.2", realtime: bool = True, safety: SafetyLimits | None = None,
+                 home_q=PANDA_HOME_Q, arm_kwargs: dict | None = None, **kwargs):
+        arm = FrankaArm(host, realtime=realtime, **(arm_kwargs or {}))
+        arm.connect()
+        super().__init__(arm, safety or SafetyLimits(), home_q=home_q, **kwargs)
+
+
+PIPER_HOME_Q = (0.0, 1.0, -1.0, 0.0, 0.9, 0.0)
+
+
+class PiperEnv(RealArmEnv):
+    """AgileX Piper through piper-sdk on a CAN channel; see ``RealArmEnv`` for the loop and keys.
+
+    Args:
+        can_channel, bustype: CAN interface (``"can0"``, ``"socketcan"``; ``"virtual"`` in tests).
+        safety: defaults to the box ``x [0.1, 0.35], y [-0.2, 0.2], z [0.1, 0.4]`` m around the
+            home pose (tool at ~(0.19, 0, 0.36) m) with the home orientation as tilt centre.
+        arm_kwargs: extra ``PiperArm`` arguments (``speed_percent``, ``feedback_timeout_s``, ...).
+    """
+
+    def __init__(self, can_channel: str = "can0", bustype: str = "socketcan", safety: SafetyLimits | None = None,
+                 home_q=PIPER_HOME_Q, arm_kwargs: dict | None = None, **kwargs):
+        arm = PiperArm(can_channel, bustype=bustype, **(arm_kwargs or {}))
+        arm.connect()
+        if safety is None:
+            # Home orientation of PIPER_HOME_Q (piper-sdk FK): RX=180, RY=43.4, RZ=180 deg.
+            from .rotations import euler_zyx_to_quat
+
+            safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
+                                  reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
+        super().__init__(arm, safety, home_q=home_q, **kwargs)

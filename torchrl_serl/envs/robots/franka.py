@@ -1,0 +1,260 @@
+"""Franka Emika Panda / FR3 on ``franky-control`` (libfranka), no ROS.
+
+The 1 kHz loop stays inside libfranka: a 10 Hz policy only replaces the reference of a
+``CartesianImpedanceTrackingMotion``. Stiffness is set per phase (stiff for reset moves,
+compliant for the task), as SERL's compliant controller does.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
+from .safety import check_finite_vector
+
+PANDA_HOME_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+
+
+def _import_franky():
+    try:
+        import franky
+    except ImportError as err:  # pragma: no cover - depends on the extra being installed
+        raise ImportError("FrankaArm needs franky-control: pip install 'torchrl-serl[robots]'") from err
+    return franky
+
+
+@dataclass(frozen=True)
+class ImpedanceGains:
+    """Cartesian impedance stiffness; damping is chosen critically damped by franky.
+
+    Args:
+        translational: stiffness [N/m] of x, y, z.
+        rotational: stiffness [Nm/rad] of roll, pitch, yaw.
+    """
+
+    translational: float
+    rotational: float
+
+    def __post_init__(self):
+        for name in ("translational", "rotational"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or not 0 < value <= 5000:
+                raise ValueError(f"impedance {name} stiffness {value} is outside (0, 5000]")
+
+
+# SERL-style phases: precise and stiff for resets, compliant while the policy acts.
+DEFAULT_PHASE_GAINS = {"reset": ImpedanceGains(2000.0, 150.0), "task": ImpedanceGains(800.0, 60.0)}
+
+
+class FrankaGripper(Gripper):
+    """Franka Hand through ``franky.Gripper``. ``close()`` grasps (holds with ``force_n``)."""
+
+    def __init__(self, host: str, speed_mps: float = 0.1, force_n: float = 20.0):
+        franky = _import_franky()
+        self._gripper = franky.Gripper(host)
+        self.max_width_m = float(self._gripper.max_width)
+        self.speed_mps = float(speed_mps)
+        self.force_n = float(force_n)
+
+    def move_to_position(self, width_m: float) -> None:
+        self._gripper.move_async(self._check_width(width_m), self.speed_mps)
+
+    def close(self) -> None:
+        # A grasp with a wide outer epsilon succeeds on any object and keeps squeezing it.
+        self._gripper.grasp_async(0.0, self.speed_mps, self.force_n, epsilon_inner=0.005,
+                                  epsilon_outer=self.max_width_m)
+
+    def width(self) -> float:
+        return float(self._gripper.width)
+
+
+class FrankaArm(RobotArm):
+    """Franka arm (7 joints) driven through franky.
+
+    Args:
+        host: FCI address of the arm (``"172.16.0.2"``), or ``"127.0.0.1"`` for franky-sim.
+        realtime: ``False`` only for simulators: skips libfranka's real-time kernel check.
+        relative_dynamics_factor: scales velocity/acceleration/jerk of joint and Cartesian moves, ``(0, 1]``.
+        phase_gains: impedance per phase name; ``set_phase`` switches between them.
+        with_gripper: also connect the Franka Hand.
+        feedback_timeout_s: a robot clock frozen this long makes ``get_state`` raise ``RobotConnectionError``.
+    """
+
+    n_joints = 7
+
+    def __init__(
+        self,
+        host: str,
+        realtime: bool = True,
+        relative_dynamics_factor: float = 0.15,
+        phase_gains: dict | None = None,
+        with_gripper: bool = True,
+        feedback_timeout_s: float = 0.3,
+    ):
+        if not 0 < relative_dynamics_factor <= 1:
+            raise ValueError(f"relative_dynamics_factor {relative_dynamics_factor} is outside (0, 1]")
+        self.host = host
+        self.realtime = realtime
+        self.relative_dynamics_factor = float(relative_dynamics_factor)
+        self.phase_gains = dict(DEFAULT_PHASE_GAINS if phase_gains is None else phase_gains)
+        self.phase = "task"
+        self.with_gripper = with_gripper
+        self.robot = None
+        self.gripper = None
+        self._tracking = None
+        self.feedback_timeout_s = float(feedback_timeout_s)
+        self._last_robot_time: tuple[float, int] | None = None
+
+    def connect(self) -> None:
+        franky = _import_franky()
+        config = franky.RealtimeConfig.Enforce if self.realtime else franky.RealtimeConfig.Ignore
+        try:
+            self.robot = franky.Robot(self.host, realtime_config=config)
+            self.robot.relative_dynamics_factor = self.relative_dynamics_factor
+            if self.with_gripper:
+                self.gripper = FrankaGripper(self.host)
+        except franky.NetworkException as err:
+            raise RobotConnectionError(f"cannot reach the Franka at {self.host!r}: {err}") from err
+        if self.robot.has_errors:
+            self.clear_errors()
+
+    def disconnect(self) -> None:
+        if self.robot is None:
+            return
+        try:
+            self.stop()
+        finally:
+            self.robot = None
+            self.gripper = None
+            self._last_robot_time = None
+
+    # -- state ----------------------------------------------------------------------------
+    def get_state(self) -> ArmState:
+        if self.robot is None:
+            raise RobotConnectionError("FrankaArm is not connected; call connect() first")
+        franky = _import_franky()
+        try:
+            rs = self.robot.state
+            cart = self.robot.current_cartesian_state
+            moving_error = self._poll_errors()
+        except (franky.NetworkException, RuntimeError) as err:
+            raise RobotConnectionError(f"lost the Franka at {self.host!r}: {err}") from err
+        self._check_fresh(rs.time.to_msec())
+        pose = cart.pose.end_effector_pose
+        errs = rs.current_errors
+        errors = tuple(n for n in dir(errs) if not n.startswith("_") and getattr(errs, n) is True)
+        if moving_error:
+            errors += (moving_error,)
+        return ArmState(
+            q=np.asarray(rs.q, dtype=np.float64), dq=np.asarray(rs.dq, dtype=np.float64),
+            tcp_pos=np.asarray(pose.translation, dtype=np.float64),
+            tcp_quat=np.asarray(pose.quaternion, dtype=np.float64),
+            tcp_vel=np.asarray(cart.velocity.end_effector_twist.linear, dtype=np.float64),
+            wrench=np.asarray(rs.O_F_ext_hat_K, dtype=np.float64),
+            errors=errors, timestamp=time.monotonic(),
+        )
+
+    def _check_fresh(self, robot_time_ms: int) -> None:
+        # franky serves the last received state when packets stop; the arm's clock then freezes.
+        now = time.monotonic()
+        if self._last_robot_time is None or robot_time_ms != self._last_robot_time[1]:
+            self._last_robot_time = (now, robot_time_ms)
+        elif now - self._last_robot_time[0] > self.feedback_timeout_s:
+            raise RobotConnectionError(
+                f"Franka at {self.host!r}: no new state for {now - self._last_robot_time[0]:.3f} s "
+                f"(limit {self.feedback_timeout_s} s); network link lost"
+            )
+
+    def _poll_errors(self) -> str:
+        """Name of the exception an asynchronous motion died with, or ``""``."""
+        franky = _import_franky()
+        if self._tracking is None:
+            return ""
+        try:
+            self.robot.poll_motion()  # re-raises what killed an asynchronous motion
+        except (franky.ControlException, franky.CommandException) as err:
+            self._tracking = None
+            return f"motion aborted: {err}"
+        if not self.robot.is_in_control:
+            self._tracking = None
+        return ""
+
+    # -- commands -------------------------------------------------------------------------
+    def set_phase(self, phase: str) -> None:
+        """Switch the impedance to ``phase_gains[phase]``; the running tracking motion follows smoothly."""
+        if phase not in self.phase_gains:
+            raise ValueError(f"unknown impedance phase {phase!r}; known: {sorted(self.phase_gains)}")
+        self.phase = phase
+        if self._tracking is not None:
+            franky = _import_franky()
+            gains = self.phase_gains[phase]
+            self._tracking.set_gains(franky.CartesianImpedanceGains(gains.translational, gains.rotational))
+
+    def set_cartesian_target(self, pos, quat) -> None:
+        franky = _import_franky()
+        pos = check_finite_vector("Franka target position", pos, 3)
+        quat = check_finite_vector("Franka target quaternion", quat, 4)
+        reference = franky.CartesianReference(franky.Affine(pos, quat))
+        error = self._poll_errors()
+        if error:
+            raise RobotError(f"Franka impedance tracking stopped: {error}")
+        if self._tracking is None:
+            gains = self.phase_gains[self.phase]
+            motion = franky.CartesianImpedanceTrackingMotion(
+                translational_stiffness=gains.translational, rotational_stiffness=gains.rotational
+            )
+            motion.set_reference(reference)
+            self._run(lambda: self.robot.move(motion, asynchronous=True))
+            self._tracking = motion
+        else:
+            self._tracking.set_reference(reference)
+
+    def move_to_joint_positions(self, q, timeout_s: float = 20.0) -> None:
+        franky = _import_franky()
+        q = check_finite_vector("Franka joint target", q, 7)
+        self._blocking_move(franky.JointMotion(franky.JointState(q)), timeout_s, f"joints {q.tolist()} rad")
+
+    def move_to_cartesian_pose(self, pos, quat, timeout_s: float = 20.0) -> None:
+        franky = _import_franky()
+        pos = check_finite_vector("Franka target position", pos, 3)
+        quat = check_finite_vector("Franka target quaternion", quat, 4)
+        self._blocking_move(franky.CartesianMotion(franky.Affine(pos, quat)), timeout_s, f"pose {pos.tolist()} m")
+
+    def _blocking_move(self, motion, timeout_s: float, what: str) -> None:
+        self.stop()
+        self._run(lambda: self.robot.move(motion, asynchronous=True))
+        if not self._run(lambda: self.robot.join_motion(timeout=timeout_s)):
+            self.stop()
+            raise RobotError(f"Franka did not reach {what} within {timeout_s} s")
+
+    def _run(self, call):
+        franky = _import_franky()
+        try:
+            return call()
+        except (franky.NetworkException, RuntimeError) as err:
+            raise RobotConnectionError(f"lost the Franka at {self.host!r}: {err}") from err
+        except (franky.ControlException, franky.CommandException, franky.InvalidOperationException) as err:
+            self._tracking = None
+            raise RobotError(f"Franka refused or aborted the motion: {err}") from err
+
+    def stop(self) -> None:
+        """Stop the running motion; libfranka then holds the current pose."""
+        if self.robot is None:
+            return
+        franky = _import_franky()
+        self._tracking = None
+        try:
+            self.robot.stop()
+            self.robot.join_motion(timeout=2.0)
+        except franky.ControlException:
+            pass  # "Move command preempted" is how libfranka reports a stopped motion
+        except (franky.NetworkException, RuntimeError):
+            pass  # nothing left to stop; the arm's own communication reflex halts it
+
+    def clear_errors(self) -> None:
+        """libfranka's automatic error recovery (reflexes, limit violations)."""
+        if not self._run(self.robot.recover_from_errors):
+            raise RobotError(f"Franka at {self.host!r}: automatic error recovery failed")
+        self._tracking = None

@@ -1,0 +1,175 @@
+"""Safety layer between a policy and a real arm.
+
+``SafetyLimits`` validates and clips every tool target before a driver sees it,
+``Watchdog`` stops the arm when commands stop arriving, ``stop_on_sigint`` stops it on Ctrl-C.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .rotations import normalize_quat, quat_angle, quat_slerp
+
+
+def check_finite_vector(name: str, value, size: int) -> np.ndarray:
+    """``value`` as float64 ``[size]``; raises ``ValueError`` naming the bad entry otherwise."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {tuple(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN/inf: {arr.tolist()}; refusing to send it to the arm")
+    return arr
+
+
+@dataclass
+class SafetyLimits:
+    """Workspace box, orientation cone and per-step limits for tool targets.
+
+    Args:
+        box_low_m, box_high_m: ``[3]`` corners of the allowed tool-position box [m], base frame.
+        reference_quat: ``[4]`` xyzw orientation the tool may tilt away from.
+        max_tilt_rad: largest rotation away from ``reference_quat`` [rad].
+        max_step_m: largest translation of the target per ``clip`` call [m].
+        max_step_rad: largest rotation of the target per ``clip`` call [rad].
+    """
+
+    box_low_m: tuple = (0.2, -0.3, 0.0)
+    box_high_m: tuple = (0.6, 0.3, 0.5)
+    reference_quat: tuple = (1.0, 0.0, 0.0, 0.0)
+    max_tilt_rad: float = 0.5
+    max_step_m: float = 0.05
+    max_step_rad: float = 0.2
+
+    def __post_init__(self):
+        self.box_low_m = check_finite_vector("box_low_m", self.box_low_m, 3)
+        self.box_high_m = check_finite_vector("box_high_m", self.box_high_m, 3)
+        if np.any(self.box_low_m > self.box_high_m):
+            raise ValueError(f"box_low_m {self.box_low_m.tolist()} exceeds box_high_m {self.box_high_m.tolist()}")
+        self.reference_quat = normalize_quat(check_finite_vector("reference_quat", self.reference_quat, 4))
+        for name in ("max_tilt_rad", "max_step_m", "max_step_rad"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+
+    def clip(self, pos, quat, prev_pos, prev_quat) -> tuple[np.ndarray, np.ndarray]:
+        """Validated and clipped target.
+
+        Args:
+            pos: ``[3]`` requested tool position [m]; quat: ``[4]`` requested xyzw orientation.
+            prev_pos, prev_quat: the last target sent (or the measured pose), from which the
+                per-step limits are measured.
+
+        Returns:
+            ``(pos [3], quat [4])`` inside the box, the tilt cone and the per-step limits.
+
+        Raises:
+            ValueError: NaN/inf or wrong shapes; nothing should be sent to the arm then.
+        """
+        pos = check_finite_vector("target position", pos, 3)
+        quat = normalize_quat(check_finite_vector("target quaternion", quat, 4))
+        prev_pos = check_finite_vector("previous position", prev_pos, 3)
+        prev_quat = normalize_quat(check_finite_vector("previous quaternion", prev_quat, 4))
+
+        step = pos - prev_pos
+        dist = float(np.linalg.norm(step))
+        if dist > self.max_step_m:
+            pos = prev_pos + step * (self.max_step_m / dist)
+        pos = np.clip(pos, self.box_low_m, self.box_high_m)
+
+        turn = quat_angle(prev_quat, quat)
+        if turn > self.max_step_rad:
+            quat = quat_slerp(prev_quat, quat, self.max_step_rad / turn)
+        tilt = quat_angle(self.reference_quat, quat)
+        if tilt > self.max_tilt_rad:
+            quat = quat_slerp(self.reference_quat, quat, self.max_tilt_rad / tilt)
+        return pos, quat
+
+
+class Watchdog:
+    """Calls ``on_timeout`` (e.g. ``arm.stop``) once if ``feed()`` is not called for ``timeout_s``.
+
+    Runs a daemon thread; feeding again after a timeout re-arms it.
+    """
+
+    def __init__(self, on_timeout, timeout_s: float = 1.0, poll_s: float | None = None):
+        if not np.isfinite(timeout_s) or timeout_s <= 0:
+            raise ValueError(f"watchdog timeout_s must be > 0, got {timeout_s}")
+        self.on_timeout = on_timeout
+        self.timeout_s = float(timeout_s)
+        self._poll_s = poll_s if poll_s is not None else min(0.05, timeout_s / 4)
+        self._last_feed = time.monotonic()
+        self._fired = False
+        self.fire_count = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Watchdog":
+        self.feed()
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="arm-watchdog", daemon=True)
+            self._thread.start()
+        return self
+
+    def feed(self) -> None:
+        with self._lock:
+            self._last_feed = time.monotonic()
+            self._fired = False
+
+    @property
+    def fired(self) -> bool:
+        return self._fired
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            with self._lock:
+                expired = not self._fired and time.monotonic() - self._last_feed > self.timeout_s
+                if expired:
+                    self._fired = True
+                    self.fire_count += 1
+            if expired:
+                # Never let a failing stop kill the thread: the next feed re-arms it.
+                with contextlib.suppress(Exception):
+                    self.on_timeout()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+@contextlib.contextmanager
+def stop_on_sigint(stop):
+    """Within the block, Ctrl-C first calls ``stop()`` then raises ``KeyboardInterrupt`` as usual.
+
+    The previous SIGINT handler is restored on exit. Outside the main thread (where Python does
+    not deliver signals) this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        with contextlib.suppress(Exception):
+            stop()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
