@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from tensordict import TensorDictBase
 from torchrl.record.loggers import CSVLogger, Logger
 
 _WANDB_MODES = ("online", "offline")
@@ -160,4 +161,39 @@ class RunLogger:
         self.csv.experiment.files.clear()
 
 
-__all__ = ["RunLogger"]
+class EpisodeTracker:
+    """Return, success and length of the training episodes of one env, from collector batches.
+
+    A batch is ``[T]`` consecutive transitions (TorchRL collector output of a single env);
+    ``update`` returns the episodes that ended in it. An episode succeeds if ``("next",
+    "success")`` was true at any step.
+    """
+
+    def __init__(self) -> None:
+        self._return = 0.0
+        self._success = False
+        self._length = 0
+        self.episodes = 0
+
+    def update(self, batch: TensorDictBase) -> list[dict[str, float]]:
+        rewards = batch["next", "reward"].reshape(-1).tolist()
+        dones = batch["next", "done"].reshape(-1).tolist()
+        success = batch.get(("next", "success"), None)
+        successes = success.reshape(-1).tolist() if success is not None else [False] * len(rewards)
+        finished = []
+        for reward, done, succ in zip(rewards, dones, successes):
+            self._return += reward
+            self._success |= bool(succ)
+            self._length += 1
+            if done:
+                finished.append({"return": self._return, "success": float(self._success), "length": self._length})
+                self.episodes += 1
+                self._return, self._success, self._length = 0.0, False, 0
+        return finished
+
+    def reset(self) -> None:
+        """Forget the episode in flight (the env was reset)."""
+        self._return, self._success, self._length = 0.0, False, 0
+
+
+__all__ = ["EpisodeTracker", "RunLogger"]

@@ -1,0 +1,114 @@
+"""SAC / RLPD on the simulated PandaPickCube from state (SERL's ``async_sac_state_sim``, synchronous).
+
+One env step, then ``utd_ratio`` critic updates and one actor + temperature update (SERL's
+critic:actor ratio 8). Logs to ``<logdir>/<exp_name>/`` (CSV; wandb with ``--wandb``), evaluates
+the deterministic policy every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps
+and on Ctrl-C / SIGTERM; ``--resume`` continues the newest valid checkpoint.
+
+    python recipes/sac_state_sim.py --total_steps 30000 --seed 0
+    python recipes/sac_state_sim.py --help
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torchrl_serl.training.builders import (
+    SACUpdater,
+    make_collector,
+    make_replay_buffer,
+    make_sac_agent,
+    make_sac_optimizers,
+    make_sim_env,
+    parameters_checksum,
+    seed_everything,
+    transitions,
+)
+from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+
+
+@dataclass
+class Config(RunConfig):
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(Config, argv, description=__doc__)
+    exp_name = cfg.exp_name or f"sac_state_sim_seed{cfg.seed}"
+    seed_everything(cfg.seed)
+
+    # env, agent, buffer, collector
+    env = make_sim_env(cfg.env, seed=cfg.seed, device=cfg.device)
+    eval_env = make_sim_env(cfg.env, seed=cfg.seed + 1_000_000, device=cfg.device)
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    action_dim = env.action_spec.shape[-1]
+    agent = make_sac_agent(cfg.sac, obs_dim, action_dim, device=cfg.device)
+    optimizers = make_sac_optimizers(agent.loss, cfg.sac)
+    updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio, compile=cfg.compile)
+    buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size, device=cfg.device)
+    collector = make_collector(env, agent.actor, frames_per_batch=1, random_steps=cfg.random_steps)
+
+    logger = RunLogger(
+        cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
+        use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
+    )
+    checkpointer = RunCheckpointer(
+        logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
+        loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers,
+    )
+    step = updates = episodes = 0
+    if cfg.resume and (info := checkpointer.resume()) is not None:
+        step, updates, episodes = info.step, info.counters["updates"], info.counters["episodes"]
+        logger.truncate_after(step)
+        # the MuJoCo state of the interrupted episode is not saved: start a new, differently seeded one
+        env.set_seed(cfg.seed + step)
+        collector.reset()
+        print(f"resumed step={step} buffer={len(buffer)} updates={updates} "
+              f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
+    tracker = EpisodeTracker()
+    train_metrics: dict[str, float] = {}
+
+    def save() -> None:
+        checkpointer.save(step, updates=updates, episodes=episodes)
+
+    with terminate_as_interrupt():
+        try:
+            for batch in collector:
+                if step >= cfg.total_steps:
+                    break
+                buffer.extend(transitions(batch))
+                step += batch.numel()
+                for episode in tracker.update(batch):
+                    episodes += 1
+                    logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
+                                "train/episode_length": episode["length"]}, step)
+                    logger.progress(step, success=episode["success"], ret=episode["return"])
+
+                if len(buffer) >= cfg.training_starts:
+                    train_metrics = updater.update(buffer.sample)
+                    updates += 1
+                    collector.update_policy_weights_()
+
+                if step % cfg.log_every == 0:
+                    logger.log({**train_metrics, "train/updates": updates, "train/buffer_size": len(buffer)}, step)
+                    logger.progress(step)
+                if cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                    metrics = evaluate(eval_env, agent.actor, cfg.eval_episodes, video_path=video)
+                    logger.log(metrics, step)
+                    logger.progress(step, eval_success=metrics["eval/success_rate"])
+                if step % cfg.checkpoint_every == 0:
+                    save()
+        finally:
+            save()
+            collector.shutdown()
+            eval_env.close()
+            logger.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Builders the recipes share: envs, SAC agent + optimizers, the UTD update, buffers, collectors.
+
+Each returns plain TorchRL objects (``EnvBase``, ``ProbabilisticActor``, ``LossModule``,
+``TensorDictReplayBuffer``, ``Collector``) so a recipe reads top to bottom and a user can swap
+any piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+from torchrl.objectives import SoftUpdate
+
+from torchrl_serl.training.config import EnvConfig, SACConfig
+
+# Keys the collector writes that the learner never reads: not worth buffer memory.
+_NOT_STORED = ("loc", "scale", "collector")
+_TASKS = ("panda", "piper")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (the env is seeded by its builder)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_sim_env(cfg: EnvConfig, seed: int, device: str | torch.device = "cpu") -> EnvBase:
+    """The simulated pick-cube task named by ``cfg.task`` (``panda`` | ``piper``)."""
+    if cfg.task not in _TASKS:
+        raise ValueError(f"env.task must be one of {_TASKS}, got {cfg.task!r}")
+    if cfg.task == "panda":
+        from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv as task_cls
+    else:
+        from torchrl_serl.envs.sim.piper_pick_cube import PiperPickCubeEnv as task_cls
+    return task_cls(
+        pixels=cfg.pixels,
+        image_size=cfg.image_size,
+        control_hz=cfg.control_hz,
+        action_scale_m=cfg.action_scale_m,
+        reward_type=cfg.reward_type,
+        max_episode_steps=cfg.max_episode_steps,
+        device=device,
+        seed=seed,
+    )
+
+
+@dataclass
+class SACAgent:
+    """The pieces of a SERL SAC learner: policy, critic ensemble, loss, target-network updater."""
+
+    actor: nn.Module
+    critic: nn.Module
+    loss: nn.Module
+    target_updater: SoftUpdate
+
+
+def make_sac_agent(
+    cfg: SACConfig,
+    obs_dim: int,
+    action_dim: int,
+    device: str | torch.device = "cpu",
+    encoder: nn.Module | None = None,
+) -> SACAgent:
+    """SERL's state SAC: tanh-Gaussian actor, LayerNorm critic ensemble, :class:`SERLSACLoss`.
+
+    ``obs_dim`` is the size of ``observation`` ``[*B, D]`` (or of ``embedding`` with an encoder).
+    """
+    from torchrl_serl.modules.sac_networks import make_sac_actor, make_sac_critic
+    from torchrl_serl.objectives.sac import SERLSACLoss
+
+    actor = make_sac_actor(obs_dim, action_dim, hidden=cfg.hidden, layer_norm=cfg.layer_norm, encoder=encoder)
+    critic = make_sac_critic(
+        obs_dim, action_dim, num_critics=cfg.num_critics, hidden=cfg.hidden, layer_norm=cfg.layer_norm, encoder=encoder
+    )
+    actor, critic = actor.to(device), critic.to(device)
+    loss = SERLSACLoss(
+        actor,
+        critic,
+        critic_subset=cfg.critic_subsample,
+        backup_entropy=cfg.backup_entropy,
+        alpha_init=cfg.alpha_init,
+        target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
+    )
+    loss.make_value_estimator(gamma=cfg.discount)
+    return SACAgent(actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+
+
+def make_sac_optimizers(loss: nn.Module, cfg: SACConfig) -> dict[str, torch.optim.Optimizer]:
+    """Separate Adam optimizers for critic, actor and temperature (SERL steps them separately).
+
+    Parameters the actor shares with the critic (a shared pixel encoder) belong to the critic
+    only: SERL trains the encoder with the critic loss.
+    """
+    critic_params = list(loss.qvalue_network_params.values(True, True))
+    critic_ids = {p.data_ptr() for p in critic_params}
+    actor_params = [p for p in loss.actor_network_params.values(True, True) if p.data_ptr() not in critic_ids]
+    return {
+        "critic_optim": torch.optim.Adam(critic_params, lr=cfg.critic_lr),
+        "actor_optim": torch.optim.Adam(actor_params, lr=cfg.actor_lr),
+        "alpha_optim": torch.optim.Adam([loss.log_alpha], lr=cfg.alpha_lr),
+    }
+
+
+class SACUpdater:
+    """SERL's high update-to-data step: ``utd_ratio`` critic updates, then one actor+temperature.
+
+    Each critic update draws a fresh batch and moves the target critics by ``tau`` (SERL updates
+    the target inside every critic step); the actor and temperature update reuses the last batch,
+    matching SERL's ``cta_ratio - 1`` critic-only updates followed by one full update.
+
+    Args:
+        loss: a :class:`~torchrl_serl.objectives.SERLSACLoss` (or a loss with the same
+            ``loss_critic``/``loss_actor_alpha`` split, e.g. DrQ's).
+        optimizers: output of :func:`make_sac_optimizers`.
+        target_updater: ``SoftUpdate`` on ``loss``.
+        utd_ratio: critic updates per call (>= 1).
+        compile: ``torch.compile`` the two loss functions (CPU: 1.4-1.7x after compiling).
+    """
+
+    def __init__(self, loss, optimizers, target_updater, utd_ratio: int, compile: bool = False) -> None:
+        if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
+            raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
+        self.loss = loss
+        self.critic_optim = optimizers["critic_optim"]
+        self.actor_optim = optimizers["actor_optim"]
+        self.alpha_optim = optimizers["alpha_optim"]
+        self.target_updater = target_updater
+        self.utd_ratio = utd_ratio
+        self._critic_loss = torch.compile(loss.loss_critic) if compile else loss.loss_critic
+        self._actor_alpha_loss = torch.compile(loss.loss_actor_alpha) if compile else loss.loss_actor_alpha
+
+    def update(self, sample: Callable[[], TensorDictBase]) -> dict[str, float]:
+        """Run one learner step on batches from ``sample()``; return detached diagnostics."""
+        for _ in range(self.utd_ratio):
+            batch = sample()
+            critic_out = self._critic_loss(batch)
+            self.critic_optim.zero_grad(set_to_none=True)
+            critic_out["loss_qvalue"].backward()
+            self.critic_optim.step()
+            self.target_updater.step()
+        actor_out = self._actor_alpha_loss(batch)
+        self.actor_optim.zero_grad(set_to_none=True)
+        self.alpha_optim.zero_grad(set_to_none=True)
+        (actor_out["loss_actor"] + actor_out["loss_alpha"]).backward()
+        self.actor_optim.step()
+        self.alpha_optim.step()
+        out = critic_out.update(actor_out)
+        return {f"train/{k}": float(v.detach()) for k, v in out.items()}
+
+
+def make_replay_buffer(
+    capacity: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    scratch_dir: str | Path | None = None,
+) -> TensorDictReplayBuffer:
+    """Uniform replay: in RAM (``LazyTensorStorage``), or memory-mapped under ``scratch_dir``."""
+    if capacity < 1 or batch_size < 1:
+        raise ValueError(f"capacity and batch_size must be >= 1, got {capacity}, {batch_size}")
+    if scratch_dir is None:
+        storage = LazyTensorStorage(capacity, device=device)
+    else:
+        storage = LazyMemmapStorage(capacity, scratch_dir=str(scratch_dir), device=device)
+    return TensorDictReplayBuffer(storage=storage, batch_size=batch_size)
+
+
+def transitions(batch: TensorDictBase) -> TensorDictBase:
+    """A collector batch without the keys the learner never reads, flattened to ``[N]``."""
+    return batch.exclude(*_NOT_STORED).reshape(-1)
+
+
+def make_collector(
+    env: EnvBase,
+    policy: nn.Module,
+    frames_per_batch: int = 1,
+    random_steps: int = 0,
+) -> Collector:
+    """An endless TorchRL :class:`Collector`: uniform-random actions for ``random_steps``, then
+    the (stochastic) policy. The recipe decides when to stop."""
+    return Collector(
+        env,
+        policy,
+        frames_per_batch=frames_per_batch,
+        total_frames=-1,
+        init_random_frames=random_steps,
+        auto_register_policy_transforms=False,
+    )
+
+
+@contextlib.contextmanager
+def deterministic_policy():
+    """Act with the distribution's mode (evaluation) and without autograd."""
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        yield
+
+
+def parameters_checksum(params: Iterable[torch.Tensor]) -> float:
+    """Sum of all parameter values: a cheap fingerprint to check that weights carried over."""
+    return float(sum(p.detach().double().sum() for p in params))
+
+
+__all__ = [
+    "SACAgent",
+    "SACUpdater",
+    "deterministic_policy",
+    "make_collector",
+    "make_replay_buffer",
+    "make_sac_agent",
+    "make_sac_optimizers",
+    "make_sim_env",
+    "parameters_checksum",
+    "seed_everything",
+    "transitions",
+]
