@@ -130,7 +130,9 @@ def test_gradient_penalty_trains_the_classifier_not_the_frozen_trunk():
 def test_vice_on_pixels_with_serl_defaults_runs_and_backprops():
     clf = pixel_classifier()
     loss = VICELoss(clf)
-    assert (loss.label_smoothing, loss.mixup_alpha, loss.gp_weight, loss.augment_pad) == (0.2, 1.0, 10.0, 4)
+    assert (loss.label_smoothing, loss.mixup_alpha, loss.gp_weight, loss.augment_pad, loss.keep_originals) == (
+        0.2, 1.0, 10.0, 4, True
+    )
     batch = label_batch(
         TensorDict(front=torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), batch_size=[4]),
         TensorDict(front=torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), batch_size=[6]),
@@ -141,7 +143,7 @@ def test_vice_on_pixels_with_serl_defaults_runs_and_backprops():
     assert 0.0 <= out["mixup_lambda"].item() <= 1.0
 
 
-def test_augmentation_doubles_the_batch_with_shifted_copies():
+def test_augmentation_shifts_in_place_or_doubles_the_batch_with_shifted_copies():
     clf = pixel_classifier()
     seen = []
     original = clf.features
@@ -150,11 +152,13 @@ def test_augmentation_doubles_the_batch_with_shifted_copies():
         TensorDict(front=torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), batch_size=[2]),
         TensorDict(front=torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), batch_size=[2]),
     )
+    BinaryClassifierLoss(clf, augment_pad=4, keep_originals=True)(batch)
     BinaryClassifierLoss(clf, augment_pad=4)(batch)
-    images = seen[0]
-    assert images.shape == (8, 3, 32, 32)
-    assert torch.equal(images[:4], batch["front"])
-    assert not torch.equal(images[4:], batch["front"])
+    doubled, in_place = seen
+    assert doubled.shape == (8, 3, 32, 32)
+    assert torch.equal(doubled[:4], batch["front"])
+    assert not torch.equal(doubled[4:], batch["front"])
+    assert in_place.shape == (4, 3, 32, 32) and not torch.equal(in_place, batch["front"])
 
 
 @pytest.mark.parametrize("cls", [BinaryClassifierLoss, VICELoss])

@@ -222,30 +222,33 @@ def make_pixel_classifier(
     camera_keys: Sequence[str] = ("front", "wrist"),
     image_size: int = 128,
     *,
-    trunk: Literal["resnet10", "small"] = "resnet10",
+    trunk: str = "resnet10",
     pretrained_path: str | Path | None = None,
     bottleneck_dim: int = 256,
     hidden_dims: Sequence[int] = (256,),
     dropout: float = 0.1,
     activation: type[nn.Module] = nn.ReLU,
 ) -> SuccessClassifier:
-    """SERL's pixel success classifier on images only.
+    """SERL's pixel success classifier on images only (no proprioception).
 
-    ``trunk="resnet10"``: frozen ResNet-10 (weights from the local ``pretrained_path`` when given;
-    SERL loads ImageNet weights, without them the frozen features are random), learned spatial
-    embeddings (8) and ``Linear(bottleneck_dim) -> LayerNorm -> tanh`` per camera, then the MLP
-    head. ``trunk="small"``: SERL's small conv trunk, trained with the head (no pretraining).
-    SERL uses ``bottleneck_dim=256`` and ReLU for the reward classifier, 512 and LeakyReLU for VICE.
+    ``trunk="resnet10"`` (or ``"mobilenet"``): frozen trunk (weights from the local
+    ``pretrained_path`` when given; SERL loads ImageNet weights, without them the frozen features
+    are random), learned spatial embeddings (8) and ``Linear(bottleneck_dim) -> LayerNorm -> tanh``
+    per camera, then the MLP head. ``trunk="small"``: SERL's small conv trunk with average pooling,
+    trained with the head. SERL uses ``bottleneck_dim=256`` and ReLU for the reward classifier,
+    512 and LeakyReLU for VICE. Trunks come from :func:`~torchrl_serl.modules.drq_networks.make_trunk`.
     """
-    from torchrl_serl.modules.encoders import MultiCameraEncoder, SmallConvEncoder, resnet10
+    from torchrl_serl.modules.drq_networks import make_trunk
+    from torchrl_serl.modules.encoders import MultiCameraEncoder
 
-    if trunk not in ("resnet10", "small"):
-        raise ValueError(f"trunk must be 'resnet10' or 'small', got {trunk!r}")
-    frozen = trunk == "resnet10"
+    frozen = trunk != "small"
+    if not frozen and pretrained_path is not None:
+        raise ValueError("trunk='small' is trained from scratch; pretrained_path must be None")
     encoder = MultiCameraEncoder(
-        resnet10() if frozen else SmallConvEncoder(),
+        make_trunk(trunk),
         camera_keys=camera_keys,
         image_size=image_size,
+        pooling="spatial_learned_embeddings" if frozen else "avg",
         bottleneck_dim=bottleneck_dim,
         proprio_key=None,
         freeze_trunk=frozen,

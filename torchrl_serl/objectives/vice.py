@@ -57,8 +57,9 @@ class BinaryClassifierLoss(LossModule):
     :func:`label_batch`). With every regulariser off this is SERL's reward-classifier training:
     ``loss_classifier = BCE(logit(x), y)``. Options, in the order they are applied:
 
-    - ``augment_pad > 0``: the batch is doubled with a DrQ random shift of every camera (SERL's VICE
-      classifies the originals and their augmented copies);
+    - ``augment_pad > 0``: DrQ random shift of every camera by up to ``augment_pad`` px, in place
+      (SERL's reward classifier) or, with ``keep_originals``, as extra copies that double the batch
+      (SERL's VICE classifies the originals and their augmented copies);
     - ``label_smoothing`` eps: ``y <- y (1 - eps) + 0.5 eps``;
     - ``mixup_alpha`` a: one ``lam ~ Beta(a, a)`` per batch and a random permutation ``index``; the
       classifier's :meth:`~SuccessClassifier.features` (frozen trunk outputs) and the targets are
@@ -107,6 +108,7 @@ class BinaryClassifierLoss(LossModule):
         mixup_alpha: float = 0.0,
         gp_weight: float = 0.0,
         augment_pad: int = 0,
+        keep_originals: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
@@ -122,6 +124,7 @@ class BinaryClassifierLoss(LossModule):
         self.mixup_alpha = mixup_alpha
         self.gp_weight = gp_weight
         self.augment_pad = augment_pad
+        self.keep_originals = keep_originals
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -166,8 +169,11 @@ class BinaryClassifierLoss(LossModule):
             shifted = obs.clone(False)
             for key in self.classifier.image_keys:
                 shifted.set(key, random_shift(obs.get(key), self.augment_pad))
-            obs = torch.cat([obs, shifted], 0)
-            labels = torch.cat([labels, labels], 0)
+            if self.keep_originals:
+                obs = torch.cat([obs, shifted], 0)
+                labels = torch.cat([labels, labels], 0)
+            else:
+                obs = shifted
         features = self.classifier.features(obs)
         targets = smooth_labels(labels, self.label_smoothing)
 
@@ -234,6 +240,7 @@ class VICELoss(BinaryClassifierLoss):
         mixup_alpha: float = 1.0,
         gp_weight: float = 10.0,
         augment_pad: int = 4,
+        keep_originals: bool = True,
     ) -> None:
         super().__init__(
             classifier,
@@ -241,4 +248,5 @@ class VICELoss(BinaryClassifierLoss):
             mixup_alpha=mixup_alpha,
             gp_weight=gp_weight,
             augment_pad=augment_pad,
+            keep_originals=keep_originals,
         )
