@@ -83,7 +83,7 @@ class PandaArm(SimArm):
         self.finger_qpos_ids = np.array(
             [model.joint(f"panda/finger_joint_{s}").qposadr[0] for s in ("left", "right")])
         site = model.site(self.tcp_site).id
-        self.osc = OpSpaceController(model, site, self.dof_ids, **self.osc_kwargs)
+        self.osc = OpSpaceController(model, site, self.qpos_ids, self.dof_ids, **self.osc_kwargs)
         # The fixed target orientation is the TCP's at home: pointing down, fingers along world y.
         data = mujoco.MjData(model)
         data.qpos[self.qpos_ids] = PANDA_HOME
