@@ -60,6 +60,15 @@ class PiperDouble:
         with self.lock:
             return [data for _, cid, data in self.received if cid == can_id]
 
+    def wait_for(self, predicate, timeout_s: float = 1.0) -> bool:
+        """Poll ``predicate()`` until true: frames reach the double on its next tick, not at once."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(self.dt)
+        return True
+
     def ids(self) -> list[int]:
         with self.lock:
             return [cid for _, cid, _ in self.received]

@@ -174,9 +174,11 @@ class FrankaArm(RobotArm):
             return ""
         try:
             self.robot.poll_motion()  # re-raises what killed an asynchronous motion
-        except (franky.ControlException, franky.CommandException) as err:
+        except Exception as err:
             self._tracking = None
-            return f"motion aborted: {err}"
+            if isinstance(err, franky.NetworkException) or "Net Exception" in str(err):
+                raise
+            return f"motion aborted: {type(err).__name__}: {err}"
         if not self.robot.is_in_control:
             self._tracking = None
         return ""
@@ -233,25 +235,28 @@ class FrankaArm(RobotArm):
         franky = _import_franky()
         try:
             return call()
-        except (franky.NetworkException, RuntimeError) as err:
-            raise RobotConnectionError(f"lost the Franka at {self.host!r}: {err}") from err
-        except (franky.ControlException, franky.CommandException, franky.InvalidOperationException) as err:
+        except (ValueError, TypeError):
+            raise
+        except Exception as err:
             self._tracking = None
-            raise RobotError(f"Franka refused or aborted the motion: {err}") from err
+            # franky reports a dead UDP link as NetworkException or RuntimeError("Net Exception").
+            if isinstance(err, franky.NetworkException) or "Net Exception" in str(err):
+                raise RobotConnectionError(f"lost the Franka at {self.host!r}: {err}") from err
+            # ControlException (reflexes, preemption), InvalidMotionTypeException, planner failures, ...
+            raise RobotError(f"Franka refused or aborted the motion: {type(err).__name__}: {err}") from err
 
     def stop(self) -> None:
         """Stop the running motion; libfranka then holds the current pose."""
         if self.robot is None:
             return
-        franky = _import_franky()
         self._tracking = None
         try:
             self.robot.stop()
             self.robot.join_motion(timeout=2.0)
-        except franky.ControlException:
-            pass  # "Move command preempted" is how libfranka reports a stopped motion
-        except (franky.NetworkException, RuntimeError):
-            pass  # nothing left to stop; the arm's own communication reflex halts it
+        except Exception:
+            # "Move command preempted" is how libfranka reports a stopped motion; on a dead link
+            # there is nothing left to stop (the arm's communication reflex halts it).
+            pass
 
     def clear_errors(self) -> None:
         """libfranka's automatic error recovery (reflexes, limit violations)."""
