@@ -59,37 +59,56 @@ PANDA_LAYOUT = TaskLayout(
 )
 
 
+# serl_franka_controllers' Cartesian impedance defaults (the controller SERL runs on the real arm).
+IMPEDANCE_TRANS_STIFFNESS, IMPEDANCE_TRANS_DAMPING = 2000.0, 89.0  # N/m, N s/m
+IMPEDANCE_ROT_STIFFNESS, IMPEDANCE_ROT_DAMPING = 150.0, 7.0  # N m/rad, N m s/rad
+# the real controller clips the pose error (~1-2 cm); a force clamp has the same effect
+IMPEDANCE_MAX_FORCE = 60.0  # N
+# TCP pointing down, fingers along world y: RotX(pi)
+PANDA_TCP_QUAT = np.array([0.0, 1.0, 0.0, 0.0])
+CONTROLLERS = ("osc", "impedance")
+
+
 class PandaArm(SimArm):
-    """Panda driven like SERL's franka_sim: operational-space torque control of the TCP toward a
-    target with fixed pointing-down orientation, nullspace pull to the home posture, gravity
-    compensation, recomputed every physics step. ``osc_kwargs`` go to :class:`OpSpaceController`."""
+    """Panda with one of two end-effector controllers, both holding the TCP pointing down:
+
+    - ``"osc"`` (default, SERL franka_sim): operational-space torque control recomputed in Python
+      every physics step (:class:`OpSpaceController`, nullspace pull to home, gravity compensation).
+      ``osc_kwargs`` go to the controller.
+    - ``"impedance"``: a Cartesian spring-damper (stiffness/damping of serl_franka_controllers, the
+      controller SERL runs on the real arm) built from MuJoCo site actuators, with MuJoCo gravity
+      compensation and weak joint springs to home; it runs inside ``mj_step`` (no Python per
+      physics step), several times cheaper than ``"osc"``.
+    """
 
     tcp_site = "panda/tcp"
     layout = PANDA_LAYOUT
 
-    def __init__(self, **osc_kwargs):
+    def __init__(self, controller: str = "osc", **osc_kwargs):
+        if controller not in CONTROLLERS:
+            raise ValueError(f"controller must be one of {CONTROLLERS}, got {controller!r}")
+        if osc_kwargs and controller != "osc":
+            raise ValueError(f"OSC gains {sorted(osc_kwargs)} only apply to controller='osc'")
+        self.controller = controller
         self.osc_kwargs = osc_kwargs
 
     def add_to(self, world, spec):
-        add_panda(world, spec)
+        add_panda(world, spec, impedance=self.controller == "impedance")
 
     def bind(self, model):
         self.model = model
         joints = [model.joint(f"panda/joint{i}") for i in range(1, 8)]
         self.qpos_ids = np.array([j.qposadr[0] for j in joints])
         self.dof_ids = np.array([j.dofadr[0] for j in joints])
-        self.act_ids = np.array([model.actuator(f"panda/actuator{i}").id for i in range(1, 8)])
         self.gripper_id = model.actuator("panda/gripper").id
         self.finger_qpos_ids = np.array(
             [model.joint(f"panda/finger_joint_{s}").qposadr[0] for s in ("left", "right")])
-        site = model.site(self.tcp_site).id
-        self.osc = OpSpaceController(model, site, self.qpos_ids, self.dof_ids, **self.osc_kwargs)
-        # The fixed target orientation is the TCP's at home: pointing down, fingers along world y.
-        data = mujoco.MjData(model)
-        data.qpos[self.qpos_ids] = PANDA_HOME
-        mujoco.mj_kinematics(model, data)
-        self.target_quat = np.zeros(4)
-        mujoco.mju_mat2Quat(self.target_quat, data.site_xmat[site])
+        if self.controller == "osc":
+            self.act_ids = np.array([model.actuator(f"panda/actuator{i}").id for i in range(1, 8)])
+            site = model.site(self.tcp_site).id
+            self.osc = OpSpaceController(model, site, self.qpos_ids, self.dof_ids, **self.osc_kwargs)
+        else:
+            self.act_ids = np.array([model.actuator(f"panda/cartesian_{a}").id for a in "xyz"])
 
     def reset(self, data):
         data.qpos[self.qpos_ids] = PANDA_HOME
@@ -100,14 +119,45 @@ class PandaArm(SimArm):
         data.ctrl[self.gripper_id] = PANDA_FINGER_STROKE_M * (1.0 - closure)
 
     def advance(self, data, tcp_target, n_substeps):
-        ctrl, acts, osc, m = data.ctrl, self.act_ids, self.osc, self.model
+        m = self.model
+        if self.controller == "impedance":
+            data.ctrl[self.act_ids] = tcp_target
+            mujoco.mj_step(m, data, nstep=n_substeps)
+            return
+        ctrl, acts, osc = data.ctrl, self.act_ids, self.osc
         for _ in range(n_substeps):
-            ctrl[acts] = osc(data, tcp_target, self.target_quat, PANDA_HOME)
+            ctrl[acts] = osc(data, tcp_target, PANDA_TCP_QUAT, PANDA_HOME)
             mujoco.mj_step(m, data)
 
 
-def add_panda(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "panda/") -> None:
-    """Add the arm (joints ``{prefix}joint1..7``, torque motors ``{prefix}actuator1..7``), the hand,
+def add_cartesian_impedance(world: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str,
+                            tcp_quat: np.ndarray) -> None:
+    """Six site actuators between the TCP and two world reference sites: three position servos
+    on x, y, z (ctrl = TCP target in m, world frame) and three on the rotation vector from the
+    fixed ``tcp_quat`` (ctrl 0). Forces act through the TCP Jacobian, as an impedance controller."""
+    world.add_site(name=f"{prefix}position_ref", size=[0.001, 0, 0], group=5)
+    world.add_site(name=f"{prefix}orientation_ref", quat=tcp_quat, size=[0.001, 0, 0], group=5)
+    for i, axis in enumerate("xyz"):
+        for kind, ref, kp, kv, lim in (
+            ("cartesian", "position_ref", IMPEDANCE_TRANS_STIFFNESS, IMPEDANCE_TRANS_DAMPING,
+             IMPEDANCE_MAX_FORCE),
+            ("rotation", "orientation_ref", IMPEDANCE_ROT_STIFFNESS, IMPEDANCE_ROT_DAMPING, None),
+        ):
+            act = spec.add_actuator(name=f"{prefix}{kind}_{axis}", target=f"{prefix}tcp",
+                                    trntype=mujoco.mjtTrn.mjTRN_SITE, refsite=f"{prefix}{ref}")
+            gear = np.zeros(6)
+            gear[i + (3 if kind == "rotation" else 0)] = 1.0
+            act.gear = gear
+            act.set_to_position(kp=kp, kv=kv)
+            if lim is not None:
+                act.forcerange = [-lim, lim]
+                act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+
+
+def add_panda(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "panda/",
+              impedance: bool = False) -> None:
+    """Add the arm (joints ``{prefix}joint1..7``, torque motors ``{prefix}actuator1..7``, or with
+    ``impedance`` the Cartesian actuators of :func:`add_cartesian_impedance`), the hand,
     two coupled fingers driven by one position actuator ``{prefix}gripper`` (ctrl = opening per
     finger in m, 0..0.04), a ``{prefix}tcp`` site between the fingertips and a ``wrist`` camera."""
     base = parent.add_body(name=f"{prefix}link0")
@@ -142,8 +192,27 @@ def add_panda(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "panda/
     hand.add_site(name=f"{prefix}tcp", pos=[0, 0, PANDA_TCP_FROM_HAND_M], size=[0.005, 0, 0])
     # Wrist camera looks along the fingers (camera looks down its -z axis, hand z points forward).
     hand.add_camera(name="wrist", pos=[0.06, 0, 0.02], quat=quat_look_along_z(), fovy=70)
-    add_arm_actuators(spec, prefix, "actuator", PANDA_TORQUE_LIMIT)
+    if impedance:
+        _add_gravity_compensation_and_posture(links + [hand], spec, prefix)
+        add_cartesian_impedance(parent, spec, prefix, PANDA_TCP_QUAT)
+    else:
+        add_arm_actuators(spec, prefix, "actuator", PANDA_TORQUE_LIMIT)
     add_finger_coupling(spec, prefix, PANDA_FINGER_STROKE_M, kp=800.0, force_limit=70.0)
+
+
+def _add_gravity_compensation_and_posture(bodies, spec, prefix) -> None:
+    """Gravity compensation by MuJoCo (the robot's own model-based feed-forward), weak joint springs
+    toward home in place of a nullspace task, and the published joint torque limits."""
+    for body in bodies:
+        body.gravcomp = 1.0
+        for child in body.bodies:
+            child.gravcomp = 1.0
+    for i, (home, lim) in enumerate(zip(PANDA_HOME, PANDA_TORQUE_LIMIT)):
+        joint = spec.joint(f"{prefix}joint{i + 1}")
+        joint.stiffness = [2.0, 0.0, 0.0]  # N m/rad (linear term)
+        joint.springref = home
+        joint.actfrcrange = [-lim, lim]
+        joint.actfrclimited = mujoco.mjtLimited.mjLIMITED_TRUE
 
 
 def quat_look_along_z() -> np.ndarray:

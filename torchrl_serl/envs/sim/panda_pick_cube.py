@@ -20,3 +20,8 @@ class PandaPickCubeEnv(PickCubeEnv):
     """
 
     arm_class = PandaArm
+
+    def __init__(self, *args, controller: str = "osc", **kwargs):
+        """``controller``: ``"osc"`` (SERL franka_sim, default) or ``"impedance"`` (faster); see
+        :class:`~torchrl_serl.envs.sim.panda.PandaArm`."""
+        super().__init__(*args, arm=PandaArm(controller), **kwargs)
