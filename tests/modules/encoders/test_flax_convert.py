@@ -82,11 +82,11 @@ def test_load_pickle_into_multi_camera_encoder(tmp_path):
     enc = MultiCameraEncoder(resnet10(), camera_keys=("front", "wrist"), image_size=64)
     enc.load_pretrained(path)
     expected = torch.from_numpy(tree["conv_init"]["kernel"]).permute(3, 2, 0, 1)
-    assert torch.equal(enc.trunks["front"].conv_init.weight, expected)
+    assert torch.equal(enc.trunk("front").conv_init.weight, expected)
     assert torch.equal(load_serl_resnet10_params(path)["conv_init.weight"], expected)
     # A torch state_dict file works too, and a missing file is an error, never a download.
     torch.save(resnet10().state_dict(), tmp_path / "trunk.pt")
     enc.load_pretrained(tmp_path / "trunk.pt")
-    assert not torch.equal(enc.trunks["wrist"].conv_init.weight, expected)
+    assert not torch.equal(enc.trunk("wrist").conv_init.weight, expected)
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         enc.load_pretrained(tmp_path / "nope.pkl")

@@ -72,11 +72,15 @@ class MultiCameraEncoder(TensorDictModuleBase):
             if set(trunk) != set(camera_keys):
                 raise ValueError(f"trunk mapping keys {sorted(trunk)} must equal camera_keys {sorted(camera_keys)}")
             trunks = {k: trunk[k] for k in camera_keys}
+            if len({id(m) for m in trunks.values()}) != len(trunks):
+                raise ValueError("pass one module (not a mapping) to share a trunk between cameras")
+            self.shared_trunk = False
         else:
-            trunks = {k: trunk for k in camera_keys}
-        # The same module under every key when shared: parameters() deduplicates it.
+            # Registered once: a module under several names would be swapped in several times by
+            # functional calls (TensorDict.to_module) and copied several times into target params.
+            trunks = {"shared": trunk}
+            self.shared_trunk = True
         self.trunks = nn.ModuleDict(trunks)
-        self.shared_trunk = len({id(m) for m in trunks.values()}) == 1
         self.camera_keys = camera_keys
         self.image_size = image_size
         self.freeze_trunk = freeze_trunk
@@ -84,7 +88,7 @@ class MultiCameraEncoder(TensorDictModuleBase):
             pooling_kwargs = {"num_features": 8}
         heads = {}
         for k in camera_keys:
-            c, h, w = trunks[k].output_shape(image_size)
+            c, h, w = self.trunk(k).output_shape(image_size)
             pool = make_pooling(pooling, c, h, w, **(pooling_kwargs or {}))
             layers = [pool]
             if dropout > 0:
@@ -113,9 +117,13 @@ class MultiCameraEncoder(TensorDictModuleBase):
                 p.requires_grad_(False)
             self.trunks.eval()
 
+    def trunk(self, camera_key: str) -> nn.Module:
+        """The trunk that encodes ``camera_key``."""
+        return self.trunks["shared" if self.shared_trunk else camera_key]
+
     def trunk_parameters(self) -> list[nn.Parameter]:
-        """Unique trunk parameters (shared trunks counted once)."""
-        return list({id(p): p for p in self.trunks.parameters()}.values())
+        """Trunk parameters (a shared trunk counted once)."""
+        return list(self.trunks.parameters())
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything but the trunk: poolings, projections, state projection (what DrQ trains when frozen)."""
@@ -156,13 +164,13 @@ class MultiCameraEncoder(TensorDictModuleBase):
             if self.shared_trunk and len(images) > 1:
                 # One trunk call for all cameras: bigger batches keep the convolutions efficient.
                 stacked = torch.stack([images[k] for k in self.camera_keys])
-                feats = self.trunks[self.camera_keys[0]](stacked.reshape(-1, *stacked.shape[-3:]))
+                feats = self.trunks["shared"](stacked.reshape(-1, *stacked.shape[-3:]))
                 feats = feats.reshape(len(images), *batch, *feats.shape[1:]).unbind(0)
                 out = dict(zip(self.camera_keys, feats))
             else:
                 out = {}
                 for k, img in images.items():
-                    f = self.trunks[k](img.reshape(-1, *img.shape[-3:]))
+                    f = self.trunk(k)(img.reshape(-1, *img.shape[-3:]))
                     out[k] = f.reshape(*batch, *f.shape[1:])
         return TensorDict(out, batch_size=batch, device=images[self.camera_keys[0]].device)
 
@@ -209,5 +217,5 @@ class MultiCameraEncoder(TensorDictModuleBase):
             state = load_serl_resnet10_params(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        for trunk in {id(m): m for m in self.trunks.values()}.values():
+        for trunk in self.trunks.values():
             trunk.load_state_dict(state)
