@@ -19,6 +19,9 @@ from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 # Keys the buffers add themselves; they are not part of the data contract between demos and online.
 _BOOKKEEPING_KEYS = {"index", "_has_next_frame"}
 _LATEST = "LATEST"
+# Added by collectors (trajectory ids) and buffers (sample index): dropped on write so that demos
+# recorded with env.rollout and online data from a Collector share one layout.
+_DROPPED_KEYS = ("collector", "index")
 
 
 def _leaf_keys(data: TensorDictBase) -> set[str]:
@@ -125,12 +128,14 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
             )
 
     def extend(self, data: TensorDictBase) -> torch.Tensor:
-        """Append online transitions ``[T]`` or ``[N_envs, T]``."""
+        """Append online transitions ``[T]`` or ``[N_envs, T]`` (collector bookkeeping keys are dropped)."""
+        data = data.exclude(*_DROPPED_KEYS)
         self._check_keys(data, "online")
         return self._online_buffer.extend(data)
 
     def extend_demos(self, data: TensorDictBase) -> torch.Tensor:
         """Append demonstrations or intervention transitions to the demo side."""
+        data = data.exclude(*_DROPPED_KEYS)
         self._check_keys(data, "demo")
         return self._offline_buffer.extend(data)
 
