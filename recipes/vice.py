@@ -1,0 +1,233 @@
+"""VICE: DrQ on the pixel pick-cube task with the reward given by a success classifier trained online.
+
+SERL's ``VICEAgent``: the env reward is never used for learning. A classifier (frozen ResNet-10 +
+learned spatial embeddings + ``Linear(256) -> Dropout -> LayerNorm -> LeakyReLU -> Linear(1)``, images
+only) is trained between policy updates on goal images (label 1) against observations from the
+replay buffer (label 0) with :class:`~torchrl_serl.objectives.vice.VICELoss` (mixup, label
+smoothing 0.2, gradient penalty 10, random-shift copies). Every sampled DrQ batch is relabelled
+with the current classifier by :class:`~torchrl_serl.envs.transforms.learned_reward.LearnedReward`
+(reward ``1[sigmoid(logit) >= 0.5]``, as SERL) before the critic updates. The simulator's own
+``success`` is logged only, to show how well the learned reward tracks the task.
+
+Goal images: lifted-cube frames of scripted-policy episodes (SERL loads goal images recorded by
+teleoperation). Learning the task from pixels needs a GPU and far more steps than the defaults;
+the defaults run on a CPU.
+
+    python recipes/vice.py
+    python recipes/vice.py --encoder small --env.image_size 64 --total_steps 2000
+    python recipes/vice.py --pretrained_path resnet10_params.pkl --device cuda --total_steps 100000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torchrl.objectives import SoftUpdate
+
+from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
+from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
+from torchrl_serl.envs.transforms.learned_reward import LearnedReward
+from torchrl_serl.modules.classifier import make_pixel_classifier
+from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
+from torchrl_serl.objectives.drq import DrQLoss
+from torchrl_serl.objectives.vice import VICELoss, label_batch
+from torchrl_serl.training.builders import SACUpdater, make_collector, make_sim_env, seed_everything, transitions
+from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+
+
+@dataclass
+class VICEConfig:
+    """The success classifier and its online training (SERL's VICE defaults)."""
+
+    trunk: str = "resnet10"
+    """``resnet10`` (frozen, SERL), ``mobilenet`` (frozen) or ``small`` (trained)."""
+    bottleneck_dim: int = 256
+    hidden_dims: tuple[int, ...] = (256,)
+    lr: float = 3e-4
+    batch_size: int = 64
+    """Half goal images, half replay observations."""
+    update_every: int = 1
+    """Classifier updates once per this many learner steps."""
+    label_smoothing: float = 0.2
+    mixup_alpha: float = 1.0
+    gp_weight: float = 10.0
+    augment_pad: int = 4
+    threshold: float = 0.5
+    """Reward is 1 where sigmoid(logit) >= threshold (SERL: 0.5)."""
+    goal_episodes: int = 4
+    """Scripted episodes whose lifted-cube frames become the goal images."""
+    goal_episode_steps: int = 100
+    """Length of those episodes (the scripted pick lifts the cube after 20-40 steps)."""
+
+
+@dataclass
+class Config(RunConfig):
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(pixels=True, reward_type="sparse"))
+    drq: SACConfig = field(default_factory=lambda: SACConfig(discount=0.96, utd_ratio=4, batch_size=64))
+    vice: VICEConfig = field(default_factory=VICEConfig)
+    camera_keys: tuple[str, ...] = ("front", "wrist")
+    encoder: str = "resnet10"
+    """DrQ encoder trunk: ``resnet10`` (frozen, SERL), ``small`` or ``mobilenet``."""
+    pretrained_path: str = ""
+    """Local ResNet-10 weights for the DrQ encoder and the classifier (nothing is downloaded)."""
+    total_steps: int = 20_000
+    random_steps: int = 500
+    training_starts: int = 500
+    buffer_size: int = 20_000
+    log_every: int = 100
+    eval_every: int = 5_000
+    eval_episodes: int = 5
+    checkpoint_every: int = 5_000
+
+
+def collect_goals(cfg: Config) -> TensorDict:
+    """Observations ``[G]`` (camera images) where the scripted policy has lifted the cube."""
+    env_cfg = dataclasses.replace(cfg.env, max_episode_steps=cfg.vice.goal_episode_steps)
+    env = make_sim_env(env_cfg, seed=cfg.seed + 2_000_000)
+    policy = ScriptedPickPolicy(env, noise_std=0.1, generator=torch.Generator().manual_seed(cfg.seed))
+    frames = []
+    for _ in range(cfg.vice.goal_episodes):
+        reached = env.rollout(env.max_episode_steps, policy, break_when_any_done=False)["next"]
+        frames.append(reached[reached["success"][:, 0]].select(*cfg.camera_keys))
+    env.close()
+    goals = torch.cat(frames)
+    if len(goals) == 0:
+        raise RuntimeError(f"no goal frames in {cfg.vice.goal_episodes} scripted episodes; raise --vice.goal_episodes")
+    return goals
+
+
+def main(argv=None) -> dict[str, float]:
+    cfg = parse_config(Config, argv, description=__doc__)
+    exp_name = cfg.exp_name or f"vice_seed{cfg.seed}"
+    seed_everything(cfg.seed)
+    keys = list(cfg.camera_keys)
+    pretrained = cfg.pretrained_path or None
+
+    # goal images, env
+    goals = collect_goals(cfg)
+    print(f"{len(goals)} goal images from {cfg.vice.goal_episodes} scripted episodes", flush=True)
+    env = make_sim_env(cfg.env, seed=cfg.seed, device=cfg.device)
+    eval_env = make_sim_env(cfg.env, seed=cfg.seed + 1_000_000, device=cfg.device)
+
+    # DrQ agent
+    actor, qvalue, encoder = make_drq_networks(
+        keys, cfg.env.image_size, encoder=cfg.encoder, pretrained_path=pretrained,
+        num_critics=cfg.drq.num_critics, hidden=cfg.drq.hidden,
+    )
+    actor, qvalue, encoder = actor.to(cfg.device), qvalue.to(cfg.device), encoder.to(cfg.device)
+    loss = DrQLoss(
+        actor, qvalue, encoder, critic_subset=cfg.drq.critic_subsample, backup_entropy=cfg.drq.backup_entropy,
+        alpha_init=cfg.drq.alpha_init, target_entropy="auto" if cfg.drq.target_entropy is None else cfg.drq.target_entropy,
+    )
+    loss.make_value_estimator(gamma=cfg.drq.discount)
+    critic_params = [*loss.qvalue_network_params.values(True, True), *(p for p in encoder.parameters() if p.requires_grad)]
+    optimizers = {
+        "critic_optim": torch.optim.Adam(critic_params, lr=cfg.drq.critic_lr),
+        "actor_optim": torch.optim.Adam(loss.actor_network_params.values(True, True), lr=cfg.drq.actor_lr),
+        "alpha_optim": torch.optim.Adam([loss.log_alpha], lr=cfg.drq.alpha_lr),
+    }
+    updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio, compile=cfg.compile)
+    policy = make_drq_policy(actor, encoder)
+
+    # VICE classifier, its loss and optimizer
+    classifier = make_pixel_classifier(
+        keys, cfg.env.image_size, trunk=cfg.vice.trunk, pretrained_path=pretrained,
+        bottleneck_dim=cfg.vice.bottleneck_dim, hidden_dims=cfg.vice.hidden_dims, activation=nn.LeakyReLU,
+    ).to(cfg.device)
+    vice_loss = VICELoss(
+        classifier, label_smoothing=cfg.vice.label_smoothing, mixup_alpha=cfg.vice.mixup_alpha,
+        gp_weight=cfg.vice.gp_weight, augment_pad=cfg.vice.augment_pad,
+    )
+    vice_optim = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.vice.lr)
+
+    # replay: frames stored once; every sample is relabelled by the classifier of the moment
+    logger = RunLogger(
+        cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
+        use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
+    )
+    buffer = FrameDedupReplayBuffer(
+        min(cfg.buffer_size, cfg.total_steps) + 2, pixel_keys=keys, scratch_dir=logger.run_dir / "replay",
+        batch_size=cfg.drq.batch_size, transform=LearnedReward(classifier, "threshold", cfg.vice.threshold),
+    )
+    collector = make_collector(env, policy, frames_per_batch=1, random_steps=cfg.random_steps)
+    checkpointer = RunCheckpointer(
+        logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints, loss=loss, classifier=classifier,
+        vice_optim=vice_optim, buffer=buffer, collector=collector, logger=logger, **optimizers,
+    )
+    step = updates = episodes = 0
+    if cfg.resume and (info := checkpointer.resume()) is not None:
+        step, updates, episodes = info.step, info.counters["updates"], info.counters["episodes"]
+        logger.truncate_after(step)
+        env.set_seed(cfg.seed + step)  # the interrupted episode's MuJoCo state is not saved
+        collector.reset()
+        print(f"resumed step={step} buffer={len(buffer)} updates={updates}", flush=True)
+    tracker = EpisodeTracker()
+    metrics: dict[str, float] = {}
+
+    def vice_update() -> dict[str, float]:
+        negatives = buffer.storage.get(torch.randint(len(buffer.storage), (cfg.vice.batch_size // 2,)))
+        positives = goals[torch.randint(len(goals), (cfg.vice.batch_size - cfg.vice.batch_size // 2,))]
+        out = vice_loss(label_batch(positives, negatives.select(*keys)).to(cfg.device))
+        vice_optim.zero_grad(set_to_none=True)
+        (out["loss_classifier"] + out["loss_gradient_penalty"]).backward()
+        vice_optim.step()
+        return {f"vice/{k}": v.item() for k, v in out.items()}
+
+    def sample():
+        batch = buffer.sample()
+        metrics["train/vice_reward_mean"] = float(batch["next", "reward"].mean())
+        return batch
+
+    def save() -> None:
+        checkpointer.save(step, updates=updates, episodes=episodes)
+
+    t_start = time.perf_counter()
+    with terminate_as_interrupt():
+        try:
+            for batch in collector:
+                if step >= cfg.total_steps:
+                    break
+                buffer.extend(transitions(batch))
+                step += batch.numel()
+                for episode in tracker.update(batch):
+                    episodes += 1
+                    logger.log({"train/env_success": episode["success"], "train/episode_length": episode["length"]}, step)
+                    logger.progress(step, success=episode["success"])
+
+                if len(buffer) >= cfg.training_starts:
+                    if updates % cfg.vice.update_every == 0:
+                        metrics.update(vice_update())
+                    metrics.update(updater.update(sample))
+                    updates += 1
+                    collector.update_policy_weights_()
+
+                if step % cfg.log_every == 0:
+                    logger.log({**metrics, "train/updates": updates, "train/buffer_size": len(buffer),
+                                "train/steps_per_s": step / (time.perf_counter() - t_start)}, step)
+                    logger.progress(step, vice_acc=metrics.get("vice/accuracy"))
+                if cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                    result = evaluate(eval_env, policy, cfg.eval_episodes, video_path=video)
+                    logger.log(result, step)
+                    logger.progress(step, eval_success=result["eval/success_rate"])
+                if step % cfg.checkpoint_every == 0:
+                    save()
+        finally:
+            save()
+            collector.shutdown()
+            eval_env.close()
+            logger.close()
+    print(f"done: {step} env steps, {updates} learner updates, {episodes} episodes; logs in {logger.run_dir}", flush=True)
+    return {"step": step, "updates": updates, "episodes": episodes, **metrics}
+
+
+if __name__ == "__main__":
+    main()
