@@ -1,0 +1,161 @@
+"""Simulated-task throughput against the raw MuJoCo cost of the same work, in the same run.
+
+For each task variant it times ``N`` control steps of
+
+- ``raw``: the same number of ``mj_step`` calls (``nstep = physics substeps``) on the same model,
+  plus the same renders for pixel tasks: the floor no env can beat;
+- ``env``: ``env.rollout`` with pre-drawn random actions (TorchRL, auto-reset, controller,
+  rewards, specs);
+- ``SerialEnv``/``ParallelEnv`` batches (steps/s counts every env step of the batch);
+- ``actor loop``: env step + a SAC-size policy forward (MLP 10 -> 256 -> 256 -> 8, tanh-normal
+  mean), i.e. the highest control rate an actor could sustain with the policy in the loop.
+
+Overhead = env time / raw time - 1 (target for state tasks: <= 30%). Run:
+
+    OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/bench_envs.py --steps 300
+
+Timings are wall-clock on a shared machine; compare rows from the same run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import mujoco
+import numpy as np
+import torch
+from torchrl.envs import ParallelEnv, SerialEnv
+from torchrl.modules import MLP
+
+from torchrl_serl.envs import PandaPickCubeEnv, PiperPickCubeEnv
+
+VARIANTS = {
+    "panda-osc": (PandaPickCubeEnv, {"controller": "osc"}),
+    "panda-impedance": (PandaPickCubeEnv, {"controller": "impedance"}),
+    "piper": (PiperPickCubeEnv, {}),
+}
+
+
+def _best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def raw_cost(env, steps: int, repeats: int) -> float:
+    """Seconds for ``steps`` control steps worth of ``mj_step`` (+ renders) on ``env``'s model."""
+    env.reset()
+    model, data = env.model, mujoco.MjData(env.model)
+    mujoco.mj_copyData(data, model, env.data)
+    renderer = None
+    if env.pixels:
+        renderer = mujoco.Renderer(model, env.image_size, env.image_size)
+        for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
+                     mujoco.mjtRndFlag.mjRND_SKYBOX):
+            renderer.scene.flags[flag] = False
+
+    def run():
+        mujoco.mj_copyData(data, model, env.data)
+        for _ in range(steps):
+            mujoco.mj_step(model, data, nstep=env.n_substeps)
+            if renderer is not None:
+                for cam in env.camera_keys:
+                    renderer.update_scene(data, camera=cam)
+                    renderer.render()
+
+    try:
+        return _best_of(run, repeats)
+    finally:
+        if renderer is not None:
+            renderer.close()
+
+
+class ReplayActions:
+    """Pre-drawn uniform actions, so the timing holds the env and not ``rand_action``."""
+
+    def __init__(self, batch_size, steps: int, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.actions = torch.rand(steps, *batch_size, 4, generator=gen) * 2 - 1
+        self.i = 0
+
+    def __call__(self, td):
+        td["action"] = self.actions[self.i % len(self.actions)]
+        self.i += 1
+        return td
+
+
+def env_cost(env, steps: int, repeats: int) -> float:
+    env.set_seed(0)
+    policy = ReplayActions(env.batch_size, steps)
+    return _best_of(lambda: env.rollout(steps, policy, break_when_any_done=False), repeats)
+
+
+def actor_loop_cost(env, steps: int, repeats: int) -> float:
+    """Seconds for ``steps`` iterations of policy forward + env step (no learning)."""
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    policy = MLP(in_features=obs_dim, out_features=8, num_cells=[256, 256])
+
+    def run():
+        td = env.reset()
+        for _ in range(steps):
+            with torch.no_grad():
+                loc = policy(td["observation"])[..., :4]
+            td["action"] = torch.tanh(loc)
+            td = env.step_and_maybe_reset(td)[1]
+
+    return _best_of(run, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=200, help="control steps per measurement")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {list(VARIANTS)}")
+    parser.add_argument("--batch", type=int, default=4, help="SerialEnv batch size")
+    parser.add_argument("--workers", type=int, default=2, help="ParallelEnv workers (0: skip)")
+    parser.add_argument("--image-size", type=int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    rows = []
+    for name in args.variants.split(","):
+        cls, kwargs = VARIANTS[name]
+        for pixels in (False, True):
+            make = functools.partial(cls, pixels=pixels, image_size=args.image_size, **kwargs)
+            env = make()
+            raw = raw_cost(env, args.steps, args.repeats)
+            single = env_cost(env, args.steps, args.repeats)
+            actor = actor_loop_cost(env, args.steps, args.repeats)
+            env.close()
+            label = f"{name} {'pixels' if pixels else 'state'}"
+            rows.append((label, "raw mj_step" + (" + renders" if pixels else ""), 1, args.steps / raw, ""))
+            rows.append((label, "env", 1, args.steps / single, f"{100 * (single / raw - 1):+.0f}%"))
+            rows.append((label, "actor loop (policy + env step)", 1, args.steps / actor, ""))
+            batched = [("SerialEnv", SerialEnv, args.batch)]
+            if args.workers:
+                batched.append(("ParallelEnv", functools.partial(ParallelEnv, mp_start_method="spawn"),
+                                args.workers))
+            for label_b, ctor, n in batched:
+                benv = ctor(n, make)
+                try:
+                    t = env_cost(benv, args.steps // n, 1)
+                finally:
+                    benv.close()
+                rows.append((label, label_b, n, (args.steps // n) * n / t, ""))
+            print(f"done: {label}", flush=True)
+
+    print(f"\n{args.steps} control steps per row (10 Hz control, 2 ms physics), best of {args.repeats}; "
+          f"torch threads 1\n")
+    print(f"| {'task':<24} | {'what':<32} | {'envs':>4} | {'steps/s':>8} | {'overhead vs raw':>15} |")
+    print(f"|{'-' * 26}|{'-' * 34}|{'-' * 6}|{'-' * 10}|{'-' * 17}|")
+    for task, what, n, sps, over in rows:
+        print(f"| {task:<24} | {what:<32} | {n:>4} | {sps:>8.1f} | {over:>15} |")
+
+
+if __name__ == "__main__":
+    main()
