@@ -4,8 +4,23 @@ Observation history and action chunking are TorchRL's own ``CatFrames`` and ``Mu
 """
 
 from torchrl_serl.envs.transforms.gripper_penalty import GripperPenalty
+from torchrl_serl.envs.transforms.intervention import Intervention, InterventionSource
+from torchrl_serl.envs.transforms.keyboard import DEFAULT_KEY_MAP, KeyboardSource, TerminalKeyReader
 from torchrl_serl.envs.transforms.quat_to_euler import QuatToEuler
 from torchrl_serl.envs.transforms.random_shift import RandomShift, random_shift
 from torchrl_serl.envs.transforms.relative_frame import RelativeFrame
+from torchrl_serl.envs.transforms.spacemouse import SpaceMouseSource
 
-__all__ = ["GripperPenalty", "QuatToEuler", "RandomShift", "RelativeFrame", "random_shift"]
+__all__ = [
+    "DEFAULT_KEY_MAP",
+    "GripperPenalty",
+    "Intervention",
+    "InterventionSource",
+    "KeyboardSource",
+    "QuatToEuler",
+    "RandomShift",
+    "RelativeFrame",
+    "SpaceMouseSource",
+    "TerminalKeyReader",
+    "random_shift",
+]
