@@ -31,6 +31,7 @@ def make_drq_networks(
     image_size: int = 128,
     proprio_dim: int = 7,
     action_dim: int = 4,
+    proprio_key: str | None = "observation",
     encoder: str = "resnet10",
     pretrained_path: str | Path | None = None,
     freeze_trunk: bool = True,
@@ -40,6 +41,7 @@ def make_drq_networks(
     num_critics: int = 10,
     hidden: Sequence[int] = (256, 256),
     channels_last: bool = False,
+    actor_kwargs: dict | None = None,
 ) -> tuple[ProbabilisticActor, TensorDictModuleBase, MultiCameraEncoder]:
     """SERL's DrQ networks, ready for :class:`~torchrl_serl.objectives.drq.DrQLoss`.
 
@@ -53,6 +55,7 @@ def make_drq_networks(
         image_size: square image side in px (SERL: 128).
         proprio_dim: state vector size (pixel tasks: 7).
         action_dim: ``A`` (4).
+        proprio_key: state key fed to the encoder; ``None`` for images only.
         encoder: ``"resnet10"`` (SERL default, frozen, ``learned spatial embeddings``), ``"small"``
             (SERL's 4-layer conv, trained, avg pooling) or ``"mobilenet"`` (MobileNetV3-small).
         pretrained_path: local trunk weights (SERL ``.pkl`` or torch ``state_dict``); never downloaded.
@@ -64,6 +67,8 @@ def make_drq_networks(
         num_critics: ensemble size (SERL: 10).
         hidden: MLP widths of actor and critic (256, 256).
         channels_last: channels-last convolutions in the trunk.
+        actor_kwargs: extra :func:`~torchrl_serl.modules.sac_networks.make_sac_actor` options
+            (e.g. ``std_min``, ``std_max``).
     """
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
@@ -82,13 +87,14 @@ def make_drq_networks(
         image_size=image_size,
         pooling=pooling or ("avg" if encoder == "small" else "spatial_learned_embeddings"),
         bottleneck_dim=bottleneck_dim,
+        proprio_key=proprio_key,
         proprio_dim=proprio_dim,
         freeze_trunk=freeze_trunk,
     )
     if pretrained_path is not None:
         enc.load_pretrained(pretrained_path)
     emb = enc.out_features
-    actor = make_sac_actor(emb, action_dim, hidden=hidden, in_keys=("embedding",))
+    actor = make_sac_actor(emb, action_dim, hidden=hidden, in_keys=("embedding",), **(actor_kwargs or {}))
     qvalue = make_sac_critic(emb, action_dim, num_critics=num_critics, hidden=hidden, in_keys=("embedding", "action"))
     return actor, qvalue, enc
 

@@ -116,11 +116,15 @@ class DrQLoss(SERLSACLoss):
         self.augment = augment
         self.pad = pad
         self.generator = generator
+        self.uses_state = encoder.proprio_key is not None
         self.set_keys(image_keys=tuple(encoder.camera_keys), embedding=encoder.out_key)
+        if self.uses_state:
+            self.set_keys(observation=encoder.proprio_key)
 
     def _set_in_keys(self):
         keys = self.tensor_keys
-        obs = [*keys.image_keys, keys.observation]
+        # SACLoss.__init__ calls this before uses_state exists; set_keys recomputes it afterwards.
+        obs = [*keys.image_keys, *([keys.observation] if getattr(self, "uses_state", True) else [])]
         self._in_keys = [*obs, *[("next", k) for k in obs], keys.action, *[
             ("next", k) for k in (keys.reward, keys.done, keys.terminated)
         ]]
@@ -150,7 +154,7 @@ class DrQLoss(SERLSACLoss):
         if not self.check_inputs or torch.compiler.is_compiling():
             return
         keys = self.tensor_keys
-        needed = self.in_keys if with_next else [*keys.image_keys, keys.observation]
+        needed = self.in_keys if with_next else [*keys.image_keys, *([keys.observation] if self.uses_state else [])]
         missing = [k for k in needed if k not in tensordict.keys(True)]
         if missing:
             raise KeyError(f"DrQLoss: batch is missing keys {missing} (needs {sorted(map(str, needed))})")
@@ -212,7 +216,7 @@ class DrQLoss(SERLSACLoss):
         keys = self.tensor_keys
         emb_key = keys.embedding
         images = self._images(tensordict, with_next)
-        state = tensordict.get(keys.observation)
+        state = tensordict.get(keys.observation) if self.uses_state else None
         if with_next and self.frozen_trunk:
             feats = self._encode_trunk(self.encoder_params, images)  # [2, B]: obs and next, one call
             feats_obs, feats_next, feats_next_target = feats[0], feats[1], feats[1]
@@ -238,7 +242,7 @@ class DrQLoss(SERLSACLoss):
         actor_td.set(_ACTOR_EMBEDDING, emb.detach())
         if not with_next:
             return None, actor_td
-        next_state = tensordict.get(("next", keys.observation))
+        next_state = tensordict.get(("next", keys.observation)) if self.uses_state else None
         with torch.no_grad():
             next_emb = self._embed(self.encoder_params, feats_next, next_state)
             next_emb_target = self._embed(self.target_encoder_params, feats_next_target, next_state)
