@@ -1,11 +1,16 @@
 """SAC / RLPD on the simulated PandaPickCube from state (SERL's ``async_sac_state_sim``, synchronous).
 
+With ``--demos <dir>`` (from ``recipes/record_demos.py``) every batch is half demos, half online
+data (RLPD); without, plain SAC with SERL's ensemble critic.
+
 One env step, then ``utd_ratio`` critic updates and one actor + temperature update (SERL's
 critic:actor ratio 8). Logs to ``<logdir>/<exp_name>/`` (CSV; wandb with ``--wandb``), evaluates
 the deterministic policy every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps
 and on Ctrl-C / SIGTERM; ``--resume`` continues the newest valid checkpoint.
 
     python recipes/sac_state_sim.py --total_steps 30000 --seed 0
+    python recipes/record_demos.py --out demos/panda_state --episodes 20
+    python recipes/sac_state_sim.py --demos demos/panda_state
     python recipes/sac_state_sim.py --help
 """
 
@@ -16,10 +21,12 @@ from dataclasses import dataclass, field
 from torchrl_serl.training.builders import (
     SACUpdater,
     make_collector,
+    make_demo_replay_buffer,
     make_replay_buffer,
     make_sac_agent,
     make_sac_optimizers,
     make_sim_env,
+    online_size,
     parameters_checksum,
     seed_everything,
     transitions,
@@ -34,6 +41,10 @@ from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 class Config(RunConfig):
     env: EnvConfig = field(default_factory=EnvConfig)
     sac: SACConfig = field(default_factory=SACConfig)
+    demos: str = ""
+    """Demo directory (``record_demos.py``); empty: no demos."""
+    demo_fraction: float = 0.5
+    """Share of each batch drawn from the demos (RLPD: 0.5)."""
 
 
 def main(argv=None) -> None:
@@ -49,13 +60,18 @@ def main(argv=None) -> None:
     agent = make_sac_agent(cfg.sac, obs_dim, action_dim, device=cfg.device)
     optimizers = make_sac_optimizers(agent.loss, cfg.sac)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio, compile=cfg.compile)
-    buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size, device=cfg.device)
-    collector = make_collector(env, agent.actor, frames_per_batch=1, random_steps=cfg.random_steps)
-
     logger = RunLogger(
         cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
         use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
     )
+    if cfg.demos:
+        buffer = make_demo_replay_buffer(
+            cfg.buffer_size, cfg.sac.batch_size, cfg.demos, scratch_dir=logger.run_dir / "replay",
+            demo_fraction=cfg.demo_fraction, seed=cfg.seed,
+        )
+    else:
+        buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size, device=cfg.device)
+    collector = make_collector(env, agent.actor, frames_per_batch=1, random_steps=cfg.random_steps)
     checkpointer = RunCheckpointer(
         logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
         loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers,
@@ -67,7 +83,7 @@ def main(argv=None) -> None:
         # the MuJoCo state of the interrupted episode is not saved: start a new, differently seeded one
         env.set_seed(cfg.seed + step)
         collector.reset()
-        print(f"resumed step={step} buffer={len(buffer)} updates={updates} "
+        print(f"resumed step={step} buffer={online_size(buffer)} updates={updates} "
               f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
     tracker = EpisodeTracker()
     train_metrics: dict[str, float] = {}
@@ -88,13 +104,13 @@ def main(argv=None) -> None:
                                 "train/episode_length": episode["length"]}, step)
                     logger.progress(step, success=episode["success"], ret=episode["return"])
 
-                if len(buffer) >= cfg.training_starts:
+                if step >= cfg.training_starts:
                     train_metrics = updater.update(buffer.sample)
                     updates += 1
                     collector.update_policy_weights_()
 
                 if step % cfg.log_every == 0:
-                    logger.log({**train_metrics, "train/updates": updates, "train/buffer_size": len(buffer)}, step)
+                    logger.log({**train_metrics, "train/updates": updates, "train/buffer_size": online_size(buffer)}, step)
                     logger.progress(step)
                 if cfg.eval_every > 0 and step % cfg.eval_every == 0:
                     video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None

@@ -189,3 +189,21 @@ def test_terminate_as_interrupt_runs_finally():
             finally:
                 ran.append(True)
     assert ran == [True]
+
+
+def test_online_demo_buffer_saved_through_its_own_save_load(tmp_path):
+    from torchrl_serl.data.replay import OnlineDemoReplayBuffer
+
+    def make():
+        return OnlineDemoReplayBuffer(64, 64, batch_size=8, scratch_dir=tmp_path / f"rb{len(list(tmp_path.iterdir()))}", seed=3)
+
+    rb = make()
+    rb.extend_demos(_batch(10))
+    rb.extend(_batch(7))
+    ckpt = RunCheckpointer(tmp_path / "ckpt", buffer=rb)
+    ckpt.save(7)
+    expected = rb.sample()
+    rb2 = make()
+    RunCheckpointer(tmp_path / "ckpt", buffer=rb2).resume()
+    assert len(rb2.demo_buffer) == 10
+    torch.testing.assert_close(rb2.sample()["observation"], expected["observation"])

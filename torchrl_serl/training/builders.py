@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,7 +23,7 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayB
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
 
-from torchrl_serl.training.config import EnvConfig, SACConfig
+from torchrl_serl.training.config import EnvConfig, RobotConfig, SACConfig
 
 # Keys the collector writes that the learner never reads: not worth buffer memory.
 _NOT_STORED = ("loc", "scale", "collector")
@@ -54,6 +55,58 @@ def make_sim_env(cfg: EnvConfig, seed: int, device: str | torch.device = "cpu") 
         device=device,
         seed=seed,
     )
+
+
+_CAMERAS = ("realsense", "opencv", "test_pattern")
+
+
+def make_arm_env(robot: RobotConfig, cfg: EnvConfig, seed: int) -> EnvBase:
+    """The real arm named by ``cfg.task`` (``panda`` -> :class:`FrankaEnv`, ``piper`` ->
+    :class:`PiperEnv`) at ``robot.address`` (Franka host / Piper CAN channel), with the
+    ``front``/``wrist`` cameras of ``robot.camera`` kind when ``cfg.pixels``."""
+    if cfg.task not in _TASKS:
+        raise ValueError(f"env.task must be one of {_TASKS}, got {cfg.task!r}")
+    if not robot.address:
+        raise ValueError("--robot.address is required with --robot.real true (Franka host or Piper CAN channel)")
+    from torchrl_serl.envs.robots import FrankaEnv, PiperEnv
+
+    cameras = _make_cameras(robot, seed) if cfg.pixels else None
+    common = dict(
+        cameras=cameras, image_size=(cfg.image_size, cfg.image_size), control_hz=cfg.control_hz,
+        max_episode_steps=cfg.max_episode_steps, seed=seed,
+    )
+    if cfg.task == "panda":
+        return FrankaEnv(host=robot.address, **common)
+    return PiperEnv(can_channel=robot.address, **common)
+
+
+def _make_cameras(robot: RobotConfig, seed: int) -> dict:
+    if robot.camera not in _CAMERAS:
+        raise ValueError(f"robot.camera must be one of {_CAMERAS}, got {robot.camera!r}")
+    ids = [i for i in robot.camera_ids.split(",") if i] if robot.camera_ids else []
+    if ids and len(ids) != 2:
+        raise ValueError(f"robot.camera_ids must name 2 cameras (front,wrist), got {robot.camera_ids!r}")
+    names = ("front", "wrist")
+    if robot.camera == "test_pattern":
+        from torchrl_serl.envs.cameras.test_pattern import TestPatternCamera
+
+        return {name: TestPatternCamera(seed=seed + i) for i, name in enumerate(names)}
+    if robot.camera == "opencv":
+        from torchrl_serl.envs.cameras.opencv import OpenCVCamera
+
+        sources = [int(i) if i.isdigit() else i for i in ids] or [0, 1]
+        return {name: OpenCVCamera(src) for name, src in zip(names, sources)}
+    from torchrl_serl.envs.cameras.realsense import RealSenseCamera
+
+    serials = ids or [None, None]
+    return {name: RealSenseCamera(serial) for name, serial in zip(names, serials)}
+
+
+def make_env(cfg: EnvConfig, robot: RobotConfig | None, seed: int, device: str | torch.device = "cpu") -> EnvBase:
+    """The real arm when ``robot.real``, else the simulated twin of the same task."""
+    if robot is not None and robot.real:
+        return make_arm_env(robot, cfg, seed)
+    return make_sim_env(cfg, seed, device)
 
 
 @dataclass
@@ -176,6 +229,49 @@ def make_replay_buffer(
     return TensorDictReplayBuffer(storage=storage, batch_size=batch_size)
 
 
+def make_demo_replay_buffer(
+    capacity: int,
+    batch_size: int,
+    demos_path: str | Path,
+    scratch_dir: str | Path,
+    demo_fraction: float = 0.5,
+    pixel_keys: tuple[str, ...] = (),
+    seed: int = 0,
+    transform=None,
+):
+    """RLPD buffer: online transitions + the demos at ``demos_path``, each batch exactly
+    ``demo_fraction`` demos (:class:`~torchrl_serl.data.OnlineDemoReplayBuffer`, memory-mapped under
+    ``scratch_dir``). Interventions can be appended later with ``extend_demos``.
+
+    ``scratch_dir`` is working memory, emptied here: a resumed run refills it from its checkpoint.
+    """
+    from torchrl_serl.data.demos import load_demos
+    from torchrl_serl.data.replay import OnlineDemoReplayBuffer
+
+    demos, _ = load_demos(demos_path)
+    demos = transitions(demos)
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    buffer = OnlineDemoReplayBuffer(
+        capacity,
+        # room for the interventions extend_demos adds during training
+        max(2, 2 * demos.shape[0]),
+        demo_fraction=demo_fraction,
+        batch_size=batch_size,
+        pixel_keys=pixel_keys,
+        scratch_dir=scratch_dir,
+        seed=seed,
+        transform=transform,
+    )
+    buffer.extend_demos(demos)
+    return buffer
+
+
+def online_size(buffer) -> int:
+    """Transitions collected online (a demo buffer's demos not counted)."""
+    online = getattr(buffer, "online_buffer", None)
+    return len(online if online is not None else buffer)
+
+
 def transitions(batch: TensorDictBase) -> TensorDictBase:
     """A collector batch without the keys the learner never reads, flattened to ``[N]``."""
     return batch.exclude(*_NOT_STORED).reshape(-1)
@@ -215,11 +311,15 @@ __all__ = [
     "SACAgent",
     "SACUpdater",
     "deterministic_policy",
+    "make_arm_env",
     "make_collector",
+    "make_demo_replay_buffer",
+    "make_env",
     "make_replay_buffer",
     "make_sac_agent",
     "make_sac_optimizers",
     "make_sim_env",
+    "online_size",
     "parameters_checksum",
     "seed_everything",
     "transitions",

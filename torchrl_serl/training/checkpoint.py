@@ -18,8 +18,9 @@ directory and published with one atomic rename) and :class:`~torchrl.checkpoint.
   ``try/finally`` saves on Ctrl-C and on ``kill``.
 
 Components are anything with ``state_dict``/``load_state_dict`` (modules, optimizers, loss
-modules with their target networks and temperature, collectors, loggers) or ``dump``/``load``
-(TorchRL replay buffers, the data package's demo buffers).
+modules with their target networks and temperature, collectors, loggers), ``dump``/``load``
+(TorchRL replay buffers) or ``save``/``load`` (the data package's online + demo buffer, which
+writes its own crash-safe versioned directory inside the checkpoint).
 
 What is not restored: the MuJoCo state of an episode in flight. A resumed run starts a fresh
 episode; the transitions of the interrupted episode that were collected before the save are in
@@ -40,13 +41,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from torchrl.checkpoint import Checkpoint, CheckpointError, CheckpointRotation, GlobalRNGState
+from torchrl.checkpoint import (
+    Checkpoint,
+    CheckpointAdapter,
+    CheckpointError,
+    CheckpointRotation,
+    GlobalRNGState,
+)
 
 _PREFIX = "checkpoint"
 _INTEGRITY = "integrity.json"
 # Files up to this size are hashed; larger ones (pixel replay buffers of many GB) are checked by
 # size only, so a save does not spend minutes hashing.
 _HASH_LIMIT_BYTES = 64 * 2**20
+
+
+class _SaveLoadAdapter(CheckpointAdapter):
+    """For objects that checkpoint themselves with ``save(path)``/``load(path)`` and have no
+    ``dump`` (the data package's :class:`~torchrl_serl.data.OnlineDemoReplayBuffer`)."""
+
+    adapter_id = "torchrl_serl.save_load"
+
+    def save(self, component, path, *, args, kwargs):
+        path.mkdir(parents=True, exist_ok=True)
+        component.save(path, *args, **kwargs)
+
+    def load(self, component, path, *, map_location, tensor_load_kwargs, args, kwargs):
+        component.load(path, *args, **kwargs)
+
+
+def _adapter_for(value: Any) -> CheckpointAdapter | None:
+    has = lambda name: callable(getattr(value, name, None))  # noqa: E731
+    if has("save") and has("load") and not has("dump") and not has("state_dict"):
+        return _SaveLoadAdapter()
+    return None
 
 
 def _is_empty_buffer(value: Any) -> bool:
@@ -107,7 +135,9 @@ class RunCheckpointer:
             raise ValueError("component name 'rng' is reserved for the process RNG state")
         self.directory = Path(directory)
         self.keep_last = keep_last
-        self.checkpoint = Checkpoint(rng=GlobalRNGState(), **components)
+        self.checkpoint = Checkpoint(rng=GlobalRNGState())
+        for name, value in components.items():
+            self.checkpoint.register(name, value, adapter=_adapter_for(value))
         self.rotation = CheckpointRotation(self.directory, keep_last=keep_last, prefix=_PREFIX)
         self._remove_stale_stages()
 

@@ -71,6 +71,8 @@ class RobotConfig:
     """Franka: robot (or robot-server) host; Piper: CAN channel such as ``can0``."""
     camera: str = "realsense"
     """``realsense``, ``opencv`` or ``test_pattern``."""
+    camera_ids: str = ""
+    """``front,wrist`` camera serials (RealSense) or device indices (OpenCV); empty: defaults."""
 
 
 @dataclass
