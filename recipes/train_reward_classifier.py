@@ -7,10 +7,13 @@ episodes) is a negative. The classifier is SERL's: frozen ResNet-10 + learned sp
 per camera + ``Linear(256) -> Dropout -> LayerNorm -> ReLU -> Linear(1)``, on images only, trained
 with BCE on 50/50 batches, random-shift augmentation and Adam (lr 1e-4). Whole episodes are held
 out for validation; the weights go to ``--output`` (load them with ``SuccessClassifier.load``).
+With ``--demos`` the frames come from demo files instead (``torchrl_serl.data.demos``, e.g. written
+by ``record_demos.py``), labelled by their ``("next", "success")`` entries, and no env is built.
 
     python recipes/train_reward_classifier.py                 # SERL architecture, CPU-sized run
     python recipes/train_reward_classifier.py --trunk small --env.image_size 64   # fast on CPU
     python recipes/train_reward_classifier.py --pretrained_path resnet10_params.pkl --train_steps 1000
+    python recipes/train_reward_classifier.py --demos demos/pick_a demos/pick_b
 
 Without ``--pretrained_path`` the frozen ResNet-10 has random weights (nothing is downloaded).
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict
 
+from torchrl_serl.data.demos import load_demos
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.modules.classifier import SuccessClassifier, make_pixel_classifier
 from torchrl_serl.objectives.vice import BinaryClassifierLoss, label_batch
@@ -36,6 +40,8 @@ class Config:
     seed: int = 0
     env: EnvConfig = field(default_factory=lambda: EnvConfig(pixels=True))
     camera_keys: tuple[str, ...] = ("front", "wrist")
+    demos: tuple[str, ...] = ()
+    """Demo directories to take labelled frames from (replaces the simulated collection)."""
     scripted_episodes: int = 8
     """Scripted pick episodes (their lifted frames are the positives)."""
     random_episodes: int = 4
@@ -66,6 +72,24 @@ def collect(env, policy, episodes: int, keys: list[str]) -> list[TensorDict]:
     return out
 
 
+def demo_episodes(paths: tuple[str, ...], keys: list[str]) -> list[TensorDict]:
+    """Reached observations of every episode in the demo files, with their ``success`` labels."""
+    episodes = []
+    for path in paths:
+        data, _ = load_demos(path)
+        missing = [k for k in [*keys, "success"] if ("next", k) not in data.keys(True)]
+        if missing:
+            raise KeyError(
+                f"demos at {path} lack {[('next', k) for k in missing]}; they need cameras and success labels"
+            )
+        reached = data["next"].select(*keys, "success")
+        ends = (data["next", "done"][:, 0].nonzero().squeeze(-1) + 1).tolist()
+        if not ends or ends[-1] != len(data):
+            ends.append(len(data))
+        episodes += [reached[a:b].to_tensordict() for a, b in zip([0, *ends[:-1]], ends)]
+    return episodes
+
+
 def accuracy(classifier: SuccessClassifier, frames: TensorDict, batch_size: int = 256) -> dict[str, float]:
     """Accuracy, true-positive and true-negative rates at probability 0.5, in eval mode."""
     classifier.eval()
@@ -89,15 +113,21 @@ def main(argv=None) -> dict[str, float]:
     seed_everything(cfg.seed)
     keys = list(cfg.camera_keys)
 
-    # data: scripted successes vs everything else, labelled by the simulator
-    env = make_sim_env(cfg.env, seed=cfg.seed)
+    # data: scripted successes vs everything else, labelled by the simulator (or by demo files)
     t0 = time.perf_counter()
-    scripted = ScriptedPickPolicy(env, noise_std=cfg.scripted_noise, generator=torch.Generator().manual_seed(cfg.seed))
-    episodes = collect(env, scripted, cfg.scripted_episodes, keys) + collect(env, None, cfg.random_episodes, keys)
-    env.close()
-    print(f"collected {len(episodes)} episodes in {time.perf_counter() - t0:.1f} s", flush=True)
+    if cfg.demos:
+        episodes = demo_episodes(cfg.demos, keys)
+    else:
+        env = make_sim_env(cfg.env, seed=cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        scripted = ScriptedPickPolicy(env, noise_std=cfg.scripted_noise, generator=generator)
+        episodes = collect(env, scripted, cfg.scripted_episodes, keys) + collect(env, None, cfg.random_episodes, keys)
+        env.close()
+    if len(episodes) < 2:
+        raise ValueError(f"need at least 2 episodes (training and validation), got {len(episodes)}")
+    print(f"{len(episodes)} episodes loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     order = torch.randperm(len(episodes)).tolist()
-    n_val = max(1, round(cfg.val_fraction * len(episodes)))
+    n_val = min(max(1, round(cfg.val_fraction * len(episodes))), len(episodes) - 1)
     val = torch.cat([episodes[i] for i in order[:n_val]])
     train = torch.cat([episodes[i] for i in order[n_val:]])
     positives, negatives = train[train["success"][:, 0]], train[~train["success"][:, 0]]
@@ -108,8 +138,8 @@ def main(argv=None) -> dict[str, float]:
         )
 
     # classifier, loss, optimizer
-    classifier = make_pixel_classifier(
-        keys, cfg.env.image_size, trunk=cfg.trunk, pretrained_path=cfg.pretrained_path or None
+    classifier = make_pixel_classifier(  # image size from the data: demo files fix their own
+        keys, train[keys[0]].shape[-1], trunk=cfg.trunk, pretrained_path=cfg.pretrained_path or None
     ).to(cfg.device)
     loss_fn = BinaryClassifierLoss(classifier, augment_pad=cfg.augment_pad)
     optimizer = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.lr)

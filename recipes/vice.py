@@ -125,10 +125,13 @@ def main(argv=None) -> dict[str, float]:
     actor, qvalue, encoder = actor.to(cfg.device), qvalue.to(cfg.device), encoder.to(cfg.device)
     loss = DrQLoss(
         actor, qvalue, encoder, critic_subset=cfg.drq.critic_subsample, backup_entropy=cfg.drq.backup_entropy,
-        alpha_init=cfg.drq.alpha_init, target_entropy="auto" if cfg.drq.target_entropy is None else cfg.drq.target_entropy,
+        alpha_init=cfg.drq.alpha_init,
+        target_entropy="auto" if cfg.drq.target_entropy is None else cfg.drq.target_entropy,
     )
     loss.make_value_estimator(gamma=cfg.drq.discount)
-    critic_params = [*loss.qvalue_network_params.values(True, True), *(p for p in encoder.parameters() if p.requires_grad)]
+    # SERL trains the shared encoder with the critic loss only.
+    encoder_params = [p for p in encoder.parameters() if p.requires_grad]
+    critic_params = [*loss.qvalue_network_params.values(True, True), *encoder_params]
     optimizers = {
         "critic_optim": torch.optim.Adam(critic_params, lr=cfg.drq.critic_lr),
         "actor_optim": torch.optim.Adam(loss.actor_network_params.values(True, True), lr=cfg.drq.actor_lr),
@@ -199,7 +202,8 @@ def main(argv=None) -> dict[str, float]:
                 step += batch.numel()
                 for episode in tracker.update(batch):
                     episodes += 1
-                    logger.log({"train/env_success": episode["success"], "train/episode_length": episode["length"]}, step)
+                    logger.log({"train/env_success": episode["success"],
+                                "train/episode_length": episode["length"]}, step)
                     logger.progress(step, success=episode["success"])
 
                 if len(buffer) >= cfg.training_starts:
@@ -225,7 +229,8 @@ def main(argv=None) -> dict[str, float]:
             collector.shutdown()
             eval_env.close()
             logger.close()
-    print(f"done: {step} env steps, {updates} learner updates, {episodes} episodes; logs in {logger.run_dir}", flush=True)
+    print(f"done: {step} env steps, {updates} learner updates, {episodes} episodes; logs in {logger.run_dir}",
+          flush=True)
     return {"step": step, "updates": updates, "episodes": episodes, **metrics}
 
 

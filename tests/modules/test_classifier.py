@@ -64,7 +64,8 @@ def test_pixel_classifier_reads_the_encoders_state_key():
 def test_serl_pixel_classifier_builder():
     clf = make_pixel_classifier(("front", "wrist"), image_size=64)
     assert clf.in_keys == ["front", "wrist"] and clf.encoder.freeze_trunk
-    td = TensorDict(front=torch.zeros(2, 3, 64, 64, dtype=torch.uint8), wrist=torch.zeros(2, 3, 64, 64, dtype=torch.uint8), batch_size=[2])
+    image = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    td = TensorDict(front=image, wrist=image.clone(), batch_size=[2])
     assert clf(td)["logit"].shape == (2, 1)
     assert not make_pixel_classifier(("front",), image_size=64, trunk="small").encoder.freeze_trunk
 

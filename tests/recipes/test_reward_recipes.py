@@ -8,6 +8,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from torchrl_serl.data.demos import record_demos, save_demos
+from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
+from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.modules.classifier import make_pixel_classifier
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -45,6 +48,27 @@ def test_train_reward_classifier_saves_a_loadable_classifier(tmp_path):
         batch_size=[2],
     )
     assert clf(td)["logit"].shape == (2, 1)
+
+
+def test_train_reward_classifier_from_demo_files(tmp_path):
+    env = PandaPickCubeEnv(pixels=True, image_size=32, seed=0, max_episode_steps=60)
+    policy = ScriptedPickPolicy(env)
+    demos = record_demos(env, policy, num_episodes=2, max_steps=60)
+    env.close()
+    save_demos(
+        tmp_path / "demos", demos, env_name="PandaPickCube", cameras=["front", "wrist"], action_scale_m=0.1, fps=10
+    )
+    metrics = load_recipe("train_reward_classifier").main([
+        "--demos", str(tmp_path / "demos"), "--trunk", "small", "--train_steps", "3", "--batch_size", "8",
+        "--output", str(tmp_path / "clf.pt"),
+    ])
+    # one of the two recorded episodes is held out: the metrics count its frames and lifted frames
+    ends = (demos["next", "done"][:, 0].nonzero().squeeze(-1) + 1).tolist()
+    episodes = [demos[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+    held_out = [(int(ep["next", "success"].sum()), int((~ep["next", "success"]).sum())) for ep in episodes]
+    assert len(episodes) == 2 and (metrics["positives"], metrics["negatives"]) in held_out
+    assert metrics["positives"] > 0 and metrics["negatives"] > 0
+    assert (tmp_path / "clf.pt").is_file()
 
 
 def test_vice_trains_drq_on_classifier_rewards_and_checkpoints(tmp_path):

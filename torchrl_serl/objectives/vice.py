@@ -157,7 +157,8 @@ class BinaryClassifierLoss(LossModule):
         if not ((labels == 0) | (labels == 1)).all():
             raise ValueError(f"{key!r} must hold only 0 and 1, got values {labels.unique().tolist()}")
         if labels.all() or not labels.any():
-            raise ValueError(f"the batch needs both goal (1) and non-goal (0) examples, got only {labels[0].item():.0f}")
+            only = int(labels[0].item())
+            raise ValueError(f"the batch needs both goal (1) and non-goal (0) examples, got only label {only}")
         return labels
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
