@@ -11,6 +11,7 @@ import numpy as np
 import mujoco
 
 from torchrl_serl.envs.sim.arm import SimArm, TaskLayout
+from torchrl_serl.envs.sim.menagerie import attach_menagerie_model
 from torchrl_serl.envs.sim.dh import ARM_CONAFFINITY, ARM_CONTYPE, DHLink, add_dh_chain, axis_quat
 from torchrl_serl.envs.sim.opspace import OpSpaceController
 
@@ -79,21 +80,25 @@ class PandaArm(SimArm):
       controller SERL runs on the real arm) built from MuJoCo site actuators, with MuJoCo gravity
       compensation and weak joint springs to home; it runs inside ``mj_step`` (no Python per
       physics step), several times cheaper than ``"osc"``.
+
+    ``menagerie_root``: path of a MuJoCo Menagerie checkout; the arm and hand then come from its
+    ``franka_emika_panda/panda.xml`` (meshes, identified inertias) instead of the built-in model.
     """
 
     tcp_site = "panda/tcp"
     layout = PANDA_LAYOUT
 
-    def __init__(self, controller: str = "osc", **osc_kwargs):
+    def __init__(self, controller: str = "osc", menagerie_root: str | None = None, **osc_kwargs):
         if controller not in CONTROLLERS:
             raise ValueError(f"controller must be one of {CONTROLLERS}, got {controller!r}")
         if osc_kwargs and controller != "osc":
             raise ValueError(f"OSC gains {sorted(osc_kwargs)} only apply to controller='osc'")
         self.controller = controller
+        self.menagerie_root = menagerie_root
         self.osc_kwargs = osc_kwargs
 
     def add_to(self, world, spec):
-        add_panda(world, spec, impedance=self.controller == "impedance")
+        add_panda(world, spec, impedance=self.controller == "impedance", menagerie=self.menagerie_root)
 
     def bind(self, model):
         self.model = model
@@ -102,7 +107,7 @@ class PandaArm(SimArm):
         self.dof_ids = np.array([j.dofadr[0] for j in joints])
         self.gripper_id = model.actuator("panda/gripper").id
         self.finger_qpos_ids = np.array(
-            [model.joint(f"panda/finger_joint_{s}").qposadr[0] for s in ("left", "right")])
+            [model.joint(f"panda/finger_joint{i}").qposadr[0] for i in (1, 2)])
         if self.controller == "osc":
             self.act_ids = np.array([model.actuator(f"panda/actuator{i}").id for i in range(1, 8)])
             site = model.site(self.tcp_site).id
@@ -155,11 +160,32 @@ def add_cartesian_impedance(world: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: 
 
 
 def add_panda(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "panda/",
-              impedance: bool = False) -> None:
-    """Add the arm (joints ``{prefix}joint1..7``, torque motors ``{prefix}actuator1..7``, or with
-    ``impedance`` the Cartesian actuators of :func:`add_cartesian_impedance`), the hand,
-    two coupled fingers driven by one position actuator ``{prefix}gripper`` (ctrl = opening per
-    finger in m, 0..0.04), a ``{prefix}tcp`` site between the fingertips and a ``wrist`` camera."""
+              impedance: bool = False, menagerie: str | None = None) -> None:
+    """Add the arm (joints ``{prefix}joint1..7``; torque motors ``{prefix}actuator1..7``, or with
+    ``impedance`` the Cartesian actuators of :func:`add_cartesian_impedance`), the hand, two
+    coupled fingers ``{prefix}finger_joint1/2`` driven by one position actuator ``{prefix}gripper``
+    (ctrl = opening per finger in m, 0..0.04), a ``{prefix}tcp`` site between the fingertips and a
+    ``wrist`` camera. With ``menagerie`` (a checkout path) the arm and hand come from Menagerie's
+    ``franka_emika_panda/panda.xml`` (same names), otherwise from :func:`build_panda_bodies`."""
+    if menagerie is not None:
+        attach_menagerie_model(parent, spec, menagerie, "franka_emika_panda/panda.xml", prefix)
+    else:
+        build_panda_bodies(parent, spec, prefix)
+    hand = spec.body(f"{prefix}hand")
+    hand.add_site(name=f"{prefix}tcp", pos=[0, 0, PANDA_TCP_FROM_HAND_M], size=[0.005, 0, 0])
+    # Wrist camera looks along the fingers (camera looks down its -z axis, hand z points forward).
+    hand.add_camera(name="wrist", pos=[0.06, 0, 0.02], quat=quat_look_along_z(), fovy=70)
+    if impedance:
+        _add_gravity_compensation_and_posture(spec, prefix)
+        add_cartesian_impedance(parent, spec, prefix, PANDA_TCP_QUAT)
+    else:
+        add_arm_actuators(spec, prefix, "actuator", PANDA_TORQUE_LIMIT)
+    add_finger_actuator(spec, prefix, PANDA_FINGER_STROKE_M, kp=800.0, force_limit=70.0)
+
+
+def build_panda_bodies(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str) -> None:
+    """Links from the DH table (capsules), the hand (box) and two box fingers on slide joints,
+    coupled by an equality constraint and a mean-opening tendon ``{prefix}split`` (Menagerie's names)."""
     base = parent.add_body(name=f"{prefix}link0")
     base.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.07, 0.05, 0], pos=[0, 0, 0.05],
                   rgba=[0.25, 0.25, 0.25, 1], contype=0, conaffinity=0)
@@ -177,36 +203,27 @@ def add_panda(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "panda/
     hand.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.1, 0.025], pos=[0, 0, 0.03],
                   rgba=[0.95, 0.95, 0.95, 1], contype=ARM_CONTYPE, conaffinity=ARM_CONAFFINITY)
     # Fingers slide along the hand's y axis; pads end 1 cm past the TCP.
-    for side, sign in (("left", 1.0), ("right", -1.0)):
+    for i, (side, sign) in enumerate((("left", 1.0), ("right", -1.0))):
         finger = hand.add_body(name=f"{prefix}{side}_finger", pos=[0, 0, 0.0584])
         finger.mass, finger.ipos = 0.015, [0, sign * 0.01, 0.03]
         finger.fullinertia = [2.4e-6, 2.4e-6, 7.5e-7, 0, 0, 0]
         finger.explicitinertial = True
-        finger.add_joint(name=f"{prefix}finger_joint_{side}", type=mujoco.mjtJoint.mjJNT_SLIDE,
+        finger.add_joint(name=f"{prefix}finger_joint{i + 1}", type=mujoco.mjtJoint.mjJNT_SLIDE,
                          axis=[0, sign, 0], range=[0, PANDA_FINGER_STROKE_M],
                          limited=mujoco.mjtLimited.mjLIMITED_TRUE, armature=0.01, damping=2.0)
         finger.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.01, 0.006, 0.026],
                         pos=[0, sign * 0.006, 0.029], rgba=[0.2, 0.2, 0.2, 1], friction=[1.5, 0.01, 0.001],
                         condim=4, contype=ARM_CONTYPE, conaffinity=ARM_CONAFFINITY, priority=1,
                         solref=[0.004, 1], solimp=[0.95, 0.99, 0.001, 0.5, 2])
-    hand.add_site(name=f"{prefix}tcp", pos=[0, 0, PANDA_TCP_FROM_HAND_M], size=[0.005, 0, 0])
-    # Wrist camera looks along the fingers (camera looks down its -z axis, hand z points forward).
-    hand.add_camera(name="wrist", pos=[0.06, 0, 0.02], quat=quat_look_along_z(), fovy=70)
-    if impedance:
-        _add_gravity_compensation_and_posture(links + [hand], spec, prefix)
-        add_cartesian_impedance(parent, spec, prefix, PANDA_TCP_QUAT)
-    else:
-        add_arm_actuators(spec, prefix, "actuator", PANDA_TORQUE_LIMIT)
-    add_finger_coupling(spec, prefix, PANDA_FINGER_STROKE_M, kp=800.0, force_limit=70.0)
+    add_finger_coupling(spec, prefix)
 
 
-def _add_gravity_compensation_and_posture(bodies, spec, prefix) -> None:
+def _add_gravity_compensation_and_posture(spec, prefix) -> None:
     """Gravity compensation by MuJoCo (the robot's own model-based feed-forward), weak joint springs
     toward home in place of a nullspace task, and the published joint torque limits."""
-    for body in bodies:
+    link1 = spec.body(f"{prefix}link1")
+    for body in [link1, *link1.find_all(mujoco.mjtObj.mjOBJ_BODY)]:
         body.gravcomp = 1.0
-        for child in body.bodies:
-            child.gravcomp = 1.0
     for i, (home, lim) in enumerate(zip(PANDA_HOME, PANDA_TORQUE_LIMIT)):
         joint = spec.joint(f"{prefix}joint{i + 1}")
         joint.stiffness = [2.0, 0.0, 0.0]  # N m/rad (linear term)
@@ -229,16 +246,20 @@ def add_arm_actuators(spec: mujoco.MjSpec, prefix: str, name: str, torque_limit:
         act.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
 
 
-def add_finger_coupling(spec: mujoco.MjSpec, prefix: str, stroke_m: float, kp: float,
-                        force_limit: float) -> None:
-    """Equal-opening constraint between the two fingers and one position actuator on their mean
-    opening (ctrl in m per finger), force clamped like the real gripper (N)."""
-    spec.add_equality(type=mujoco.mjtEq.mjEQ_JOINT, name1=f"{prefix}finger_joint_left",
-                      name2=f"{prefix}finger_joint_right", data=np.r_[0, 1, 0, 0, 0, np.zeros(7)],
+def add_finger_coupling(spec: mujoco.MjSpec, prefix: str) -> None:
+    """Equal-opening constraint between the two fingers and their mean-opening tendon ``split``."""
+    spec.add_equality(type=mujoco.mjtEq.mjEQ_JOINT, name1=f"{prefix}finger_joint1",
+                      name2=f"{prefix}finger_joint2", data=np.r_[0, 1, 0, 0, 0, np.zeros(7)],
                       solref=[0.005, 1])
     tendon = spec.add_tendon(name=f"{prefix}split")
-    tendon.wrap_joint(f"{prefix}finger_joint_left", 0.5)
-    tendon.wrap_joint(f"{prefix}finger_joint_right", 0.5)
+    tendon.wrap_joint(f"{prefix}finger_joint1", 0.5)
+    tendon.wrap_joint(f"{prefix}finger_joint2", 0.5)
+
+
+def add_finger_actuator(spec: mujoco.MjSpec, prefix: str, stroke_m: float, kp: float,
+                        force_limit: float) -> None:
+    """One position actuator on the fingers' mean opening (ctrl in m per finger), force clamped
+    like the real gripper (N)."""
     act = spec.add_actuator(name=f"{prefix}gripper", target=f"{prefix}split",
                             trntype=mujoco.mjtTrn.mjTRN_TENDON)
     act.set_to_position(kp=kp, kv=2 * np.sqrt(kp * 0.05))

@@ -21,7 +21,8 @@ class PandaPickCubeEnv(PickCubeEnv):
 
     arm_class = PandaArm
 
-    def __init__(self, *args, controller: str = "osc", **kwargs):
-        """``controller``: ``"osc"`` (SERL franka_sim, default) or ``"impedance"`` (faster); see
-        :class:`~torchrl_serl.envs.sim.panda.PandaArm`."""
-        super().__init__(*args, arm=PandaArm(controller), **kwargs)
+    def __init__(self, *args, controller: str = "osc", menagerie_root: str | None = None, **kwargs):
+        """``controller``: ``"osc"`` (SERL franka_sim, default) or ``"impedance"`` (faster).
+        ``menagerie_root``: a MuJoCo Menagerie checkout (e.g. ``os.environ["MENAGERIE_ROOT"]``) to
+        use its Panda model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.panda.PandaArm`."""
+        super().__init__(*args, arm=PandaArm(controller, menagerie_root), **kwargs)

@@ -15,7 +15,7 @@ import numpy as np
 from torchrl_serl.envs.sim.arm import SimArm, TaskLayout
 from torchrl_serl.envs.sim.dh import ARM_CONAFFINITY, ARM_CONTYPE, DHLink, add_dh_chain, axis_quat
 from torchrl_serl.envs.sim.ik import DLSInverseKinematics
-from torchrl_serl.envs.sim.panda import add_finger_coupling, quat_look_along_z
+from torchrl_serl.envs.sim.panda import add_finger_actuator, add_finger_coupling, quat_look_along_z
 
 PIPER_Q_MIN = np.array([-2.687, 0.0, -3.054, -1.745, -1.309, -1.745])
 PIPER_Q_MAX = np.array([2.687, 3.403, 0.0, 1.954, 1.309, 1.745])
@@ -74,13 +74,13 @@ def add_piper(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "piper/
     link6 = links[-1]
     link6.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.03, 0.045, 0.03], pos=[0, 0, 0.05],
                    rgba=[0.2, 0.2, 0.2, 1], contype=ARM_CONTYPE, conaffinity=ARM_CONAFFINITY)
-    for side, sign in (("left", 1.0), ("right", -1.0)):
+    for i, (side, sign) in enumerate((("left", 1.0), ("right", -1.0))):
         finger = link6.add_body(name=f"{prefix}{side}_finger", pos=[0, 0, 0.08])
         finger.mass, finger.ipos = 0.03, [0, sign * 0.01, 0.03]
         finger.fullinertia = [5e-6, 5e-6, 1.5e-6, 0, 0, 0]
         finger.explicitinertial = True
         finger.gravcomp = 1.0
-        finger.add_joint(name=f"{prefix}finger_joint_{side}", type=mujoco.mjtJoint.mjJNT_SLIDE,
+        finger.add_joint(name=f"{prefix}finger_joint{i + 1}", type=mujoco.mjtJoint.mjJNT_SLIDE,
                          axis=[0, sign, 0], range=[0, PIPER_FINGER_STROKE_M],
                          limited=mujoco.mjtLimited.mjLIMITED_TRUE, armature=0.01, damping=2.0)
         finger.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.01, 0.006, 0.03],
@@ -99,7 +99,8 @@ def add_piper(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "piper/
         act.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
         act.forcerange = [-lim, lim]
         act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
-    add_finger_coupling(spec, prefix, PIPER_FINGER_STROKE_M, kp=800.0, force_limit=40.0)
+    add_finger_coupling(spec, prefix)
+    add_finger_actuator(spec, prefix, PIPER_FINGER_STROKE_M, kp=800.0, force_limit=40.0)
 
 
 # Fixed TCP orientation: fingers open along world y, approach axis 30 deg from vertical, leaning
@@ -128,7 +129,7 @@ class PiperArm(SimArm):
         self.act_ids = np.array([model.actuator(f"piper/servo{i}").id for i in range(1, 7)])
         self.gripper_id = model.actuator("piper/gripper").id
         self.finger_qpos_ids = np.array(
-            [model.joint(f"piper/finger_joint_{s}").qposadr[0] for s in ("left", "right")])
+            [model.joint(f"piper/finger_joint{i}").qposadr[0] for i in (1, 2)])
         self.ik = DLSInverseKinematics(model, model.site(self.tcp_site).id, self.qpos_ids,
                                        self.dof_ids)
         self.q_cmd = PIPER_HOME.copy()
