@@ -1,0 +1,277 @@
+"""W2 pixel learner benchmark: this package's DrQ vs stock TorchRL SAC fed by the same encoder.
+
+Workload (issue 7, W2): two 128x128x3 uint8 cameras + 7-D state, frozen ResNet-10 (GroupNorm) trunk,
+learned spatial embeddings (8) -> 256 -> LayerNorm -> tanh per camera, critic ensemble 10 (subset 2),
+hidden [256, 256], random-shift augmentation (4 px) of obs and next obs. One learner step is SERL's
+pixel schedule: 3 critic-only updates + 1 full update (critic, actor, temperature), each followed by
+its optimizer steps and the soft target update.
+
+- ``serl`` (this package): :class:`~torchrl_serl.objectives.drq.DrQLoss`; the frozen trunk runs once
+  per augmented image (obs and next obs of both cameras in one ``no_grad`` call) and its features
+  feed critic, target critic and actor; batched critic ensemble.
+- ``stock``: :class:`torchrl.objectives.SACLoss` (``num_qvalue_nets=10``) with the encoder inside
+  the actor and the critic networks, as a TorchRL user wires it (the loss then runs the encoder in
+  every network call, and vmaps the 10 critics with their own encoder copies); augmentation applied
+  to the batch before the loss; critic-only updates with ``SACLoss.qvalue_v2_loss``.
+
+Every configuration runs in a fresh subprocess (clean peak-memory and compile figures). Example::
+
+    python benchmarks/bench_drq_pixels.py                      # CPU, batch 64 and 256, eager+compiled
+    python benchmarks/bench_drq_pixels.py --device cuda --bf16 --cudagraphs
+    python benchmarks/bench_drq_pixels.py --batch-sizes 4 --steps 1 --warmup 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+
+IMAGE_SIZE = 128
+PROPRIO_DIM = 7
+ACTION_DIM = 4
+NUM_CRITICS = 10
+CAMERAS = ("front", "wrist")
+
+
+def make_pool(batch: int, n: int, device: torch.device) -> list[TensorDict]:
+    """``n`` distinct synthetic pixel transition batches ``[batch]`` (uint8 images, channels first)."""
+    g = torch.Generator().manual_seed(0)
+
+    def obs():
+        return {
+            **{c: torch.randint(0, 256, (batch, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8, generator=g) for c in CAMERAS},
+            "observation": torch.randn(batch, PROPRIO_DIM, generator=g),
+        }
+
+    pool = []
+    for _ in range(n):
+        td = TensorDict(
+            {
+                **obs(),
+                "action": torch.rand(batch, ACTION_DIM, generator=g) * 2 - 1,
+                "next": TensorDict(
+                    {
+                        **obs(),
+                        "reward": torch.randn(batch, 1, generator=g),
+                        "done": torch.zeros(batch, 1, dtype=torch.bool),
+                        "terminated": torch.zeros(batch, 1, dtype=torch.bool),
+                    },
+                    batch_size=[batch],
+                ),
+            },
+            batch_size=[batch],
+        )
+        pool.append(td.to(device))
+    return pool
+
+
+def augment_batch(td: TensorDict, pad: int = 4) -> TensorDict:
+    """Random shift of every image of obs and next obs (what a stock pipeline does before the loss)."""
+    from torchrl_serl.envs.transforms.random_shift import random_shift
+
+    td = td.clone(False)
+    for c in CAMERAS:
+        both = random_shift(torch.stack([td[c], td["next", c]]), pad)
+        td[c], td["next", c] = both[0], both[1]
+    return td
+
+
+def build_serl(device, channels_last: bool, augment_in_loss: bool):
+    from torchrl.objectives import SoftUpdate
+
+    from torchrl_serl.modules.drq_networks import make_drq_networks
+    from torchrl_serl.objectives.drq import DrQLoss
+    from torchrl_serl.optim import make_optimizer
+
+    actor, qvalue, encoder = make_drq_networks(
+        camera_keys=CAMERAS, image_size=IMAGE_SIZE, proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM,
+        encoder="resnet10", num_critics=NUM_CRITICS, channels_last=channels_last,
+    )
+    actor, qvalue, encoder = actor.to(device), qvalue.to(device), encoder.to(device)
+    loss = DrQLoss(actor, qvalue, encoder, augment=augment_in_loss, critic_subset=2, check_inputs=False)
+    loss.make_value_estimator(gamma=0.96)
+    critic_params = [*loss.qvalue_network_params.values(True, True)] + [
+        p for p in loss.encoder_params.values(True, True) if p.requires_grad
+    ]
+    opts = {
+        "critic": make_optimizer(critic_params),
+        "actor": make_optimizer(loss.actor_network_params.values(True, True)),
+        "alpha": make_optimizer([loss.log_alpha]),
+    }
+    return loss, opts, SoftUpdate(loss, tau=0.005), loss.loss_critic, loss.forward
+
+
+def build_stock(device):
+    from torchrl.modules import MLP, NormalParamExtractor, ProbabilisticActor, TanhNormal, ValueOperator
+    from torchrl.objectives import SACLoss, SoftUpdate
+
+    from torchrl_serl.modules.encoders import MultiCameraEncoder, resnet10
+
+    encoder = MultiCameraEncoder(resnet10(), camera_keys=CAMERAS, image_size=IMAGE_SIZE, proprio_dim=PROPRIO_DIM)
+    emb = encoder.out_features
+    mlp_kwargs = {"num_cells": [256, 256], "activation_class": nn.Tanh, "norm_class": nn.LayerNorm,
+                  "norm_kwargs": [{"normalized_shape": 256}] * 2}
+    actor_head = TensorDictModule(
+        nn.Sequential(MLP(in_features=emb, out_features=2 * ACTION_DIM, **mlp_kwargs), NormalParamExtractor()),
+        in_keys=["embedding"], out_keys=["loc", "scale"],
+    )
+    actor = ProbabilisticActor(
+        TensorDictSequential(encoder, actor_head), in_keys=["loc", "scale"], distribution_class=TanhNormal,
+        distribution_kwargs={"low": -1.0, "high": 1.0},
+    ).to(device)
+    critic = TensorDictSequential(
+        encoder, ValueOperator(MLP(in_features=emb + ACTION_DIM, out_features=1, **mlp_kwargs), in_keys=["embedding", "action"])
+    ).to(device)
+    loss = SACLoss(actor, critic, num_qvalue_nets=NUM_CRITICS, alpha_init=0.01, target_entropy=-ACTION_DIM / 2)
+    loss.make_value_estimator(gamma=0.96)
+    opts = {
+        "critic": torch.optim.Adam(loss.qvalue_network_params.values(True, True), 3e-4),
+        "actor": torch.optim.Adam([p for p in loss.actor_network_params.values(True, True) if p.requires_grad], 3e-4),
+        "alpha": torch.optim.Adam([loss.log_alpha], 3e-4),
+    }
+
+    def critic_loss(td):
+        return {"loss_qvalue": loss.qvalue_v2_loss(td)[0]}
+
+    return loss, opts, SoftUpdate(loss, tau=0.005), critic_loss, loss.forward
+
+
+def run_one(args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    impl, mode, batch = args.run
+    batch = int(batch)
+    # CUDA graphs need the whole update on the GPU: augment eagerly outside the compiled loss.
+    augment_in_loss = impl == "serl" and not args.cudagraphs
+    if impl == "serl":
+        loss, opts, updater, critic_fn, full_fn = build_serl(device, not args.no_channels_last, augment_in_loss)
+    else:
+        loss, opts, updater, critic_fn, full_fn = build_stock(device)
+    if mode == "compiled":
+        compile_kwargs = {"mode": "reduce-overhead"} if args.cudagraphs else {}
+        critic_fn, full_fn = torch.compile(critic_fn, **compile_kwargs), torch.compile(full_fn, **compile_kwargs)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    pool = make_pool(batch, 4, device)
+    counter = [0]
+
+    def next_batch():
+        td = pool[counter[0] % len(pool)].clone()  # stock SACLoss writes td_error into its input
+        counter[0] += 1
+        return td if augment_in_loss else augment_batch(td)
+
+    def step(names, value):
+        for n in names:
+            opts[n].zero_grad(set_to_none=True)
+        value.backward()
+        for n in names:
+            opts[n].step()
+        updater.step()
+
+    def learner_step():
+        for _ in range(3):
+            with autocast:
+                out = critic_fn(next_batch())
+            step(["critic"], out["loss_qvalue"])
+        with autocast:
+            out = full_fn(next_batch())
+        step(["critic", "actor", "alpha"], out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"])
+        return out
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    for i in range(args.warmup):
+        learner_step()
+        sync()
+        if i == 0:
+            first_step_s = time.perf_counter() - t0
+    warmup_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        out = learner_step()
+    sync()
+    elapsed = time.perf_counter() - t0
+    steps_per_s = args.steps / elapsed
+    result = {
+        "impl": impl, "mode": mode, "batch": batch, "steps_per_s": steps_per_s,
+        "first_step_s": first_step_s if args.warmup else float("nan"), "warmup_s": warmup_s,
+        "loss_qvalue": float(out["loss_qvalue"].detach()),
+    }
+    if device.type == "cuda":
+        result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    parser.add_argument("--impls", nargs="+", default=["serl", "stock"], choices=["serl", "stock"])
+    parser.add_argument("--steps", type=int, default=3, help="timed learner steps")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed learner steps (compilation happens here)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast around the losses")
+    parser.add_argument("--cudagraphs", action="store_true", help="compile with mode='reduce-overhead' (CUDA graphs)")
+    parser.add_argument("--no-channels-last", action="store_true", help="serl: NCHW trunk instead of channels-last")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
+    parser.add_argument("--run", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.warmup < 1 and "compiled" in args.modes:
+        parser.error("--warmup must be >= 1 with compiled modes (compilation is not timed)")
+    if args.run:
+        print(json.dumps(run_one(args)))
+        return
+    rows = []
+    for batch in args.batch_sizes:
+        for mode in args.modes:
+            for impl in args.impls:
+                cmd = [sys.executable, __file__, *sys.argv[1:], "--run", impl, mode, str(batch)]
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    rows.append({"impl": impl, "mode": mode, "batch": batch, "error": f"timeout {args.timeout:.0f}s"})
+                    continue
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if proc.returncode or not lines:
+                    rows.append({"impl": impl, "mode": mode, "batch": batch, "error": proc.stderr.strip()[-300:]})
+                else:
+                    rows.append(json.loads(lines[-1]))
+                print(rows[-1], file=sys.stderr, flush=True)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{args.threads} threads"
+    print(f"\nW2 DrQ learner steps/s (3 critic + 1 full update), {device}, bf16={args.bf16}, cudagraphs={args.cudagraphs}")
+    print(f"{'batch':>5} {'mode':>9} {'impl':>6} {'steps/s':>9} {'x stock':>8} {'x stock compiled':>17} {'1st step s':>11} {'peak MB':>9}")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['batch']:>5} {row['mode']:>9} {row['impl']:>6}  ERROR {row['error']}")
+            continue
+        same = [r for r in rows if r.get("batch") == row["batch"] and r.get("mode") == row["mode"] and r["impl"] == "stock" and "error" not in r]
+        comp = [r for r in rows if r.get("batch") == row["batch"] and r.get("mode") == "compiled" and r["impl"] == "stock" and "error" not in r]
+        ratio = f"{row['steps_per_s'] / same[0]['steps_per_s']:.2f}" if same else "-"
+        ratio_c = f"{row['steps_per_s'] / comp[0]['steps_per_s']:.2f}" if comp else "-"
+        print(
+            f"{row['batch']:>5} {row['mode']:>9} {row['impl']:>6} {row['steps_per_s']:>9.4f} {ratio:>8} {ratio_c:>17} "
+            f"{row['first_step_s']:>11.1f} {row['peak_mem_mb']:>9.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
