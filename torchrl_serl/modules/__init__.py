@@ -3,12 +3,13 @@
 from torchrl_serl.modules.actors import TanhGaussianActorNet
 from torchrl_serl.modules.critics import EnsembleQValue
 from torchrl_serl.modules.mlp import LayerNormMLP
-from torchrl_serl.modules.sac_networks import make_sac_actor, make_sac_critic
+from torchrl_serl.modules.sac_networks import make_grasp_critic, make_sac_actor, make_sac_critic
 
 __all__ = [
     "EnsembleQValue",
     "LayerNormMLP",
     "TanhGaussianActorNet",
+    "make_grasp_critic",
     "make_sac_actor",
     "make_sac_critic",
 ]

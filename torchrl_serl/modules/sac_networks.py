@@ -1,4 +1,4 @@
-"""Builders for SERL's SAC actor and critic ensemble as TensorDict modules."""
+"""Builders for SERL's SAC actor, critic ensemble and grasp critic as TensorDict modules."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 
 from torchrl_serl.modules.actors import TanhGaussianActorNet
 from torchrl_serl.modules.critics import EnsembleQValue
+from torchrl_serl.modules.mlp import LayerNormMLP
 
 
 class _StopGradient(nn.Module):
@@ -125,4 +126,24 @@ def make_sac_critic(
         activation=activation,
     )
     head = TensorDictModule(net, in_keys=in_keys, out_keys=["state_action_value"])
+    return TensorDictSequential(*pre, head) if pre else head
+
+
+def make_grasp_critic(
+    obs_dim: int,
+    hidden: Sequence[int] = (256, 256),
+    in_keys: Sequence[str] = ("observation",),
+    encoder: TensorDictModuleBase | None = None,
+    stop_encoder_grad: bool = True,
+    layer_norm: bool = True,
+    activation: type[nn.Module] = nn.Tanh,
+) -> TensorDictModuleBase:
+    """HIL-SERL's grasp critic: ``Q_g(s) [*B, 3]`` over gripper open / stay / close.
+
+    Writes ``grasp_q_values``; train it with :class:`~torchrl_serl.objectives.GraspCriticLoss`.
+    With a shared ``encoder`` its gradient is stopped by default (the arm critic trains it).
+    """
+    pre, mlp_keys = _features(in_keys, encoder, stop_encoder_grad)
+    net = LayerNormMLP(obs_dim, 3, hidden=hidden, activation=activation, layer_norm=layer_norm)
+    head = TensorDictModule(net, in_keys=mlp_keys, out_keys=["grasp_q_values"])
     return TensorDictSequential(*pre, head) if pre else head
