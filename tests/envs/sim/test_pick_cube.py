@@ -183,3 +183,29 @@ def test_control_rate_sets_physics_substeps():
     env.reset()
     env.rand_step()
     assert math.isclose(env.data.time, 0.05)
+
+
+def test_impedance_controller_variant(close_after):
+    env = PandaPickCubeEnv(controller="impedance", seed=1)
+    close_after(env)
+    check_env_specs(env, seed=0)
+    assert {env.model.actuator(i).name for i in range(env.model.nu)} >= {"panda/cartesian_x", "panda/rotation_z"}
+    env.set_seed(1)
+    td = env.rollout(40, ScriptedPickPolicy())
+    assert td["next", "success"].any()
+    with pytest.raises(ValueError, match="controller"):
+        PandaPickCubeEnv(controller="joint_velocity")
+
+
+def test_scripted_policy_on_pixel_task_uses_privileged_block_position(close_after):
+    env = PiperPickCubeEnv(pixels=True, image_size=32, seed=3)
+    close_after(env)
+    td = env.rollout(30, ScriptedPickPolicy(env=env))
+    assert td["next", "success"].any()
+    with pytest.raises(ValueError, match="block_pos"):
+        ScriptedPickPolicy()(env.reset())
+    # a block_pos entry (e.g. stored with demos) takes precedence over the env
+    td = env.reset()
+    td["block_pos"] = torch.tensor(env.block_pos(), dtype=torch.float32)
+    torch.testing.assert_close(ScriptedPickPolicy()(td.clone())["action"],
+                               ScriptedPickPolicy(env=env)(td.clone())["action"])

@@ -169,10 +169,10 @@ class PickCubeEnv(EnvBase):
         self._z_init = float(d.xpos[self._block_body][2])
         self._steps = 0
         out = self._observe()
-        out["success"] = torch.zeros(1, dtype=torch.bool, device=self.device)
-        for key in ("done", "terminated", "truncated"):
-            out[key] = torch.zeros(1, dtype=torch.bool, device=self.device)
-        return out
+        false = torch.zeros(1, dtype=torch.bool, device=self.device)
+        for key in ("success", "done", "terminated", "truncated"):
+            out[key] = false.clone()
+        return TensorDict(out, batch_size=[], device=self.device)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = self._validated_action(tensordict.get("action"))
@@ -195,12 +195,12 @@ class PickCubeEnv(EnvBase):
         truncated = self._steps >= self.max_episode_steps
         out = self._observe()
         dev = self.device
-        out["reward"] = torch.tensor([reward], dtype=torch.float32, device=dev)
         out["success"] = torch.tensor([success], device=dev)
         out["terminated"] = torch.tensor([terminated], device=dev)
         out["truncated"] = torch.tensor([truncated], device=dev)
         out["done"] = torch.tensor([terminated or truncated], device=dev)
-        return out
+        out["reward"] = torch.tensor([reward], dtype=torch.float32, device=self.device)
+        return TensorDict(out, batch_size=[], device=self.device)
 
     def _validated_action(self, action) -> np.ndarray:
         """Checks before any simulator write: shape ``[4]``, finite; then clips to ``[-1, 1]``."""
@@ -214,7 +214,7 @@ class PickCubeEnv(EnvBase):
             raise ValueError(f"action must be finite (no NaN/inf), got {a.tolist()}")
         return np.clip(a, -1.0, 1.0)
 
-    def _observe(self) -> TensorDict:
+    def _observe(self) -> dict[str, torch.Tensor]:
         d = self.data
         tcp = d.site_xpos[self._tcp_id]
         mujoco.mj_objectVelocity(self.model, d, mujoco.mjtObj.mjOBJ_SITE, self._tcp_id, self._vel6, 0)
@@ -228,7 +228,7 @@ class PickCubeEnv(EnvBase):
         for key in self.camera_keys:
             img = self._renderer.render(d, key)
             out[key] = torch.from_numpy(img).permute(2, 0, 1).contiguous().to(self.device)
-        return TensorDict(out, batch_size=[], device=self.device)
+        return out
 
     def render_frame(self, camera: str = "front") -> np.ndarray:
         """``[H, W, 3]`` uint8 frame of ``camera`` (for videos; pixel envs reuse their renderer)."""
