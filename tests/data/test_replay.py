@@ -78,6 +78,10 @@ def test_bad_input_errors(tmp_path):
     rb = _filled(tmp_path)
     with pytest.raises(ValueError, match=r"missing \['intervention'\]"):
         rb.extend(transitions(0, 5, pixels=False).exclude("intervention"))
+    small = transitions(0, 5, pixels=False)
+    small.set("observation", small["observation"][:, :3])
+    with pytest.raises(ValueError, match=r"observation: \[3\] float32 \(buffer has \[7\] float32\)"):
+        rb.extend_demos(small)
     empty = OnlineDemoReplayBuffer(10, 10, scratch_dir=tmp_path / "e")
     empty.extend(transitions(0, 5, pixels=False))
     with pytest.raises(RuntimeError, match="demo buffer is empty"):

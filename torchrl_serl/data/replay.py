@@ -24,9 +24,14 @@ _LATEST = "LATEST"
 _DROPPED_KEYS = ("collector", "index")
 
 
-def _leaf_keys(data: TensorDictBase) -> set[str]:
-    keys = {".".join(k) if isinstance(k, tuple) else k for k in data.keys(True, True)}
-    return keys - _BOOKKEEPING_KEYS
+def _layout(data: TensorDictBase) -> dict[str, str]:
+    """Key name -> per-transition shape and dtype, e.g. ``{"front": "[3, 128, 128] uint8"}``."""
+    layout = {}
+    for key, value in data.items(True, True):
+        name = ".".join(key) if isinstance(key, tuple) else key
+        if name not in _BOOKKEEPING_KEYS:
+            layout[name] = f"{list(value.shape[data.ndim:])} {str(value.dtype).replace('torch.', '')}"
+    return layout
 
 
 def _fsync_tree(root: Path) -> None:
@@ -99,7 +104,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         # The parent builds a throwaway online buffer (lazy, never allocated) that is replaced below.
         super().__init__(demos, online_capacity=1, offline_fraction=demo_fraction, batch_size=batch_size, transform=transform)
         self._online_buffer = online
-        self._keys: set[str] | None = None
+        self._keys: dict[str, str] | None = None
 
     def _make_side(self, capacity: int, name: str, seed: int) -> TensorDictReplayBuffer:
         generator = torch.Generator().manual_seed(seed)
@@ -118,14 +123,20 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         return self._offline_fraction
 
     def _check_keys(self, data: TensorDictBase, where: str) -> None:
-        keys = _leaf_keys(data)
+        layout = _layout(data)
         if self._keys is None:
-            self._keys = keys
-        elif keys != self._keys:
+            self._keys = layout
+            return
+        missing, unexpected = sorted(self._keys.keys() - layout.keys()), sorted(layout.keys() - self._keys.keys())
+        if missing or unexpected:
             raise ValueError(
-                f"keys of the {where} data do not match the buffer's: missing {sorted(self._keys - keys)}, "
-                f"unexpected {sorted(keys - self._keys)} (demo and online transitions must share one TED layout)"
+                f"keys of the {where} data do not match the buffer's: missing {missing}, unexpected {unexpected} "
+                "(demo and online transitions must share one TED layout)"
             )
+        differ = {k: (layout[k], self._keys[k]) for k in layout if layout[k] != self._keys[k]}
+        if differ:
+            details = ", ".join(f"{k}: {got} (buffer has {want})" for k, (got, want) in sorted(differ.items()))
+            raise ValueError(f"shape/dtype of the {where} data do not match the buffer's: {details}")
 
     def extend(self, data: TensorDictBase) -> torch.Tensor:
         """Append online transitions ``[T]`` or ``[N_envs, T]`` (collector bookkeeping keys are dropped)."""
@@ -191,7 +202,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
             "demo_fraction": self._offline_fraction,
             "base_demo_fraction": self._base_offline_fraction,
             "batch_size": self._batch_size,
-            "keys": sorted(self._keys) if self._keys is not None else None,
+            "keys": self._keys,
         }
 
     def load(self, path: str | Path) -> None:
@@ -217,4 +228,4 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         self._offline_fraction = meta["demo_fraction"]
         self._base_offline_fraction = meta["base_demo_fraction"]
         self._batch_size = meta["batch_size"]
-        self._keys = set(meta["keys"]) if meta["keys"] is not None else None
+        self._keys = meta["keys"]

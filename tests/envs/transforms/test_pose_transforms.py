@@ -107,3 +107,18 @@ def test_gripper_penalty_on_env_and_batch():
 def test_stack_of_transforms_passes_check_env_specs():
     env = TransformedEnv(ToyArmEnv(), Compose(RelativeFrame(), QuatToEuler(), GripperPenalty(gripper_key="gripper", index=0)))
     check_env_specs(env)
+
+
+def test_gripper_penalty_on_sim_state_env():
+    from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
+
+    env = TransformedEnv(PandaPickCubeEnv(seed=0), GripperPenalty(penalty=0.1, index=3))  # state obs: gripper at 3
+    check_env_specs(env)
+    td = env.reset()
+    penalties = []
+    for g in [1.0, 0.0, -1.0, -1.0]:  # close (toggle), hold, open (toggle), stay open
+        out = env.step(td.set("action", torch.tensor([0.0, 0.0, 0.0, g])))
+        penalties.append(out["next", "gripper_penalty"].item())
+        td = out["next"]
+    assert penalties == pytest.approx([0.1, 0.0, 0.1, 0.0])
+    env.close()

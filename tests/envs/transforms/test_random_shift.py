@@ -96,3 +96,19 @@ def test_missing_key_and_bad_pad():
         RandomShift(["wrist"])(TensorDict(front=torch.zeros(3, 8, 8)))
     with pytest.raises(ValueError, match="pad"):
         RandomShift("front", pad=-1)
+
+
+def test_on_pixel_sim_env():
+    from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
+
+    base = PandaPickCubeEnv(pixels=True, image_size=32, seed=0)
+    env = TransformedEnv(base, RandomShift(["front", "wrist"], generator=torch.Generator().manual_seed(0)))
+    check_env_specs(env)
+    td = env.reset()
+    assert td["front"].shape == (3, 32, 32) and td["front"].dtype == torch.uint8
+    raw = torch.from_numpy(base.render_frame("front").copy()).permute(2, 0, 1)  # the env's own frame
+    # the observation is that frame shifted: exactly one of the 81 offsets (or a few, on flat areas) reproduces it
+    padded = torch.nn.functional.pad(raw[None].float(), (4, 4, 4, 4), mode="replicate")[0].to(torch.uint8)
+    matches = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(padded[:, dy : dy + 32, dx : dx + 32], td["front"])]
+    assert matches
+    env.close()
