@@ -15,7 +15,6 @@ real arm. Keyboard: w/s a/d r/f move x/y/z, space toggles the gripper (see
 
 from __future__ import annotations
 
-import queue
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.demos import record_demos, save_demos
-from torchrl_serl.training.builders import make_env, seed_everything
+from torchrl_serl.training.builders import make_env, make_intervention_source, seed_everything
 from torchrl_serl.training.config import EnvConfig, RobotConfig, parse_config
 
 _SOURCES = ("scripted", "spacemouse", "keyboard")
@@ -77,7 +76,7 @@ def main(argv=None) -> None:
         else:
             from torchrl_serl.envs.transforms.intervention import Intervention
 
-            env = TransformedEnv(env, Intervention(_make_source(cfg.source, stack)))
+            env = TransformedEnv(env, Intervention(make_intervention_source(cfg.source, stack)))
             policy = _ZeroPolicy(env.action_spec.shape[-1])
         data = record_demos(
             env, policy, cfg.episodes, max_steps=cfg.env.max_episode_steps,
@@ -92,18 +91,6 @@ def main(argv=None) -> None:
     successes = int(data["next", "success"].any(-1).sum()) if ("next", "success") in data.keys(True) else -1
     print(f"wrote {data.shape[0]} transitions ({int(data['next', 'done'].sum())} episodes, "
           f"{successes} successful steps) to {path}")
-
-
-def _make_source(kind: str, stack: ExitStack):
-    if kind == "spacemouse":
-        from torchrl_serl.envs.transforms.spacemouse import SpaceMouseSource
-
-        return SpaceMouseSource()
-    from torchrl_serl.envs.transforms.keyboard import KeyboardSource, TerminalKeyReader
-
-    keys: queue.Queue = queue.Queue()
-    stack.enter_context(TerminalKeyReader(keys))
-    return KeyboardSource(keys)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayB
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
 
-from torchrl_serl.training.config import EnvConfig, RobotConfig, SACConfig
+from torchrl_serl.training.config import DrQConfig, EnvConfig, RobotConfig, SACConfig
 
-# Keys the collector writes that the learner never reads: not worth buffer memory.
-_NOT_STORED = ("loc", "scale", "collector")
+# Keys the policy and collector write that the learner never reads (the DrQ loss re-encodes
+# the images): not worth buffer memory.
+_NOT_STORED = ("loc", "scale", "embedding", "collector")
 _TASKS = ("panda", "piper")
 
 
@@ -102,6 +103,27 @@ def _make_cameras(robot: RobotConfig, seed: int) -> dict:
     return {name: RealSenseCamera(serial) for name, serial in zip(names, serials)}
 
 
+_INTERVENTION_DEVICES = ("spacemouse", "keyboard")
+
+
+def make_intervention_source(kind: str, stack: contextlib.ExitStack):
+    """A human-action source for :class:`~torchrl_serl.envs.transforms.intervention.Intervention`:
+    a SpaceMouse, or the terminal's keyboard (its reader thread is stopped when ``stack`` closes)."""
+    if kind not in _INTERVENTION_DEVICES:
+        raise ValueError(f"intervention device must be one of {_INTERVENTION_DEVICES}, got {kind!r}")
+    if kind == "spacemouse":
+        from torchrl_serl.envs.transforms.spacemouse import SpaceMouseSource
+
+        return SpaceMouseSource()
+    import queue
+
+    from torchrl_serl.envs.transforms.keyboard import KeyboardSource, TerminalKeyReader
+
+    keys: queue.Queue = queue.Queue()
+    stack.enter_context(TerminalKeyReader(keys))
+    return KeyboardSource(keys)
+
+
 def make_env(cfg: EnvConfig, robot: RobotConfig | None, seed: int, device: str | torch.device = "cpu") -> EnvBase:
     """The real arm when ``robot.real``, else the simulated twin of the same task."""
     if robot is not None and robot.real:
@@ -111,8 +133,10 @@ def make_env(cfg: EnvConfig, robot: RobotConfig | None, seed: int, device: str |
 
 @dataclass
 class SACAgent:
-    """The pieces of a SERL SAC learner: policy, critic ensemble, loss, target-network updater."""
+    """The pieces of a SERL SAC/DrQ learner: the acting ``policy`` (encoder + actor for pixels),
+    actor, critic ensemble, loss and target-network updater."""
 
+    policy: nn.Module
     actor: nn.Module
     critic: nn.Module
     loss: nn.Module
@@ -147,16 +171,61 @@ def make_sac_agent(
         target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
     )
     loss.make_value_estimator(gamma=cfg.discount)
-    return SACAgent(actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+    return SACAgent(policy=actor, actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+
+
+def make_drq_agent(
+    cfg: DrQConfig,
+    camera_keys: tuple[str, ...],
+    image_size: int,
+    proprio_dim: int,
+    action_dim: int,
+    device: str | torch.device = "cpu",
+) -> SACAgent:
+    """SERL's DrQ: shared multi-camera encoder (frozen ResNet-10 by default), ensemble critic,
+    :class:`~torchrl_serl.objectives.drq.DrQLoss` with random-shift augmentation inside the loss."""
+    from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
+    from torchrl_serl.objectives.drq import DrQLoss
+
+    actor, critic, encoder = make_drq_networks(
+        camera_keys=camera_keys,
+        image_size=image_size,
+        proprio_dim=proprio_dim,
+        action_dim=action_dim,
+        encoder=cfg.encoder,
+        pretrained_path=cfg.pretrained_path or None,
+        num_critics=cfg.num_critics,
+        hidden=cfg.hidden,
+    )
+    actor, critic, encoder = actor.to(device), critic.to(device), encoder.to(device)
+    loss = DrQLoss(
+        actor,
+        critic,
+        encoder,
+        augment=cfg.augment_pad > 0,
+        pad=cfg.augment_pad,
+        critic_subset=cfg.critic_subsample,
+        backup_entropy=cfg.backup_entropy,
+        alpha_init=cfg.alpha_init,
+        target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
+    )
+    loss.make_value_estimator(gamma=cfg.discount)
+    return SACAgent(
+        policy=make_drq_policy(actor, encoder), actor=actor, critic=critic, loss=loss,
+        target_updater=SoftUpdate(loss, tau=cfg.tau),
+    )
 
 
 def make_sac_optimizers(loss: nn.Module, cfg: SACConfig) -> dict[str, torch.optim.Optimizer]:
     """Separate Adam optimizers for critic, actor and temperature (SERL steps them separately).
 
-    Parameters the actor shares with the critic (a shared pixel encoder) belong to the critic
-    only: SERL trains the encoder with the critic loss.
+    A pixel loss's trainable encoder parameters (``loss.encoder_params``) belong to the critic:
+    SERL trains the shared encoder with the critic loss only.
     """
     critic_params = list(loss.qvalue_network_params.values(True, True))
+    encoder_params = getattr(loss, "encoder_params", None)
+    if encoder_params is not None:
+        critic_params += [p for p in encoder_params.values(True, True) if p.requires_grad]
     critic_ids = {p.data_ptr() for p in critic_params}
     actor_params = [p for p in loss.actor_network_params.values(True, True) if p.data_ptr() not in critic_ids]
     return {
@@ -167,49 +236,47 @@ def make_sac_optimizers(loss: nn.Module, cfg: SACConfig) -> dict[str, torch.opti
 
 
 class SACUpdater:
-    """SERL's high update-to-data step: ``utd_ratio`` critic updates, then one actor+temperature.
+    """SERL's high update-to-data learner step: ``utd_ratio - 1`` critic-only updates, then one
+    full update (critic + actor + temperature on the same batch).
 
-    Each critic update draws a fresh batch and moves the target critics by ``tau`` (SERL updates
-    the target inside every critic step); the actor and temperature update reuses the last batch,
-    matching SERL's ``cta_ratio - 1`` critic-only updates followed by one full update.
+    Every critic update draws a fresh batch and moves the target networks by ``tau`` (SERL updates
+    the targets inside each critic step). The full update calls ``loss(batch)`` once, so a pixel
+    loss (:class:`~torchrl_serl.objectives.drq.DrQLoss`) encodes that batch once for all three
+    losses; their gradients touch disjoint parameters, so one backward of the sum is exact.
 
     Args:
-        loss: a :class:`~torchrl_serl.objectives.SERLSACLoss` (or a loss with the same
-            ``loss_critic``/``loss_actor_alpha`` split, e.g. DrQ's).
+        loss: a :class:`~torchrl_serl.objectives.SERLSACLoss` or ``DrQLoss``.
         optimizers: output of :func:`make_sac_optimizers`.
         target_updater: ``SoftUpdate`` on ``loss``.
-        utd_ratio: critic updates per call (>= 1).
-        compile: ``torch.compile`` the two loss functions (CPU: 1.4-1.7x after compiling).
+        utd_ratio: critic updates per learner step (SERL: 8 state, 4 pixels), >= 1.
+        compile: ``torch.compile`` the loss functions (CPU: 1.4-1.7x after compiling).
     """
 
     def __init__(self, loss, optimizers, target_updater, utd_ratio: int, compile: bool = False) -> None:
         if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
             raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
-        self.loss = loss
+        self.optimizers = list(optimizers.values())
         self.critic_optim = optimizers["critic_optim"]
-        self.actor_optim = optimizers["actor_optim"]
-        self.alpha_optim = optimizers["alpha_optim"]
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
         self._critic_loss = torch.compile(loss.loss_critic) if compile else loss.loss_critic
-        self._actor_alpha_loss = torch.compile(loss.loss_actor_alpha) if compile else loss.loss_actor_alpha
+        self._full_loss = torch.compile(loss) if compile else loss
 
     def update(self, sample: Callable[[], TensorDictBase]) -> dict[str, float]:
         """Run one learner step on batches from ``sample()``; return detached diagnostics."""
-        for _ in range(self.utd_ratio):
-            batch = sample()
-            critic_out = self._critic_loss(batch)
+        for _ in range(self.utd_ratio - 1):
+            out = self._critic_loss(sample())
             self.critic_optim.zero_grad(set_to_none=True)
-            critic_out["loss_qvalue"].backward()
+            out["loss_qvalue"].backward()
             self.critic_optim.step()
             self.target_updater.step()
-        actor_out = self._actor_alpha_loss(batch)
-        self.actor_optim.zero_grad(set_to_none=True)
-        self.alpha_optim.zero_grad(set_to_none=True)
-        (actor_out["loss_actor"] + actor_out["loss_alpha"]).backward()
-        self.actor_optim.step()
-        self.alpha_optim.step()
-        out = critic_out.update(actor_out)
+        out = self._full_loss(sample())
+        for optim in self.optimizers:
+            optim.zero_grad(set_to_none=True)
+        (out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
+        for optim in self.optimizers:
+            optim.step()
+        self.target_updater.step()
         return {f"train/{k}": float(v.detach()) for k, v in out.items()}
 
 
@@ -266,6 +333,24 @@ def make_demo_replay_buffer(
     return buffer
 
 
+def make_pixel_replay_buffer(
+    capacity: int,
+    batch_size: int,
+    scratch_dir: str | Path,
+    pixel_keys: tuple[str, ...] = ("front", "wrist"),
+    seed: int = 0,
+):
+    """Uniform pixel replay storing each uint8 frame once, memory-mapped under ``scratch_dir``
+    (:class:`~torchrl_serl.data.FrameDedupReplayBuffer`). ``scratch_dir`` is emptied: it is
+    working memory, a resumed run refills it from its checkpoint."""
+    from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
+
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    return FrameDedupReplayBuffer(
+        capacity, pixel_keys, scratch_dir, generator=torch.Generator().manual_seed(seed), batch_size=batch_size
+    )
+
+
 def online_size(buffer) -> int:
     """Transitions collected online (a demo buffer's demos not counted)."""
     online = getattr(buffer, "online_buffer", None)
@@ -314,9 +399,12 @@ __all__ = [
     "make_arm_env",
     "make_collector",
     "make_demo_replay_buffer",
+    "make_drq_agent",
     "make_env",
+    "make_intervention_source",
     "make_replay_buffer",
     "make_sac_agent",
+    "make_pixel_replay_buffer",
     "make_sac_optimizers",
     "make_sim_env",
     "online_size",

@@ -63,6 +63,20 @@ class SACConfig:
 
 
 @dataclass
+class DrQConfig(SACConfig):
+    """SERL's DrQ (pixels) learner: SAC defaults except discount 0.96 and critic:actor ratio 4."""
+
+    discount: float = 0.96
+    utd_ratio: int = 4
+    encoder: str = "resnet10"
+    """``resnet10`` (SERL: frozen, pretrained), ``small`` (4-layer conv, trained) or ``mobilenet``."""
+    pretrained_path: str = ""
+    """Local trunk weights (SERL ``resnet10_params.pkl`` or a torch state_dict); never downloaded."""
+    augment_pad: int = 4
+    """Random-shift padding in px (0 disables augmentation)."""
+
+
+@dataclass
 class RobotConfig:
     """Real arm selection for the arm recipes; ``real=False`` runs the simulated twin."""
 
@@ -108,24 +122,23 @@ class RunConfig:
     progress: bool = True
 
 
-def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
-    """Flatten a dataclass type into ``(dotted_name, type, default, doc)`` rows."""
+def _leaf_fields(config: Any, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """Flatten a dataclass instance into ``(dotted_name, type, default, doc)`` rows.
+
+    Walks the instance, not the class, so a recipe that overrides a nested default (e.g.
+    ``EnvConfig(task="piper")``) shows that default in ``--help``.
+    """
+    cls = type(config)
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
     rows = []
     for f in dataclasses.fields(cls):
         name = prefix + f.name
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows.extend(_leaf_fields(tp, name + "."))
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows.extend(_leaf_fields(value, name + "."))
         else:
-            raise TypeError(f"config field {name!r} needs a default so the recipe runs as is")
-        rows.append((name, tp, default, docs.get(f.name, "")))
+            rows.append((name, hints[f.name], value, docs.get(f.name, "")))
     return rows
 
 
@@ -210,8 +223,12 @@ def _type_name(tp: Any) -> str:
 
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     """An ``argparse`` parser with one ``--dotted.name`` option per leaf field of ``cls``."""
-    parser = argparse.ArgumentParser(description=description)
-    for name, tp, default, doc in _leaf_fields(cls):
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    try:
+        defaults = cls()
+    except TypeError as err:
+        raise TypeError(f"every field of {cls.__name__} needs a default so the recipe runs as is: {err}") from None
+    for name, tp, default, doc in _leaf_fields(defaults):
         shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
         # a bare boolean flag (``--resume``) means true; ``--resume false`` also works
         flag = {"nargs": "?", "const": True} if tp is bool else {}
@@ -255,6 +272,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 __all__ = [
+    "DrQConfig",
     "EnvConfig",
     "SACConfig",
     "RobotConfig",

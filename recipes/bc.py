@@ -1,0 +1,131 @@
+"""Behaviour cloning from demo files, evaluated in the simulation (SERL's ``BCAgent``).
+
+Trains SERL's tanh-Gaussian policy to maximise the likelihood of the demo actions (``--mode
+mse`` regresses the mode instead). State demos train the MLP policy; pixel demos
+(``--env.pixels true``) train a multi-camera encoder + policy end to end.
+
+    python recipes/record_demos.py --out demos/panda_state --episodes 20
+    python recipes/bc.py --demos demos/panda_state --total_steps 20000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+from torchrl_serl.data.demos import load_demos
+from torchrl_serl.objectives.bc import SERLBCLoss
+from torchrl_serl.training.builders import make_sim_env, seed_everything, transitions
+from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.config import EnvConfig, config_to_dict, parse_config
+from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.logging import RunLogger
+
+CAMERAS = ("front", "wrist")
+
+
+@dataclass
+class Config:
+    demos: str = "demos/panda_pick_cube"
+    """Demo directory written by ``record_demos.py``."""
+    total_steps: int = 20_000
+    """Gradient steps."""
+    batch_size: int = 256
+    lr: float = 3e-4
+    mode: str = "log_prob"
+    """``log_prob`` (SERL) or ``mse``."""
+    hidden: tuple[int, ...] = (256, 256)
+    encoder: str = "resnet10"
+    """Pixel demos only: ``resnet10``, ``small`` or ``mobilenet``."""
+    pretrained_path: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    logdir: str = "runs"
+    exp_name: str = ""
+    log_every: int = 500
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    video: bool = False
+    checkpoint_every: int = 5_000
+    keep_checkpoints: int = 2
+    resume: bool = False
+    compile: bool = False
+    wandb: bool = False
+    wandb_mode: str = "offline"
+    wandb_project: str = "torchrl-serl"
+    progress: bool = True
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+
+def make_bc_policy(cfg: Config, proprio_dim: int, action_dim: int):
+    """State: SERL's MLP policy. Pixels: encoder + policy, the encoder trained by the BC loss."""
+    from torchrl_serl.modules.sac_networks import make_sac_actor
+
+    if not cfg.env.pixels:
+        return make_sac_actor(proprio_dim, action_dim, hidden=cfg.hidden)
+    from torchrl_serl.modules.drq_networks import make_drq_networks
+
+    _, _, encoder = make_drq_networks(
+        camera_keys=CAMERAS, image_size=cfg.env.image_size, proprio_dim=proprio_dim, action_dim=action_dim,
+        encoder=cfg.encoder, pretrained_path=cfg.pretrained_path or None, num_critics=1, hidden=cfg.hidden,
+    )
+    return make_sac_actor(encoder.out_features, action_dim, hidden=cfg.hidden, encoder=encoder, stop_encoder_grad=False)
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(Config, argv, description=__doc__)
+    exp_name = cfg.exp_name or f"bc_seed{cfg.seed}"
+    seed_everything(cfg.seed)
+
+    eval_env = make_sim_env(cfg.env, seed=cfg.seed + 1_000_000, device=cfg.device)
+    demos, meta = load_demos(cfg.demos)
+    demos = transitions(demos)
+    demo_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(demos.shape[0], device=cfg.device),
+                                         batch_size=cfg.batch_size)
+    demo_buffer.extend(demos)
+    policy = make_bc_policy(cfg, demos["observation"].shape[-1], demos["action"].shape[-1]).to(cfg.device)
+    loss = SERLBCLoss(policy, mode=cfg.mode)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=cfg.lr)
+    loss_fn = torch.compile(loss) if cfg.compile else loss
+
+    logger = RunLogger(
+        cfg.logdir, exp_name, config={**config_to_dict(cfg), "demo_metadata": meta}, total_steps=cfg.total_steps,
+        use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
+    )
+    checkpointer = RunCheckpointer(logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
+                                   loss=loss, optimizer=optimizer, logger=logger)
+    step = 0
+    if cfg.resume and (info := checkpointer.resume()) is not None:
+        step = info.step
+        logger.truncate_after(step)
+        print(f"resumed step={step}", flush=True)
+
+    with terminate_as_interrupt():
+        try:
+            while step < cfg.total_steps:
+                out = loss_fn(demo_buffer.sample())
+                optimizer.zero_grad(set_to_none=True)
+                out["loss_bc"].backward()
+                optimizer.step()
+                step += 1
+
+                if step % cfg.log_every == 0:
+                    logger.log({f"train/{k}": float(v.detach()) for k, v in out.items()}, step)
+                    logger.progress(step, loss=float(out["loss_bc"].detach()))
+                if cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                    metrics = evaluate(eval_env, policy, cfg.eval_episodes, video_path=video)
+                    logger.log(metrics, step)
+                    logger.progress(step, eval_success=metrics["eval/success_rate"])
+                if step % cfg.checkpoint_every == 0:
+                    checkpointer.save(step)
+        finally:
+            checkpointer.save(step)
+            eval_env.close()
+            logger.close()
+
+
+if __name__ == "__main__":
+    main()

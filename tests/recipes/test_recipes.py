@@ -1,0 +1,124 @@
+"""Every recipe runs a few steps at tiny sizes on the simulation and writes logs, checkpoints, videos.
+
+Recipes run in-process through their ``main(argv)`` (the same code path as the command line,
+without paying the interpreter start-up six times); ``tests/training/test_resume.py`` drives
+``sac_state_sim.py`` as a real subprocess, including SIGKILL/SIGINT.
+"""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchrl_serl.data.demos import load_demos
+from torchrl_serl.training.checkpoint import checkpoint_summary
+from torchrl_serl.training.plot import read_scalar_csv
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+ALL = ["sac_state_sim", "drq_sim", "drq_piper", "drq_franka", "bc", "record_demos"]
+TINY_DRQ = [
+    "--random_steps", "4", "--training_starts", "4", "--drq.batch_size", "4", "--drq.hidden", "16,16",
+    "--drq.num_critics", "2", "--drq.utd_ratio", "2", "--drq.encoder", "small", "--env.image_size", "32",
+    "--env.max_episode_steps", "6", "--buffer_size", "64", "--log_every", "4", "--progress", "false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _recipes_on_path(monkeypatch):
+    # drq_piper/drq_franka import drq_sim from their own directory, as they do when run as scripts
+    monkeypatch.syspath_prepend(str(RECIPES))
+
+
+def run(recipe, *argv):
+    """``python recipes/<recipe>.py *argv``, in this process."""
+    saved = sys.argv
+    sys.argv = [str(RECIPES / f"{recipe}.py"), *map(str, argv)]
+    try:
+        runpy.run_path(str(RECIPES / f"{recipe}.py"), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+@pytest.mark.parametrize("recipe", ALL)
+def test_help_lists_options_with_defaults(recipe, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(recipe, "--help")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--seed" in out and "(default: 0)" in out and "--env.task" in out
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demos")
+    run("record_demos", "--out", root / "state", "--episodes", "2")
+    run("record_demos", "--out", root / "pixels", "--episodes", "1", "--env.pixels", "true", "--env.image_size", "32")
+    return root
+
+
+def test_record_demos_keeps_successful_scripted_episodes(demos):
+    data, meta = load_demos(demos / "state")
+    assert meta["num_episodes"] == 2 and meta["source"] == "scripted"
+    assert bool(data["next", "success"].any())
+    pixels, meta = load_demos(demos / "pixels")
+    assert meta["cameras"] == ["front", "wrist"] and pixels["front"].shape[-3:] == (3, 32, 32)
+
+
+def test_sac_state_sim_with_demos_logs_evaluates_and_checkpoints(tmp_path, demos):
+    run("sac_state_sim", "--logdir", tmp_path, "--total_steps", 24, "--demos", demos / "state",
+        "--random_steps", 8, "--training_starts", 8, "--sac.batch_size", 8, "--sac.hidden", "16,16",
+        "--sac.num_critics", 2, "--sac.utd_ratio", 2, "--env.max_episode_steps", 12, "--buffer_size", 64,
+        "--eval_every", 12, "--eval_episodes", 1, "--video", "true", "--log_every", 4, "--checkpoint_every", 12,
+        "--progress", "false")
+    run_dir = tmp_path / "sac_state_sim_seed0"
+    steps, success = read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")
+    assert steps.tolist() == [12, 24] and set(success.tolist()) <= {0.0, 1.0}
+    assert read_scalar_csv(run_dir / "scalars" / "train" / "episode_return.csv")[0].tolist() == [12, 24]
+    assert (run_dir / "videos" / "eval_24.gif").stat().st_size > 1000
+    final = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{24:012d}")
+    assert final["counters"] == {"updates": 24 - 8 + 1, "episodes": 2}
+
+
+@pytest.mark.parametrize("recipe", ["drq_sim", "drq_piper", "drq_franka"])
+def test_drq_recipes_run_on_the_simulation(recipe, tmp_path):
+    run(recipe, "--logdir", tmp_path, "--total_steps", 12, "--eval_every", 12, "--eval_episodes", 1,
+        "--checkpoint_every", 12, *TINY_DRQ)
+    run_dir = tmp_path / f"{recipe}_seed0"
+    assert read_scalar_csv(run_dir / "scalars" / "train" / "updates.csv")[1].tolist() == [1, 5, 9]
+    assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [12]
+    config = (run_dir / "config.json").read_text()
+    assert ('"task": "piper"' in config) == (recipe == "drq_piper")
+
+
+def test_drq_sim_with_pixel_demos_and_resume(tmp_path, demos):
+    common = ["--logdir", tmp_path, "--demos", demos / "pixels", "--eval_every", 0, "--checkpoint_every", 8, *TINY_DRQ]
+    run("drq_sim", "--total_steps", 8, *common)
+    run("drq_sim", "--total_steps", 16, "--resume", *common)
+    run_dir = tmp_path / "drq_sim_seed0"
+    assert checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")["counters"]["updates"] == 16 - 4 + 1
+
+
+def test_bc_trains_from_demo_files_and_evaluates(tmp_path, demos):
+    run("bc", "--demos", demos / "state", "--logdir", tmp_path, "--total_steps", 40, "--batch_size", 16,
+        "--hidden", "16,16", "--log_every", 10, "--eval_every", 40, "--eval_episodes", 1, "--checkpoint_every", 20,
+        "--progress", "false")
+    run_dir = tmp_path / "bc_seed0"
+    steps, losses = read_scalar_csv(run_dir / "scalars" / "train" / "loss_bc.csv")
+    assert steps.tolist() == [10, 20, 30, 40] and losses[-1] < losses[0]
+    assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [40]
+
+
+def test_real_arm_without_address_is_refused_before_connecting(tmp_path):
+    with pytest.raises(ValueError, match="--robot.address"):
+        run("drq_franka", "--robot.real", "true", "--logdir", tmp_path, *TINY_DRQ)
+
+
+def test_intervention_requires_demos(tmp_path):
+    with pytest.raises(ValueError, match="--intervention needs --demos"):
+        run("drq_sim", "--intervention", "keyboard", "--logdir", tmp_path, *TINY_DRQ)
+
+
+def test_scripted_demos_refused_on_a_real_arm(tmp_path):
+    with pytest.raises(ValueError, match="scripted"):
+        run("record_demos", "--robot.real", "true", "--robot.address", "can0", "--out", tmp_path / "d")
