@@ -122,3 +122,21 @@ def test_gripper_penalty_on_sim_state_env():
         td = out["next"]
     assert penalties == pytest.approx([0.1, 0.0, 0.1, 0.0])
     env.close()
+
+
+def test_relative_frame_batched_env_partial_reset_keeps_other_origins():
+    from tensordict import TensorDict
+    from torchrl.envs import SerialEnv
+
+    env = TransformedEnv(SerialEnv(2, [lambda: ToyArmEnv(seed=0), lambda: ToyArmEnv(seed=1)]), RelativeFrame())
+    check_env_specs(env)
+    td = env.reset()
+    origin = td["tcp_pose_origin"].clone()
+    td = env.step(td.set("action", torch.full((2, 7), 0.5)))["next"]
+    td.set("_reset", torch.tensor([[True], [False]]))
+    out = env.reset(td)
+    assert not torch.equal(out["tcp_pose_origin"][0], origin[0])  # env 0 restarted: new origin
+    assert torch.equal(out["tcp_pose_origin"][1], origin[1])  # env 1 kept its episode's origin
+    torch.testing.assert_close(out["tcp_pose"][0], torch.tensor([0.0, 0, 0, 1, 0, 0, 0]), atol=1e-6, rtol=0)
+    assert out["tcp_pose"][1, :3].norm() > 0.05  # env 1 still relative to its old origin, having moved
+    env.close()
