@@ -1,0 +1,212 @@
+"""Actor and learner in separate processes over 127.0.0.1: loopback, learner restart, actor crash, deadlines."""
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from functools import partial
+
+import pytest
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.envs import GymEnv
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal
+
+from torchrl_serl.training.distributed import ActorLink, LearnerLink, LinkError, RemoteActor
+
+make_env = partial(GymEnv, "Pendulum-v1")
+CTX = mp.get_context("spawn")
+
+
+def make_policy() -> ProbabilisticActor:
+    net = nn.Sequential(MLP(in_features=3, out_features=2, num_cells=[32, 32]), NormalParamExtractor())
+    module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
+        distribution_kwargs={"low": -2.0, "high": 2.0},
+    )
+
+
+def _write_json(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def learner_main(port, stats_path, first_version):
+    """A learner: pulls transitions into its buffer, takes Adam steps, publishes weights."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
+    policy = make_policy()
+    optim = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    rb = TensorDictReplayBuffer(storage=LazyTensorStorage(100_000))
+    version, received, versions_seen = first_version, 0, []
+    link.publish_weights(policy, version)
+    while True:
+        for batch in link.pull():
+            rb.extend(batch)
+            received += batch.numel()
+            versions_seen = sorted(set(versions_seen) | set(batch["next", "policy_version"].flatten().tolist()))
+        if len(rb) >= 32:
+            # a behaviour-cloning step stands in for the SAC update: it changes weights and optimizer state
+            sample = rb.sample(32)
+            loss = (policy.module[0](sample.select("observation"))["loc"] - sample["action"]).pow(2).mean()
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            version += 1
+            link.publish_weights(policy, version)
+        _write_json(stats_path, {
+            "received": received, "buffer": len(rb), "version": version, "versions_seen": versions_seen[-50:],
+            "adam_steps": int(optim.state[next(iter(policy.parameters()))]["step"]) if optim.state else 0,
+            "actor_seen": link.actor_seen_within(1.0), "session": link.session,
+        })
+        time.sleep(0.02)
+
+
+def actor_main(port, stats_path):
+    torch.set_num_threads(1)
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, timeout_s=1.0,
+                        reconnect_every_s=0.2, frames_per_batch=10, seed=0)
+    actor.run(on_batch=lambda stats: _write_json(stats_path, stats) if stats["frames"] % 50 == 0 else None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(path, predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = _read_json(path)
+        if stats is not None and predicate(stats):
+            return stats
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last stats: {_read_json(path)}")
+
+
+@pytest.fixture
+def procs():
+    started = []
+
+    def start(target, *args):
+        p = CTX.Process(target=target, args=args, daemon=True)
+        p.start()
+        started.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+
+
+@pytest.mark.slow
+def test_learner_restart_and_actor_crash(procs, tmp_path):
+    port = _free_port()
+    learner_stats, actor_stats = tmp_path / "learner.json", tmp_path / "actor.json"
+    learner = procs(learner_main, port, str(learner_stats), 0)
+    actor = procs(actor_main, port, str(actor_stats))
+
+    # loopback: transitions flow to the learner, its weights flow back (frames carry its versions)
+    _wait(learner_stats, lambda s: s["received"] >= 200 and max(s["versions_seen"]) >= 1, 60,
+          "transitions acted with the learner's weights")
+
+    # learner restart: kill it, the actor keeps acting with its last weights
+    learner.kill()
+    learner.join(10)
+    acted = _wait(actor_stats, lambda s: True, 5, "actor stats")["frames"]
+    _wait(actor_stats, lambda s: s["frames"] >= acted + 200 and s["link_errors"] > 0, 30,
+          "the actor to keep acting while the learner is down")
+    assert actor.is_alive()
+    # a new learner (new session, versions from 10_000) on the same port: the actor reconnects,
+    # flushes what it collected meanwhile, and acts with the new learner's weights
+    os.remove(learner_stats)
+    learner = procs(learner_main, port, str(learner_stats), 10_000)
+    stats = _wait(learner_stats, lambda s: max(s["versions_seen"], default=-1) > 10_000, 60,
+                  "frames acted with the restarted learner's weights")
+    assert stats["received"] >= 200  # the backlog kept while the learner was down arrived
+    assert actor.is_alive()
+
+    # actor crash: the learner keeps its buffer, optimizer and version, and serves a new actor
+    actor.kill()
+    actor.join(10)
+    before = _wait(learner_stats, lambda s: not s["actor_seen"], 15, "the learner to notice the actor is gone")
+    time.sleep(0.5)
+    after = _read_json(learner_stats)
+    assert learner.is_alive()
+    assert after["session"] == before["session"]
+    assert after["buffer"] == before["buffer"] == after["received"]
+    assert after["adam_steps"] >= before["adam_steps"] > 0
+    assert after["version"] >= before["version"] > 10_000
+    procs(actor_main, port, str(actor_stats))
+    _wait(learner_stats, lambda s: s["received"] >= after["received"] + 200 and s["actor_seen"]
+          and s["adam_steps"] > after["adam_steps"], 60, "a new actor to feed the same learner")
+
+
+def _serve(port, ready):
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
+    link.publish_weights(nn.Linear(2, 2), 1)
+    ready.set()
+    while True:
+        time.sleep(1)
+
+
+def test_every_call_has_a_deadline(procs):
+    timeout_s = 1.0
+    # nobody listening
+    t = time.monotonic()
+    with pytest.raises(LinkError, match="cannot reach learner"):
+        ActorLink("127.0.0.1", _free_port(), timeout_s).connect()
+    assert time.monotonic() - t < 4 * timeout_s + 1
+
+    port, ready = _free_port(), CTX.Event()
+    learner = procs(_serve, port, ready)
+    assert ready.wait(30)
+    link = ActorLink("127.0.0.1", port, timeout_s)
+    assert link.weights_tag().endswith(":1")
+    # a hung learner (stopped, socket open): the call gives up at its deadline
+    os.kill(learner.pid, signal.SIGSTOP)
+    try:
+        t = time.monotonic()
+        with pytest.raises(LinkError, match="weights_tag"):
+            link.weights_tag()
+        elapsed = time.monotonic() - t
+        assert timeout_s * 0.5 < elapsed < timeout_s + 2, elapsed
+    finally:
+        os.kill(learner.pid, signal.SIGCONT)
+    # a dead learner: the call fails at once, reconnection fails within the deadline
+    learner.kill()
+    learner.join(10)
+    t = time.monotonic()
+    with pytest.raises(LinkError):
+        link.heartbeat()
+        link.heartbeat()
+    assert time.monotonic() - t < 4 * timeout_s + 1
+
+
+def test_bad_addresses_are_rejected():
+    with pytest.raises(ValueError, match="port"):
+        ActorLink("127.0.0.1", 70000)
+    with pytest.raises(ValueError, match="timeout_s"):
+        ActorLink("127.0.0.1", 29550, timeout_s=0)
+    with pytest.raises(ValueError, match="host"):
+        LearnerLink("", 29550)
