@@ -7,7 +7,8 @@ replay buffer (label 0) with :class:`~torchrl_serl.objectives.vice.VICELoss` (mi
 smoothing 0.2, gradient penalty 10, random-shift copies). Every sampled DrQ batch is relabelled
 with the current classifier by :class:`~torchrl_serl.envs.transforms.learned_reward.LearnedReward`
 (reward ``1[sigmoid(logit) >= 0.5]``, as SERL) before the critic updates. The simulator's own
-``success`` is logged only, to show how well the learned reward tracks the task.
+``success`` is logged only, with the fraction of sampled transitions where the classifier agrees
+with it (``train/vice_agrees_with_env_success``), to show how well the learned reward tracks the task.
 
 Goal images: lifted-cube frames of scripted-policy episodes (SERL loads goal images recorded by
 teleoperation). Learning the task from pixels needs a GPU and far more steps than the defaults;
@@ -158,7 +159,9 @@ def main(argv=None) -> dict[str, float]:
     )
     buffer = FrameDedupReplayBuffer(
         min(cfg.buffer_size, cfg.total_steps) + 2, pixel_keys=keys, scratch_dir=logger.run_dir / "replay",
-        batch_size=cfg.drq.batch_size, transform=LearnedReward(classifier, "threshold", cfg.vice.threshold),
+        batch_size=cfg.drq.batch_size,
+        # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
+        transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
     )
     collector = make_collector(env, policy, frames_per_batch=1, random_steps=cfg.random_steps)
     checkpointer = RunCheckpointer(
@@ -187,6 +190,8 @@ def main(argv=None) -> dict[str, float]:
     def sample():
         batch = buffer.sample()
         metrics["train/vice_reward_mean"] = float(batch["next", "reward"].mean())
+        agree = batch["next", "vice_success"] == batch["next", "success"]
+        metrics["train/vice_agrees_with_env_success"] = float(agree.float().mean())
         return batch
 
     def save() -> None:

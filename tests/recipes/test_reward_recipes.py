@@ -82,7 +82,9 @@ def test_vice_trains_drq_on_classifier_rewards_and_checkpoints(tmp_path):
         "--logdir", str(tmp_path), "--exp_name", "run", "--progress", "false",
     ])
     assert result["step"] == 30 and 20 <= result["updates"] <= 22  # updates start once ~10 rows are stored
-    for key in ("vice/loss_classifier", "vice/loss_gradient_penalty", "train/loss_qvalue", "train/vice_reward_mean"):
+    keys = ("vice/loss_classifier", "vice/loss_gradient_penalty", "train/loss_qvalue", "train/vice_reward_mean",
+            "train/vice_agrees_with_env_success")
+    for key in keys:
         assert key in result and torch.isfinite(torch.tensor(result[key]))
     assert result["train/vice_reward_mean"] in (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     run = tmp_path / "run"

@@ -65,11 +65,16 @@ class BinaryClassifierLoss(LossModule):
       classifier's :meth:`~SuccessClassifier.features` (frozen trunk outputs) and the targets are
       both mixed (:func:`mixup`);
     - ``gp_weight`` w: ``loss_gradient_penalty = w * mean_i (||d logit / d f(x_i)||_2 - 1)^2`` at
-      points ``x_i = e_i f(pos) + (1 - e_i) f(neg)``, ``e_i ~ U(0, 1)``, on lines between random
-      goal and non-goal features (WGAN-GP; SERL takes the gradient w.r.t. the trunk features too,
-      and adds 1e-6 per element inside the norm, as here). TorchRL's ``GAILLoss`` penalises
+      ``B / 2`` points ``x_i = e_i f(pos) + (1 - e_i) f(neg)``, ``e_i ~ U(0, 1)``, on lines between
+      random goal and non-goal features (WGAN-GP). As in SERL the gradient is taken w.r.t. the
+      trunk features and 1e-6 is added per element inside the norm; SERL interpolates the goal
+      half and the policy half of its *mixed* batch, which relies on batch order, so the points
+      here pair un-mixed features of each class instead. TorchRL's ``GAILLoss`` penalises
       raw (observation, action) pairs with element-wise noise, which does not fit image features,
       so the penalty is computed here.
+
+    ``torch.compile`` works on this loss without the gradient penalty; with it, run eager (PyTorch's
+    compiled autograd has no double backward, which the penalty's ``create_graph`` needs).
 
     Keys: the observations are the classifier's ``in_keys`` (set them on the classifier);
     ``label`` is set with ``set_keys(label=...)``.
