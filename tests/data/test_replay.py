@@ -67,10 +67,12 @@ def test_continuation_overwrites_tail_row_and_filtered_subsets_split(tmp_path):
     rb.extend(transitions(0, 10))
     rb.extend(transitions(10, 10))
     assert len(rb) == 21  # 20 transitions, one tail: the continuation reused the first tail row
+    assert set(rb.sample(500)["observation"][:, 0].long().tolist()) == set(range(20))
     subset = transitions(100, 10)[torch.tensor([0, 1, 2, 5, 6, 9])]  # three non-adjacent runs
     rb.extend(subset)
     assert len(rb) == 21 + 6 + 3
-    s = rb.sample(500)
+    s = rb.sample(500)  # the new rows are sampleable right after the write
+    assert set(s["observation"][:, 0].long().tolist()) == set(range(20)) | {100, 101, 102, 105, 106, 109}
     assert torch.equal(decode(s["next", "front"]), s["observation"][:, 0].long() + 1)
 
 

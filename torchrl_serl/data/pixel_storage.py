@@ -53,12 +53,23 @@ class FrameDedupStorage(LazyMemmapStorage):
 
 
 class NextFrameSampler(RandomSampler):
-    """Uniform sampler over the rows of a :class:`FrameDedupStorage` that have their next frames stored."""
+    """Uniform sampler over the rows of a :class:`FrameDedupStorage` that have their next frames stored.
+
+    The sampleable rows are cached between writes (the owner calls :meth:`invalidate`), so a
+    sample costs ``O(batch)`` rather than a scan of the memory-mapped flags.
+    """
+
+    _valid: torch.Tensor | None = None
+
+    def invalidate(self) -> None:
+        self._valid = None
 
     def sample(self, storage: FrameDedupStorage, batch_size: int) -> tuple[torch.Tensor, dict]:
         if len(storage) == 0:
             raise RuntimeError("cannot sample from an empty replay buffer: extend it first")
-        valid = storage._storage.get(HAS_NEXT)[: len(storage)].nonzero().squeeze(-1)
+        if self._valid is None:
+            self._valid = storage._storage.get(HAS_NEXT)[: len(storage)].nonzero().squeeze(-1)
+        valid = self._valid
         if valid.numel() == 0:
             raise RuntimeError("the replay buffer holds no complete transition yet")
         pick = torch.randint(0, valid.numel(), (batch_size,), generator=self._rng)
@@ -117,12 +128,21 @@ class FrameDedupReplayBuffer(TensorDictReplayBuffer):
             raise TypeError(f"{type(self).__name__}.extend takes a TensorDict, got {type(data).__name__}")
         if self._transform is not None and len(self._transform):
             data = self._transform.inv(data)
+        if data.ndim not in (1, 2):
+            raise ValueError(f"expected transitions [T] or [N_envs, T], got batch size {tuple(data.batch_size)}")
         with self._replay_lock, self._write_lock:
+            self._sampler.invalidate()
             if data.ndim == 2:
                 return torch.stack([self._write_trajectory(d) for d in data.unbind(0)])
-            if data.ndim != 1:
-                raise ValueError(f"expected transitions [T] or [N_envs, T], got batch size {tuple(data.batch_size)}")
             return self._write_trajectory(data)
+
+    def loads(self, path) -> None:
+        super().loads(path)
+        self._sampler.invalidate()
+
+    def empty(self, empty_write_count: bool = True) -> None:
+        super().empty(empty_write_count)
+        self._sampler.invalidate()
 
     def _check(self, data: TensorDictBase) -> None:
         keys = data.keys(True, True)
