@@ -5,7 +5,6 @@ import time
 
 import pytest
 import torch
-from pyspacemouse import SpaceMouseDevice, get_device_specs
 from tensordict import TensorDict
 from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import check_env_specs
@@ -43,8 +42,9 @@ class FakeHID:
 
 @pytest.fixture
 def spacemouse():
+    pyspacemouse = pytest.importorskip("pyspacemouse")  # the [robots] extra; CI installs it
     hid = FakeHID()
-    device = SpaceMouseDevice(get_device_specs()["SpaceMouseWireless"], hid)
+    device = pyspacemouse.SpaceMouseDevice(pyspacemouse.get_device_specs()["SpaceMouseWireless"], hid)
     device.open()
     return hid, SpaceMouseSource(device, axes=("x", "y", "z"), deadzone=0.05)
 
