@@ -66,3 +66,23 @@ def test_wandb_offline_needs_no_network(tmp_path, monkeypatch):
     offline_runs = list((tmp_path / "run").rglob("offline-run-*"))
     assert offline_runs, "wandb offline run directory not written"
     assert (tmp_path / "run" / "scalars" / "train" / "return.csv").is_file()
+
+
+def test_episode_tracker_splits_episodes_across_batches():
+    from tensordict import TensorDict
+
+    from torchrl_serl.training.logging import EpisodeTracker
+
+    def batch(rewards, dones, successes):
+        n = len(rewards)
+        return TensorDict({"next": {
+            "reward": torch.tensor(rewards, dtype=torch.float32).reshape(n, 1),
+            "done": torch.tensor(dones).reshape(n, 1),
+            "success": torch.tensor(successes).reshape(n, 1),
+        }}, [n])
+
+    tracker = EpisodeTracker()
+    assert tracker.update(batch([1.0, 2.0], [False, False], [False, True])) == []
+    finished = tracker.update(batch([3.0, 0.5, 0.25], [True, False, True], [False, False, False]))
+    assert finished == [{"return": 6.0, "success": 1.0, "length": 3}, {"return": 0.75, "success": 0.0, "length": 2}]
+    assert tracker.episodes == 2
