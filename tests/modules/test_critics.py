@@ -63,3 +63,15 @@ def test_bad_inputs_raise_clear_errors():
         ens(torch.randn(4, 3), torch.randn(5, 2))
     with pytest.raises(ValueError, match="num_critics"):
         EnsembleQValue(5, num_critics=0)
+
+
+def test_critic_with_encoder_reads_embedding_and_trains_encoder():
+    from tensordict.nn import TensorDictModule
+
+    enc = TensorDictModule(torch.nn.Linear(6, 5), in_keys=["pixels_feat"], out_keys=["embedding"])
+    critic = make_sac_critic(5, 2, num_critics=3, hidden=(8,), encoder=enc)
+    td = TensorDict(pixels_feat=torch.randn(4, 6), action=torch.randn(4, 2), batch_size=[4])
+    q = critic(td)["state_action_value"]
+    assert q.shape == (4, 3, 1) and "embedding" in td.keys()
+    q.sum().backward()
+    assert enc.module.weight.grad is not None and enc.module.weight.grad.abs().sum() > 0
