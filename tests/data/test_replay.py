@@ -66,7 +66,10 @@ def test_continuation_overwrites_tail_row_and_filtered_subsets_split(tmp_path):
     rb = FrameDedupReplayBuffer(100, scratch_dir=tmp_path)
     rb.extend(transitions(0, 10))
     rb.extend(transitions(10, 10))
-    assert len(rb) == 21  # 20 transitions, one tail: the continuation reused the first tail row
+    assert len(rb) == 21 and rb.num_transitions == 20  # one tail: the continuation reused the first tail row
+    row = rb[3]  # plain indexing rebuilds the next frames too
+    assert decode(row["front"][None]).item() == 3 and decode(row["next", "front"][None]).item() == 4
+    assert decode(rb[2:5]["next", "wrist"]).tolist() == [3, 4, 5]
     assert set(rb.sample(500)["observation"][:, 0].long().tolist()) == set(range(20))
     subset = transitions(100, 10)[torch.tensor([0, 1, 2, 5, 6, 9])]  # three non-adjacent runs
     rb.extend(subset)

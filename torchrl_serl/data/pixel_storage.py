@@ -42,8 +42,12 @@ class FrameDedupStorage(LazyMemmapStorage):
         self.pixel_keys = list(pixel_keys)
 
     def get(self, index):
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        elif not isinstance(index, torch.Tensor):
+            index = torch.as_tensor(index)
         data = super().get(index)
-        if not isinstance(index, torch.Tensor) or not self.pixel_keys:
+        if not self.pixel_keys:
             return data
         next_rows = (index + 1) % self.max_size
         frames = self._storage.select(*self.pixel_keys)[next_rows]
@@ -203,8 +207,12 @@ class FrameDedupReplayBuffer(TensorDictReplayBuffer):
             return False
         return all(torch.equal(stored.get(k), first.get(k)) for k in self.pixel_keys)
 
+    @property
+    def num_transitions(self) -> int:
+        """Sampleable transitions held (``len`` counts storage rows, tail rows included)."""
+        return int(self._storage._storage.get(HAS_NEXT)[: len(self._storage)].sum()) if len(self._storage) else 0
+
     def bytes_per_transition(self) -> float:
         """Bytes of the rows in use divided by the number of sampleable transitions they hold."""
         storage = self._storage
-        n = int(storage._storage.get(HAS_NEXT)[: len(storage)].sum())
-        return storage._storage.bytes() / storage.max_size * len(storage) / max(n, 1)
+        return storage._storage.bytes() / storage.max_size * len(storage) / max(self.num_transitions, 1)
