@@ -2,8 +2,9 @@
 
 For each task variant it times ``N`` control steps of
 
-- ``raw``: the same number of ``mj_step`` calls (``nstep = physics substeps``) on the same model,
-  plus the same renders for pixel tasks: the floor no env can beat;
+- ``raw``: a replay of the same episode's physics (same start state, the logged ``ctrl`` of every
+  physics step, the same ``mj_step`` calls) plus the same renders for pixel tasks, without the
+  controller, TorchRL or observations: the floor no env can beat;
 - ``env``: ``env.rollout`` with pre-drawn random actions (TorchRL, auto-reset, controller,
   rewards, specs);
 - ``SerialEnv``/``ParallelEnv`` batches (steps/s counts every env step of the batch);
@@ -12,7 +13,8 @@ For each task variant it times ``N`` control steps of
 
 Overhead = env time / raw time - 1 (target for state tasks: <= 30%). Run:
 
-    OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/bench_envs.py --steps 300
+    OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/bench_envs.py --steps 200
+    OMP_NUM_THREADS=1 MUJOCO_GL=egl python benchmarks/bench_envs.py --success-seeds 20
 
 Timings are wall-clock on a shared machine; compare rows from the same run only.
 """
@@ -29,7 +31,7 @@ import torch
 from torchrl.envs import ParallelEnv, SerialEnv
 from torchrl.modules import MLP
 
-from torchrl_serl.envs import PandaPickCubeEnv, PiperPickCubeEnv
+from torchrl_serl.envs import PandaPickCubeEnv, PiperPickCubeEnv, ScriptedPickPolicy
 
 VARIANTS = {
     "panda-osc": (PandaPickCubeEnv, {"controller": "osc"}),
@@ -47,11 +49,33 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def record_controls(env, steps: int) -> tuple[mujoco.MjData, list[tuple[np.ndarray, int]]]:
+    """Run the benchmark episode once and log every physics step's ``ctrl``; returns the start
+    state and, per control step, ``(ctrl [n_substeps, nu], nstep)`` with ``nstep`` = 1 when the
+    controller changes ``ctrl`` every substep (OSC) or ``n_substeps`` when it holds it (IK, impedance)."""
+    env.set_seed(0)
+    td = env.reset()
+    start = mujoco.MjData(env.model)
+    mujoco.mj_copyData(start, env.model, env.data)
+    log = []
+    mujoco.set_mjcb_control(lambda m, d: log.append(d.ctrl.copy()))
+    try:
+        policy = ReplayActions(env.batch_size, steps)
+        for _ in range(steps):
+            td = env.step(policy(td))["next"]
+    finally:
+        mujoco.set_mjcb_control(None)
+    ctrls = np.stack(log).reshape(steps, env.n_substeps, env.model.nu)
+    plan = [(c, env.n_substeps if np.all(c == c[0]) else 1) for c in ctrls]
+    return start, plan
+
+
 def raw_cost(env, steps: int, repeats: int) -> float:
-    """Seconds for ``steps`` control steps worth of ``mj_step`` (+ renders) on ``env``'s model."""
-    env.reset()
-    model, data = env.model, mujoco.MjData(env.model)
-    mujoco.mj_copyData(data, model, env.data)
+    """Seconds to replay the benchmark episode's exact physics: the same ``mj_step`` calls from the
+    same state with the same controls (+ the same renders for pixel tasks), no controller."""
+    model = env.model
+    start, plan = record_controls(env, steps)
+    data = mujoco.MjData(model)
     renderer = None
     if env.pixels:
         renderer = mujoco.Renderer(model, env.image_size, env.image_size)
@@ -60,9 +84,15 @@ def raw_cost(env, steps: int, repeats: int) -> float:
             renderer.scene.flags[flag] = False
 
     def run():
-        mujoco.mj_copyData(data, model, env.data)
-        for _ in range(steps):
-            mujoco.mj_step(model, data, nstep=env.n_substeps)
+        mujoco.mj_copyData(data, model, start)
+        for ctrl, nstep in plan:
+            if nstep > 1:
+                data.ctrl[:] = ctrl[0]
+                mujoco.mj_step(model, data, nstep=nstep)
+            else:
+                for row in ctrl:
+                    data.ctrl[:] = row
+                    mujoco.mj_step(model, data)
             if renderer is not None:
                 for cam in env.camera_keys:
                     renderer.update_scene(data, camera=cam)
@@ -90,9 +120,11 @@ class ReplayActions:
 
 
 def env_cost(env, steps: int, repeats: int) -> float:
-    env.set_seed(0)
-    policy = ReplayActions(env.batch_size, steps)
-    return _best_of(lambda: env.rollout(steps, policy, break_when_any_done=False), repeats)
+    def run():
+        env.set_seed(0)
+        env.rollout(steps, ReplayActions(env.batch_size, steps), break_when_any_done=False)
+
+    return _best_of(run, repeats)
 
 
 def actor_loop_cost(env, steps: int, repeats: int) -> float:
@@ -111,6 +143,23 @@ def actor_loop_cost(env, steps: int, repeats: int) -> float:
     return _best_of(run, repeats)
 
 
+def scripted_success(seeds: int) -> None:
+    """Print how many seeded episodes (seeds 1000..) the scripted policy solves, per task."""
+    print(f"\n| {'task (scripted policy, 100 steps)':<40} | {'lifted':>8} |")
+    print(f"|{'-' * 42}|{'-' * 10}|")
+    for name, (cls, kwargs) in VARIANTS.items():
+        for pixels in (False, True):
+            env = cls(pixels=pixels, **kwargs)
+            policy = ScriptedPickPolicy(env=env)
+            wins = 0
+            for seed in range(1000, 1000 + seeds):
+                env.set_seed(seed)
+                wins += bool(env.rollout(env.max_episode_steps, policy)["next", "success"].any())
+            env.close()
+            label = f"{name} {'pixels' if pixels else 'state'}"
+            print(f"| {label:<40} | {wins:>3}/{seeds:<4} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="control steps per measurement")
@@ -119,14 +168,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="SerialEnv batch size")
     parser.add_argument("--workers", type=int, default=2, help="ParallelEnv workers (0: skip)")
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--success-seeds", type=int, default=0,
+                        help="instead of timing, report scripted-policy success over this many seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.success_seeds:
+        scripted_success(args.success_seeds)
+        return
 
     rows = []
     for name in args.variants.split(","):
         cls, kwargs = VARIANTS[name]
         for pixels in (False, True):
-            make = functools.partial(cls, pixels=pixels, image_size=args.image_size, **kwargs)
+            # one episode per measurement, so the raw replay sees exactly the env's physics
+            make = functools.partial(cls, pixels=pixels, image_size=args.image_size,
+                                     max_episode_steps=args.steps, **kwargs)
             env = make()
             # interleaved repeats, best of each: load from other processes hits all three alike
             times = {"raw": [], "env": [], "actor": []}

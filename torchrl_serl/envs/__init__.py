@@ -1,6 +1,5 @@
 """Environments: simulated pick-cube tasks (``sim``), real arms (``robots``), transforms."""
 
-from torchrl_serl.envs.sim import select_gl_backend as _select_gl_backend  # noqa: F401  (before mujoco)
 from torchrl_serl.envs.sim.gym_registration import register_gym_envs
 from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
 from torchrl_serl.envs.sim.pick_cube import PickCubeEnv

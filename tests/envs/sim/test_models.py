@@ -73,3 +73,16 @@ def test_piper_ik_reaches_the_whole_task_box():
                 err = arm.ik.error(q, target, PIPER_TCP_QUAT)
                 assert np.abs(err).max() < 2e-3, (target, err)
     assert lo[2] == 0.0
+
+
+def test_piper_ik_unreachable_target_gives_closest_posture_within_limits():
+    from torchrl_serl.envs.sim.piper import PIPER_HOME, PIPER_TCP_QUAT
+
+    model, _ = _compile(add_piper)
+    arm = PiperArm()
+    arm.bind(model)
+    far = np.array([1.5, 0.0, 0.2])  # beyond the 0.63 m reach
+    q = arm.ik.solve(PIPER_HOME, far, PIPER_TCP_QUAT)
+    assert np.all(q >= PIPER_Q_MIN) and np.all(q <= PIPER_Q_MAX)
+    start_err = np.linalg.norm(arm.ik.error(PIPER_HOME, far, PIPER_TCP_QUAT))
+    assert np.linalg.norm(arm.ik.error(q, far, PIPER_TCP_QUAT)) < start_err

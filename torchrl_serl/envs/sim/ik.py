@@ -48,11 +48,18 @@ class DLSInverseKinematics:
         return self._err
 
     def solve(self, q_init: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
+        """The best posture found within ``max_iters`` (closest to the target if unreachable)."""
         q = np.clip(np.asarray(q_init, float), self.q_low, self.q_high)
+        best, best_q = np.inf, q
         for _ in range(self.max_iters):
             err = self.error(q, pos, quat)
-            if err @ err < self.tol**2:
+            sq = float(err @ err)
+            # converged, or no progress: stuck at a joint limit / outside the reachable set
+            if sq < self.tol**2 or sq > 0.98 * best:
+                if sq < best:
+                    best_q = q
                 break
+            best, best_q = sq, q
             mujoco.mj_jacSite(self.model, self._data, self._jac[:3], self._jac[3:], self.site_id)
             J = self._jac[:, self.dof_ids]
             J[3:] *= self.rot_weight
@@ -63,4 +70,4 @@ class DLSInverseKinematics:
             mujoco.mju_cholFactor(A, 0.0)
             mujoco.mju_cholSolve(self._dq_task, A, err)
             q = np.clip(q + J.T @ self._dq_task, self.q_low, self.q_high)
-        return q
+        return best_q

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 
 
-class ScriptedPickPolicy:
+class ScriptedPickPolicy(TensorDictModuleBase):
     """Hover over the cube, descend, close, lift: ``td -> td`` with ``action [*B, 4]`` in ``[-1, 1]``.
+
+    A ``TensorDictModuleBase`` (in_keys ``observation``, out_keys ``action``), so it plugs into
+    ``env.rollout`` and TorchRL collectors, e.g. to record demonstrations.
 
     Stateless (decides from the current observation only), so it works on batched tensordicts and
     recovers from a missed grasp by re-opening. Reads ``block_pos``, ``gripper`` and ``tcp_pos`` from
@@ -27,7 +31,11 @@ class ScriptedPickPolicy:
     def __init__(self, env=None, action_scale_m: float = 0.1, gain: float = 0.6,
                  noise_std: float = 0.0, generator: torch.Generator | None = None,
                  hover_m: float = 0.06, grasp_tol_m: float = 0.012):
-        self.env = env
+        super().__init__()
+        self.in_keys = ["observation"]
+        self.out_keys = ["action"]
+        # a bound method, not the env: an EnvBase is an nn.Module and would become a submodule
+        self._privileged_block_pos = env.block_pos if env is not None else None
         self.action_scale_m = action_scale_m
         self.gain = gain
         self.noise_std = noise_std
@@ -43,13 +51,13 @@ class ScriptedPickPolicy:
             raise ValueError(f"observation must have 10 (state) or 7 (pixel task) entries, got {obs.shape[-1]}")
         block = td.get("block_pos", None)
         if block is None:
-            if self.env is None:
+            if self._privileged_block_pos is None:
                 raise ValueError("pixel task: pass env= or put a 'block_pos' entry in the tensordict")
-            block = torch.as_tensor(self.env.block_pos(), dtype=obs.dtype, device=obs.device)
+            block = torch.as_tensor(self._privileged_block_pos(), dtype=obs.dtype, device=obs.device)
             block = block.expand(*obs.shape[:-1], 3)
         return block, obs[..., 6], obs[..., 0:3]
 
-    def __call__(self, td: TensorDictBase) -> TensorDictBase:
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
         block, grip, tcp = self._state(td)
         delta = block - tcp
         xy_err = delta[..., :2].norm(dim=-1)
