@@ -48,7 +48,24 @@ def test_collector_interventions_routed_to_demos_with_exact_frames(tmp_path):
         assert torch.equal(demos[key], expected[key]), key
     assert len(rb.online_buffer) == 24 + 1  # one segment across both batches, one tail row
     s = rb.sample()
-    assert s[:8]["next", "intervention"].all() and s.batch_size == (16,)
+    assert s.batch_size == (16,) and "policy_action" not in s.keys()  # Intervention's entries are not stored
+    torch.testing.assert_close(s["action"][:8], torch.tensor([[0.0, 0, 1, 0]]).expand(8, 4))  # the demo half: human
+
+
+def test_scripted_demos_and_intervened_online_data_share_one_layout(tmp_path):
+    from torchrl_serl.data.demos import record_demos
+    from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
+
+    base = PandaPickCubeEnv(seed=0, max_episode_steps=10)
+    demos = record_demos(base, ScriptedPickPolicy(base), 1, success_key=None)  # no Intervention transform
+    keys = queue.Queue()
+    env = TransformedEnv(base, Intervention(KeyboardSource(keys)))
+    rb = OnlineDemoReplayBuffer(50, 50, scratch_dir=tmp_path, batch_size=8)
+    rb.extend_demos(demos)
+    keys.put("w")
+    n = InterventionRouter(rb).extend(env.rollout(5, lambda td: td.set("action", torch.zeros(4))))
+    assert n == 1 and len(rb.demo_buffer) == 11 and len(rb.online_buffer) == 5
+    assert rb.sample().batch_size == (8,)
     env.close()
 
 

@@ -81,8 +81,8 @@ def test_continuation_overwrites_tail_row_and_filtered_subsets_split(tmp_path):
 
 def test_bad_input_errors(tmp_path):
     rb = _filled(tmp_path)
-    with pytest.raises(ValueError, match=r"missing \['intervention'\]"):
-        rb.extend(transitions(0, 5, pixels=False).exclude("intervention"))
+    with pytest.raises(ValueError, match=r"missing \['next.reward'\]"):
+        rb.extend(transitions(0, 5, pixels=False).exclude(("next", "reward")))
     small = transitions(0, 5, pixels=False)
     small.set("observation", small["observation"][:, :3])
     with pytest.raises(ValueError, match=r"observation: \[3\] float32 \(buffer has \[7\] float32\)"):

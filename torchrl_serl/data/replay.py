@@ -19,9 +19,18 @@ from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 # Keys the buffers add themselves; they are not part of the data contract between demos and online.
 _BOOKKEEPING_KEYS = {"index", "_has_next_frame"}
 _LATEST = "LATEST"
-# Added by collectors (trajectory ids) and buffers (sample index): dropped on write so that demos
-# recorded with env.rollout and online data from a Collector share one layout.
-_DROPPED_KEYS = ("collector", "index")
+# Dropped on write so that demos recorded with env.rollout (scripted or teleoperated) and online
+# data from a Collector (with or without the Intervention transform) share one layout: collector
+# trajectory ids, buffer sample indices, and Intervention's flag and policy proposal (the learner reads
+# neither; InterventionRouter reads the flag before writing).
+DROPPED_KEYS = (
+    "collector",
+    "index",
+    "intervention",
+    "policy_action",
+    ("next", "intervention"),
+    ("next", "policy_action"),
+)
 
 
 def _layout(data: TensorDictBase) -> dict[str, str]:
@@ -78,6 +87,8 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         scratch_dir: directory for the memory-mapped storages (default: a fresh temporary directory).
         seed: seeds the two sampling generators.
         transform: applied to each sampled batch (e.g. ``RandomShift(["front", "wrist"])``).
+        drop_keys: entries removed before storing (default :data:`DROPPED_KEYS`); every other key
+            must match between the two sides.
     """
 
     def __init__(
@@ -91,6 +102,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         scratch_dir: str | Path | None = None,
         seed: int = 0,
         transform=None,
+        drop_keys: Sequence[NestedKey] = DROPPED_KEYS,
     ):
         if not 0.0 < demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in (0, 1), got {demo_fraction}")
@@ -98,6 +110,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
             raise ValueError(f"capacity and demo_capacity must be >= 2, got {capacity} and {demo_capacity}")
         self.scratch_dir = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.mkdtemp(prefix="serl_rb_"))
         self.pixel_keys = list(pixel_keys)
+        self.drop_keys = tuple(drop_keys)
         self.capacity, self.demo_capacity, self.seed = capacity, demo_capacity, seed
         online = self._make_side(capacity, "online", seed)
         demos = self._make_side(demo_capacity, "demos", seed + 1)
@@ -140,13 +153,13 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
 
     def extend(self, data: TensorDictBase) -> torch.Tensor:
         """Append online transitions ``[T]`` or ``[N_envs, T]`` (collector bookkeeping keys are dropped)."""
-        data = data.exclude(*_DROPPED_KEYS)
+        data = data.exclude(*self.drop_keys)
         self._check_keys(data, "online")
         return self._online_buffer.extend(data)
 
     def extend_demos(self, data: TensorDictBase) -> torch.Tensor:
         """Append demonstrations or intervention transitions to the demo side."""
-        data = data.exclude(*_DROPPED_KEYS)
+        data = data.exclude(*self.drop_keys)
         self._check_keys(data, "demo")
         return self._offline_buffer.extend(data)
 
