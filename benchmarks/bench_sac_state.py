@@ -4,6 +4,9 @@ obs 10, action 4, critic ensemble 10 (target min over a subset of 2), hidden [25
 LayerNorm, batch 256. For each implementation and compile mode it reports critic updates/s,
 UTD-8 learner steps/s (8 critic updates + 1 actor/temperature update), compile time and peak
 memory. Every variant runs in its own subprocess so peak RSS and compile caches do not mix.
+Throughput is the best of several short windows (10 critic updates / 1 learner step each), as
+timeit reports its minimum: on a shared machine the other windows measure the neighbours.
+Each update samples a fresh batch from a 20k-transition tensordict (as a replay buffer does).
 
     python benchmarks/bench_sac_state.py                      # CPU, eager and compiled
     python benchmarks/bench_sac_state.py --no-compile --iters 30
