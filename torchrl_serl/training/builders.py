@@ -20,7 +20,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate
 
 from torchrl_serl.training.config import DrQConfig, EnvConfig, RobotConfig, SACConfig
@@ -380,13 +380,6 @@ def make_collector(
     )
 
 
-@contextlib.contextmanager
-def deterministic_policy():
-    """Act with the distribution's mode (evaluation) and without autograd."""
-    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
-        yield
-
-
 def parameters_checksum(params: Iterable[torch.Tensor]) -> float:
     """Sum of all parameter values: a cheap fingerprint to check that weights carried over."""
     return float(sum(p.detach().double().sum() for p in params))
@@ -395,7 +388,6 @@ def parameters_checksum(params: Iterable[torch.Tensor]) -> float:
 __all__ = [
     "SACAgent",
     "SACUpdater",
-    "deterministic_policy",
     "make_arm_env",
     "make_collector",
     "make_demo_replay_buffer",
