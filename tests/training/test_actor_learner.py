@@ -91,7 +91,7 @@ def test_staleness_is_bounded_by_one_push(actor_learner):
         al.replay_buffer.sample(32)
         if step % 5 == 0:
             version = al.push_weights(learner_step=100 + step)
-            written_at[version] = al.frames
+            written_at[version] = int(al.replay_buffer.write_count)
     al.wait_for_frames(al.frames + 3 * fpb, timeout_s=30)
     versions = al.replay_buffer[: al.frames][POLICY_VERSION_KEY].squeeze(-1)
     for version, n in written_at.items():

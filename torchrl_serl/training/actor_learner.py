@@ -77,6 +77,7 @@ class ActorLearner:
             raise ValueError(f"init_random_frames must be >= 0, got {init_random_frames}.")
         self.policy = policy
         self.replay_buffer = replay_buffer
+        self.frames_per_batch = frames_per_batch
         self.collector = MultiAsyncCollector(
             [create_env_fn] * num_actors,
             policy=policy,
@@ -103,8 +104,13 @@ class ActorLearner:
 
     @property
     def frames(self) -> int:
-        """Transitions the actors have written so far."""
-        return int(self.replay_buffer.write_count)
+        """Transitions the actors have finished writing.
+
+        TorchRL's writer bumps ``write_count`` before it copies the data, and the actors copy
+        at most ``frames_per_batch`` transitions at a time, so the rows below
+        ``write_count - frames_per_batch`` are complete; the newest ones may not be yet.
+        """
+        return max(0, int(self.replay_buffer.write_count) - self.frames_per_batch)
 
     def wait_for_frames(self, n: int, timeout_s: float = 60.0) -> int:
         """Blocks until the actors have written ``n`` transitions; raises ``TimeoutError`` after ``timeout_s``."""
@@ -131,7 +137,7 @@ class ActorLearner:
         return self.version
 
     def actor_version(self) -> int:
-        """Weight version that produced the newest transition in the buffer (-1 if empty)."""
+        """Weight version that produced the newest complete transition in the buffer (-1 if none)."""
         n = self.frames
         if n == 0:
             return -1

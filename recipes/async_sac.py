@@ -1,0 +1,187 @@
+"""Asynchronous SAC on the simulated PandaPickCube from state (SERL's ``async_sac_state_sim``).
+
+The actor acts continuously; the learner updates as fast as it can (SERL's critic:actor ratio
+``utd_ratio``) and pushes fresh weights every ``push_every`` learner steps. Three roles:
+
+- ``local`` (default): actor in a child process on this machine (TorchRL ``MultiAsyncCollector``
+  running free into a shared buffer, weights through a ``MultiProcessWeightSyncScheme``).
+- ``learner`` / ``actor``: the two halves on different machines (GPU box / robot PC), linked by
+  a ``torch.distributed.TCPStore`` the learner hosts on ``--port``. The actor survives learner
+  restarts (it keeps acting with its last weights and reconnects); the learner survives actor
+  crashes and checkpoints its state (``--resume`` continues after a restart).
+
+    python recipes/async_sac.py                                    # both on this machine
+    python recipes/async_sac.py --role learner --port 29550        # GPU box
+    python recipes/async_sac.py --role actor --host <gpu-box> --port 29550   # robot PC
+    python recipes/async_sac.py --help
+
+See docs/distributed.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+from torchrl_serl.training.actor_learner import POLICY_VERSION_KEY, ActorLearner
+from torchrl_serl.training.builders import (
+    SACUpdater,
+    make_replay_buffer,
+    make_sac_agent,
+    make_sac_optimizers,
+    make_sim_env,
+    seed_everything,
+    transitions,
+)
+from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.distributed import LearnerLink, RemoteActor
+from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+
+ROLES = ("local", "learner", "actor")
+
+
+@dataclass
+class Config(RunConfig):
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    role: str = "local"
+    """``local`` (actor process + learner here), ``learner`` (GPU box) or ``actor`` (robot PC)."""
+    host: str = "127.0.0.1"
+    """Learner address: where the actor connects; where the learner listens (``0.0.0.0``: all)."""
+    port: int = 29550
+    timeout_s: float = 10.0
+    """Deadline of every call across the actor/learner link."""
+    frames_per_batch: int = 10
+    """Env steps the actor sends (or writes) at once."""
+    push_every: int = 1
+    """Learner steps between weight pushes (bounds the actor's staleness)."""
+
+
+def learner_step_and_push(cfg, updater, buffer, push, updates, metrics):
+    """One SERL learner step once the buffer is warm; pushes weights every ``push_every`` steps."""
+    if len(buffer) < max(cfg.training_starts, cfg.sac.batch_size):
+        time.sleep(0.01)
+        return updates, metrics
+    metrics = updater.update(buffer.sample)
+    updates += 1
+    if updates % cfg.push_every == 0:
+        push(updates)
+    return updates, metrics
+
+
+def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(cfg.buffer_size), batch_size=cfg.sac.batch_size, shared=True
+    )
+    env_fn = partial(make_sim_env, cfg.env, cfg.seed)
+    tracker, metrics, updates, seen = EpisodeTracker(), {}, 0, 0
+    with ActorLearner(env_fn, agent.actor, buffer, frames_per_batch=cfg.frames_per_batch,
+                      init_random_frames=cfg.random_steps, seed=cfg.seed) as al:
+        al.start()
+        while al.frames < cfg.total_steps:
+            updates, metrics = learner_step_and_push(
+                cfg, updater, buffer, lambda u: al.push_weights(learner_step=u), updates, metrics
+            )
+            frames = al.frames
+            if frames > seen:
+                # the actor wrote [seen, frames) since the last look: track its episodes
+                new = buffer.storage[torch.arange(seen, frames) % cfg.buffer_size]
+                for episode in tracker.update(new):
+                    logger.log({"train/episode_return": episode["return"], "train/success": episode["success"]}, frames)
+                    logger.progress(frames, success=episode["success"], ret=episode["return"])
+                if frames // cfg.log_every > seen // cfg.log_every:
+                    logger.log({**metrics, "train/updates": updates,
+                                "train/actor_policy_lag": al.policy_lag(updates)}, frames)
+                seen = frames
+
+
+def run_learner(cfg: Config, agent, updater, optimizers, logger: RunLogger) -> None:
+    buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size)
+    checkpointer = RunCheckpointer(logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
+                                   loss=agent.loss, buffer=buffer, logger=logger, **optimizers)
+    frames = updates = 0
+    if cfg.resume and (info := checkpointer.resume()) is not None:
+        frames, updates = info.step, info.counters["updates"]
+        print(f"resumed frames={frames} updates={updates}", flush=True)
+    link = LearnerLink(cfg.host, cfg.port, timeout_s=cfg.timeout_s)
+    link.publish_weights(agent.actor, updates)
+    tracker, metrics, last_save = EpisodeTracker(), {}, frames
+    with terminate_as_interrupt():
+        try:
+            while frames < cfg.total_steps:
+                before = frames
+                for batch in link.pull():
+                    buffer.extend(transitions(batch))
+                    frames += batch.numel()
+                    lag = updates - int(batch[POLICY_VERSION_KEY].min())
+                    for episode in tracker.update(batch):
+                        logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
+                                    "train/actor_policy_lag": lag}, frames)
+                        logger.progress(frames, success=episode["success"], ret=episode["return"])
+                updates, metrics = learner_step_and_push(
+                    cfg, updater, buffer, lambda u: link.publish_weights(agent.actor, u), updates, metrics
+                )
+                if frames - last_save >= cfg.checkpoint_every:
+                    checkpointer.save(frames, updates=updates)
+                    last_save = frames
+                if frames // cfg.log_every > before // cfg.log_every:
+                    logger.log({**metrics, "train/updates": updates, "train/actor_alive": link.actor_seen_within(5.0)}, frames)
+        finally:
+            checkpointer.save(frames, updates=updates)
+            link.close()
+
+
+def run_actor(cfg: Config, agent) -> None:
+    actor = RemoteActor(
+        partial(make_sim_env, cfg.env, cfg.seed), agent.actor, host=cfg.host, port=cfg.port,
+        frames_per_batch=cfg.frames_per_batch, timeout_s=cfg.timeout_s,
+        init_random_frames=cfg.random_steps, seed=cfg.seed,
+    )
+    with terminate_as_interrupt():
+        try:
+            stats = actor.run(
+                total_frames=cfg.total_steps,
+                on_batch=lambda s: print(s, flush=True) if s["frames"] % 1000 < cfg.frames_per_batch else None,
+            )
+        except KeyboardInterrupt:
+            stats = actor.stats
+    print(f"actor done: {stats}", flush=True)
+
+
+def main(argv=None) -> None:
+    cfg = parse_config(Config, argv, description=__doc__)
+    if cfg.role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {cfg.role!r}")
+    if cfg.push_every < 1:
+        raise ValueError(f"push_every must be >= 1, got {cfg.push_every}")
+    seed_everything(cfg.seed)
+    probe = make_sim_env(cfg.env, cfg.seed)
+    obs_dim, action_dim = probe.observation_spec["observation"].shape[-1], probe.action_spec.shape[-1]
+    probe.close()
+    agent = make_sac_agent(cfg.sac, obs_dim, action_dim)
+    if cfg.role == "actor":
+        run_actor(cfg, agent)
+        return
+    optimizers = make_sac_optimizers(agent.loss, cfg.sac)
+    updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio, compile=cfg.compile)
+    logger = RunLogger(
+        cfg.logdir, cfg.exp_name or f"async_sac_{cfg.role}_seed{cfg.seed}", config=config_to_dict(cfg),
+        total_steps=cfg.total_steps, use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,
+        wandb_project=cfg.wandb_project, progress=cfg.progress,
+    )
+    try:
+        if cfg.role == "local":
+            run_local(cfg, agent, updater, logger)
+        else:
+            run_learner(cfg, agent, updater, optimizers, logger)
+    finally:
+        logger.close()
+
+
+if __name__ == "__main__":
+    main()
