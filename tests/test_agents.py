@@ -137,7 +137,13 @@ def test_drq_agent_frozen_resnet_tensordict_batch_and_no_proprio(tmp_path):
     assert torch.isfinite(torch.tensor(list(info.values()))).all()
     assert all(torch.equal(a, b) for a, b in zip(trunk_before, agent.encoder.trunk_parameters()))
     state = agent.state_dict()
-    agent.load_state_dict(state)
+    other = DrQAgent.create_pixels(
+        {"front": img()[:1]}, torch.zeros(1, 4), image_keys=("front",), use_proprio=False, critic_ensemble_size=2
+    )
+    other.load_state_dict(state)  # the frozen pretrained trunk travels with the policy state
+    assert torch.equal(other.encoder.trunk("front").conv_init.weight, agent.encoder.trunk("front").conv_init.weight)
+    obs = {"front": img()}
+    assert torch.equal(other.sample_actions(obs, deterministic=True), agent.sample_actions(obs, deterministic=True))
 
 
 def test_agent_bad_arguments():

@@ -194,14 +194,17 @@ class _Agent:
             return self.policy(td)["action"]
 
     def state_dict(self) -> dict:
-        """Loss (networks, targets, temperature) and optimizer states, for ``torch.save``."""
+        """Policy (a frozen encoder trunk included), loss (networks, targets, temperature) and
+        optimizer states, for ``torch.save``."""
         return {
+            "policy": self.policy.state_dict(),
             "loss": self.loss.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "step": self.step,
         }
 
     def load_state_dict(self, state: Mapping) -> None:
+        self.policy.load_state_dict(state["policy"])
         self.loss.load_state_dict(state["loss"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])

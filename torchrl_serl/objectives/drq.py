@@ -113,6 +113,13 @@ class DrQLoss(SERLSACLoss):
                 f"the critic must read ({encoder.out_key!r}, action), its observation keys are {obs_keys}"
             )
         self.convert_to_functional(encoder, "encoder", create_target_params=True)
+        if encoder.freeze_trunk:
+            # A frozen trunk is constant: no functional copy, no target copy for SoftUpdate to
+            # average, no parameters to swap in on every call. The module keeps its own weights.
+            self.encoder_params = TensorDictParams(self.encoder_params.exclude("trunks"), no_convert=True)
+            self.target_encoder_params = TensorDictParams(
+                self.target_encoder_params.exclude("trunks"), no_convert=True
+            )
         self.augment = augment
         self.pad = pad
         self.generator = generator
