@@ -210,3 +210,40 @@ def test_bad_addresses_are_rejected():
         ActorLink("127.0.0.1", 29550, timeout_s=0)
     with pytest.raises(ValueError, match="host"):
         LearnerLink("", 29550)
+
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "async_sac.py")
+
+
+@pytest.mark.slow
+def test_async_sac_recipe_learner_and_actor_roles(tmp_path):
+    import subprocess
+    import sys
+
+    args = [
+        "--total_steps", "200", "--random_steps", "50", "--training_starts", "50", "--sac.batch_size", "16",
+        "--sac.hidden", "16,16", "--sac.num_critics", "2", "--sac.utd_ratio", "2", "--log_every", "50",
+        "--logdir", str(tmp_path), "--progress", "false", "--port", str(_free_port()), "--timeout_s", "5",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = partial(subprocess.Popen, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    learner = run([sys.executable, RECIPE, "--role", "learner", *args])
+    actor = run([sys.executable, RECIPE, "--role", "actor", *args])
+    try:
+        actor_out, _ = actor.communicate(timeout=150)
+        learner_out, _ = learner.communicate(timeout=60)
+    finally:
+        for p in (learner, actor):
+            p.kill()
+            p.wait()
+    assert actor.returncode == 0 and learner.returncode == 0, actor_out[-2000:] + learner_out[-2000:]
+    assert "'frames': 200" in actor_out
+    run_dir = tmp_path / "async_sac_learner_seed0"
+    assert (run_dir / "checkpoints" / "checkpoint-000000000200").is_dir()
+    lags = [float(line.split(",")[1]) for line in (run_dir / "scalars/train/actor_policy_lag.csv").read_text().split()]
+    assert lags and all(lag >= 0 for lag in lags)
+    # a restarted learner resumes its state from the checkpoint
+    resumed = subprocess.run([sys.executable, RECIPE, "--role", "learner", "--resume", "true", *args],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resumed frames=200" in resumed.stdout

@@ -260,6 +260,7 @@ class RemoteActor:
             init_random_frames=init_random_frames,
             exploration_type=exploration_type,
             track_policy_version=True,
+            auto_register_policy_transforms=False,
         )
         self.collector.policy_version_tracker.version = -1
         self._backlog = collections.deque(maxlen=max_backlog)
@@ -322,11 +323,18 @@ class RemoteActor:
                     on_batch(self.stats)
                 if self._stop.is_set() or 0 <= total_frames <= self.stats["frames"]:
                     break
+            self._drain(thread)
         finally:
             self._stop.set()
             thread.join(timeout=self.link.timeout_s + self.reconnect_every_s + 1)
             self.collector.shutdown()
         return self.stats
+
+    def _drain(self, thread: threading.Thread) -> None:
+        # a finished run hands its last batches over, but never waits on the link for long
+        deadline = time.monotonic() + 2 * self.link.timeout_s
+        while self._backlog and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self._stop.set()
