@@ -168,3 +168,17 @@ def test_process_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path):
     assert torch.equal(decode(s["next", "front"]).abs(), s["observation"][:, 0].long().abs() + 1)
     with pytest.raises(FileNotFoundError, match="LATEST"):
         restored.load(tmp_path / "nowhere")
+
+
+def test_checkpoint_writes_only_the_rows_in_use(tmp_path):
+    rb = OnlineDemoReplayBuffer(20_000, 100, pixel_keys=["front", "wrist"], scratch_dir=tmp_path / "rb")
+    rb.extend_demos(transitions(1, 50, sign=-1.0))
+    rb.extend(transitions(1000, 100))
+    version = rb.save(tmp_path / "ckpt")
+    on_disk = sum(f.stat().st_size for f in (version / "online").rglob("*") if f.is_file())
+    row_bytes = 2 * 3 * 8 * 8 + 200  # two frames and the low-dimensional entries, roughly
+    assert on_disk < 101 * row_bytes * 1.5  # 101 rows written, not 20,000
+    restored = OnlineDemoReplayBuffer(20_000, 100, pixel_keys=["front", "wrist"], scratch_dir=tmp_path / "r")
+    restored.load(tmp_path / "ckpt")
+    assert len(restored.online_buffer) == 101
+    assert (restored.online_buffer.storage.get(torch.arange(101)) == rb.online_buffer.storage.get(torch.arange(101))).all()

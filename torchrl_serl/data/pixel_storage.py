@@ -20,6 +20,8 @@ from tensordict.utils import NestedKey
 from torchrl.data import LazyMemmapStorage, RoundRobinWriter, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import RandomSampler
 
+from torchrl_serl.data.checkpoint import FilledRowsCheckpointer
+
 # Storage flag: True where row i is a transition whose next frames are in row i + 1.
 HAS_NEXT = "_has_next_frame"
 
@@ -120,6 +122,7 @@ class FrameDedupReplayBuffer(TensorDictReplayBuffer):
             storage=make_pixel_storage(capacity, scratch_dir, pixel_keys),
             sampler=NextFrameSampler(),
             writer=RoundRobinWriter(),
+            checkpointer=FilledRowsCheckpointer(),
             generator=generator,
             batch_size=batch_size,
             transform=transform,

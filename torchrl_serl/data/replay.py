@@ -14,6 +14,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import LazyMemmapStorage, OfflineToOnlineReplayBuffer, TensorDictReplayBuffer
 
+from torchrl_serl.data.checkpoint import FilledRowsCheckpointer
 from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 
 # Keys the buffers add themselves; they are not part of the data contract between demos and online.
@@ -124,7 +125,9 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         scratch = self.scratch_dir / name
         if self.pixel_keys:
             return FrameDedupReplayBuffer(capacity, self.pixel_keys, scratch, generator=generator)
-        return TensorDictReplayBuffer(storage=LazyMemmapStorage(capacity, scratch_dir=scratch), generator=generator)
+        return TensorDictReplayBuffer(
+            storage=LazyMemmapStorage(capacity, scratch_dir=scratch), checkpointer=FilledRowsCheckpointer(), generator=generator
+        )
 
     @property
     def demo_buffer(self) -> TensorDictReplayBuffer:
