@@ -241,3 +241,45 @@ def test_compiled_drq_update_matches_eager():
         with torch._dynamo.config.patch(error_on_recompile=True):
             for seed in (1, 2):
                 assert torch.isfinite(compiled(transitions(8, seed=seed)))
+
+
+def test_same_losses_and_gradients_as_the_plain_wiring():
+    """DrQLoss (trunk once, features reused) == SERLSACLoss with the encoder inside actor and critic."""
+    from torchrl_serl.modules.actors import TanhGaussianActorNet
+    from torchrl_serl.modules.critics import EnsembleQValue
+    from torchrl_serl.modules.sac_networks import make_sac_actor, make_sac_critic
+    from torchrl_serl.objectives.sac import SERLSACLoss
+
+    loss, actor, qvalue, enc = make_loss(augment=False, num_critics=4, critic_subset=2)
+    e = enc.out_features
+    plain_actor = make_sac_actor(e, 4, hidden=(32, 32), encoder=enc)
+    plain_critic = make_sac_critic(e, 4, num_critics=4, hidden=(32, 32), encoder=enc)
+    def net(module, cls):
+        return next(x for x in module.modules() if isinstance(x, cls))
+
+    for cls, src, dst in ((TanhGaussianActorNet, actor, plain_actor), (EnsembleQValue, qvalue, plain_critic)):
+        net(dst, cls).load_state_dict(net(src, cls).state_dict())
+    plain = SERLSACLoss(plain_actor, plain_critic, critic_subset=2)
+    plain.make_value_estimator(gamma=0.96)
+    td = transitions(6)
+
+    def run(module, params):
+        for p in params:
+            p.grad = None
+        torch.manual_seed(11)
+        out = module(td.clone())
+        (out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
+        return out, [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+
+    def aligned(a, q, log_alpha):
+        # Encoder heads (the same module in both), actor net, critic ensemble, temperature.
+        nets = [*net(a, TanhGaussianActorNet).parameters(), *net(q, EnsembleQValue).parameters()]
+        return [*enc.head_parameters(), *nets, log_alpha]
+
+    out, grads = run(loss, aligned(actor, qvalue, loss.log_alpha))
+    plain_out, plain_grads = run(plain, aligned(plain_actor, plain_critic, plain.log_alpha))
+    for key in ("loss_qvalue", "loss_actor", "loss_alpha", "target_q_mean"):
+        torch.testing.assert_close(out[key], plain_out[key])
+    assert any(g.abs().sum() > 0 for g in grads[: len(enc.head_parameters())])
+    for g, pg in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(g, pg, rtol=1e-4, atol=1e-5)
