@@ -157,8 +157,9 @@ def main(argv=None) -> dict[str, float]:
         cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
         use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
     )
+    capacity = cfg.buffer_size  # not tied to total_steps: a resumed run may extend the budget
     buffer = FrameDedupReplayBuffer(
-        min(cfg.buffer_size, cfg.total_steps) + 2, pixel_keys=keys, scratch_dir=logger.run_dir / "replay",
+        capacity + capacity // cfg.env.max_episode_steps + 2, pixel_keys=keys,  # + one tail row per episode scratch_dir=logger.run_dir / "replay",
         batch_size=cfg.drq.batch_size,
         # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
         transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
