@@ -101,7 +101,7 @@ def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
 
 
 def run_learner(cfg: Config, agent, updater, optimizers, logger: RunLogger) -> None:
-    buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size)
+    buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size, device=cfg.device)
     checkpointer = RunCheckpointer(logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
                                    loss=agent.loss, buffer=buffer, logger=logger, **optimizers)
     frames = updates = 0
@@ -159,11 +159,13 @@ def main(argv=None) -> None:
         raise ValueError(f"role must be one of {ROLES}, got {cfg.role!r}")
     if cfg.push_every < 1:
         raise ValueError(f"push_every must be >= 1, got {cfg.push_every}")
+    if cfg.role != "learner" and cfg.device != "cpu":
+        raise ValueError(f"--device applies to the learner role only; role {cfg.role!r} runs on cpu, got {cfg.device!r}")
     seed_everything(cfg.seed)
     probe = make_sim_env(cfg.env, cfg.seed)
     obs_dim, action_dim = probe.observation_spec["observation"].shape[-1], probe.action_spec.shape[-1]
     probe.close()
-    agent = make_sac_agent(cfg.sac, obs_dim, action_dim)
+    agent = make_sac_agent(cfg.sac, obs_dim, action_dim, device=cfg.device)
     if cfg.role == "actor":
         run_actor(cfg, agent)
         return
