@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import TensorDictModuleBase, TensorDictSequential
+from tensordict.nn import TensorDictModuleBase
 from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate
@@ -67,8 +67,9 @@ def _policy_config(kwargs: Mapping | None) -> dict:
 class _Agent:
     """Shared update/act machinery; build agents with the ``create_*`` constructors."""
 
-    # SERL's DrQ ends a high-UTD step with a full update (critic + actor + temperature);
-    # SERL's SAC runs utd_ratio critic updates, then actor + temperature on the last minibatch.
+    # SERL's SAC (update_high_utd): utd_ratio critic updates, then actor + temperature on the last
+    # minibatch with the updated critic. SERL's pixel learner loop: cta_ratio - 1 critic updates,
+    # then one full update whose actor loss sees the critic before that step's critic update.
     _FULL_LAST_UPDATE = False
 
     def __init__(
@@ -150,9 +151,10 @@ class _Agent:
                 self.schedulers[name].step()
 
     def update(self, batch, utd_ratio: int = 1) -> dict[str, float]:
-        """One learner step, SERL's ``update_high_utd``: the batch is split into ``utd_ratio``
-        minibatches; each trains the critic (then the target moves by ``tau``), and the last one
-        also trains actor and temperature. Returns detached diagnostics as floats.
+        """One learner step: the batch is split into ``utd_ratio`` minibatches; each trains the
+        critic (then the target moves by ``tau``), and the last one also trains actor and
+        temperature (see the class docstring for the exact SERL schedule). Returns detached
+        diagnostics as floats.
 
         Args:
             batch: ``[B]`` transitions (TensorDict or SERL dict), ``B`` divisible by ``utd_ratio``.
@@ -212,7 +214,11 @@ class _Agent:
 
 
 class SACAgent(_Agent):
-    """SERL's state SAC agent (``serl_launcher.agents.continuous.sac.SACAgent``) on :class:`SERLSACLoss`."""
+    """SERL's state SAC agent (``serl_launcher.agents.continuous.sac.SACAgent``) on :class:`SERLSACLoss`.
+
+    ``update(batch, utd_ratio=k)``: ``k`` critic-only updates on ``k`` minibatches, then one actor +
+    temperature update on the last minibatch (SERL's ``SACAgent.update_high_utd``).
+    """
 
     @classmethod
     def create_states(
@@ -298,7 +304,12 @@ class SACAgent(_Agent):
 
 
 class DrQAgent(_Agent):
-    """SERL's pixel agent (``serl_launcher.agents.continuous.drq.DrQAgent``) on :class:`DrQLoss`."""
+    """SERL's pixel agent (``serl_launcher.agents.continuous.drq.DrQAgent``) on :class:`DrQLoss`.
+
+    ``update(batch, utd_ratio=k)``: ``k - 1`` critic-only updates, then one full update (critic,
+    actor, temperature) on the last minibatch: SERL's pixel learner loop (``cta_ratio - 1`` calls to
+    ``update_critics``, then ``update_high_utd(utd_ratio=1)``; ``cta_ratio=4``).
+    """
 
     _FULL_LAST_UPDATE = True
 
