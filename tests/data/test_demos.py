@@ -36,13 +36,16 @@ def test_record_save_load_round_trip(tmp_path, scripted_demo):
     assert meta["num_transitions"] == scripted_demo.shape[0] and meta["num_episodes"] == 1
     with pytest.raises(FileExistsError):
         save_demos(tmp_path / "demos", scripted_demo, **META)
+    save_demos(tmp_path / "demos", scripted_demo[:5], **META, overwrite=True)
+    assert load_demos(tmp_path / "demos")[0].shape == (5,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demos"]  # no temporary or old copies left
 
 
 def test_sim_demos_and_collector_data_in_online_demo_buffer(tmp_path, pixel_env, scripted_demo):
     rb = OnlineDemoReplayBuffer(400, 200, pixel_keys=["front", "wrist"], scratch_dir=tmp_path, batch_size=64)
     rb.extend_demos(scripted_demo)
     collector = Collector(pixel_env, ScriptedPickPolicy(pixel_env, noise_std=0.3, generator=torch.Generator().manual_seed(0)),
-                          frames_per_batch=40, total_frames=120)
+                          frames_per_batch=40, total_frames=120, auto_register_policy_transforms=False)
     batches, rows = [], []
     for batch in collector:
         rows.append(rb.extend(batch))  # ("collector", "traj_ids") is dropped, so keys match the rollout demos

@@ -27,7 +27,7 @@ def test_collector_interventions_routed_to_demos_with_exact_frames(tmp_path):
 
     rb = OnlineDemoReplayBuffer(100, 100, pixel_keys=["front", "wrist"], scratch_dir=tmp_path, batch_size=16)
     router = InterventionRouter(rb)
-    collector = Collector(env, policy, frames_per_batch=12, total_frames=24)
+    collector = Collector(env, policy, frames_per_batch=12, total_frames=24, auto_register_policy_transforms=False)
     step["n"] = 0  # the collector runs the policy once while building its buffers
     data = []
     for batch in collector:

@@ -73,9 +73,11 @@ def save_demos(
     }
     with open(tmp / _META, "w") as f:
         json.dump(meta, f, indent=1)
-    if path.exists():
-        shutil.rmtree(path)
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    if path.exists():  # overwrite: move the old file aside first, so a crash never loses both
+        os.rename(path, old)
     os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 
