@@ -36,7 +36,12 @@ def train_pendulum(frames: int, utd: int, hidden, num_critics: int, seed: int = 
     actor_opt = make_optimizer([*loss.actor_network_params.values(True, True), loss.log_alpha], lr=3e-4)
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(frames), batch_size=128)
     collector = Collector(
-        env, actor, frames_per_batch=50, total_frames=frames, init_random_frames=init_random
+        env,
+        actor,
+        frames_per_batch=50,
+        total_frames=frames,
+        init_random_frames=init_random,
+        auto_register_policy_transforms=False,  # a feed-forward policy needs no env transform
     )
     logs = []
     for data in collector:
@@ -78,7 +83,9 @@ def test_pipeline_runs_with_collector_buffer_and_optimizers():
 
 @pytest.mark.slow
 def test_sac_learns_pendulum():
-    env, actor, _ = train_pendulum(frames=4000, utd=2, hidden=(128, 128), num_critics=10)
+    # SERL settings (10 critics, subset 2, LayerNorm) with small nets to fit 1 thread:
+    # this seed scored about -80 after 3000 frames (solved is about -150).
+    env, actor, _ = train_pendulum(frames=3000, utd=2, hidden=(64, 64), num_critics=10)
     before = -1200.0  # a random policy scores about -1200 on Pendulum-v1
     score = evaluate(env, actor)
     assert score > -400, f"eval return {score:.0f} (random ~ {before:.0f})"
