@@ -31,6 +31,14 @@ def test_exact_demo_fraction_every_batch(tmp_path, fraction, batch):
         assert is_demo[:n_demo].all() and not is_demo[n_demo:].any()
 
 
+def test_collector_shaped_batches_are_flattened(tmp_path):
+    rb = _filled(tmp_path, batch_size=32)
+    rb.extend(torch.stack([transitions(3000, 10, pixels=False), transitions(4000, 10, pixels=False)]))
+    assert len(rb.online_buffer) == 60 + 20
+    ids = set(rb.sample(4000)["observation"][2000:, 0].long().tolist())
+    assert set(range(3000, 3010)) | set(range(4000, 4010)) <= ids
+
+
 def test_interventions_appended_to_demos_during_training(tmp_path):
     rb = _filled(tmp_path, batch_size=64)
     n = len(rb.demo_buffer)

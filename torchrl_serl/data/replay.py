@@ -154,17 +154,19 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
             details = ", ".join(f"{k}: {got} (buffer has {want})" for k, (got, want) in sorted(differ.items()))
             raise ValueError(f"shape/dtype of the {where} data do not match the buffer's: {details}")
 
-    def extend(self, data: TensorDictBase) -> torch.Tensor:
-        """Append online transitions ``[T]`` or ``[N_envs, T]`` (collector bookkeeping keys are dropped)."""
+    def _prepare(self, data: TensorDictBase, where: str) -> TensorDictBase:
         data = data.exclude(*self.drop_keys)
-        self._check_keys(data, "online")
-        return self._online_buffer.extend(data)
+        self._check_keys(data, where)
+        # The pixel storage reads [N_envs, T] trajectory by trajectory; a flat storage needs [N].
+        return data if self.pixel_keys else data.reshape(-1)
+
+    def extend(self, data: TensorDictBase) -> torch.Tensor:
+        """Append online transitions ``[T]`` or ``[N_envs, T]`` (``drop_keys`` entries are dropped)."""
+        return self._online_buffer.extend(self._prepare(data, "online"))
 
     def extend_demos(self, data: TensorDictBase) -> torch.Tensor:
         """Append demonstrations or intervention transitions to the demo side."""
-        data = data.exclude(*self.drop_keys)
-        self._check_keys(data, "demo")
-        return self._offline_buffer.extend(data)
+        return self._offline_buffer.extend(self._prepare(data, "demo"))
 
     def sample(self, batch_size: int | None = None) -> TensorDictBase:
         """``[B]`` batch: the first ``round(demo_fraction * B)`` rows are demos, the rest online."""
