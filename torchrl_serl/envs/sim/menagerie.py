@@ -9,12 +9,6 @@ import mujoco
 MENAGERIE_ENV_VAR = "MENAGERIE_ROOT"
 
 
-def menagerie_root(root: str | os.PathLike | None = None) -> str | None:
-    """``root`` if given, else ``$MENAGERIE_ROOT``, else ``None`` (use the built-in models)."""
-    root = root if root is not None else os.environ.get(MENAGERIE_ENV_VAR)
-    return None if root in (None, "") else os.fspath(root)
-
-
 def attach_menagerie_model(world: mujoco.MjsBody, spec: mujoco.MjSpec, root: str, relpath: str,
                            prefix: str) -> None:
     """Attach ``root/relpath`` under ``world`` with names prefixed by ``prefix``.

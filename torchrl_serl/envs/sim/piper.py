@@ -105,7 +105,7 @@ def add_piper(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "piper/
 
 # Fixed TCP orientation: fingers open along world y, approach axis 30 deg from vertical, leaning
 # away from the base. Straight down is not reachable above ~0.15 m (joint 5 stops at +-75 deg);
-# 30 deg reaches the whole task box (checked in tests/envs/sim/test_piper.py).
+# 30 deg reaches the grasp and lift region (checked in tests/envs/sim/test_sim_models.py).
 PIPER_TILT_RAD = np.pi / 6
 PIPER_TCP_QUAT = axis_quat("y", np.pi - PIPER_TILT_RAD)
 
