@@ -162,6 +162,23 @@ def test_learner_restart_and_actor_crash(procs, tmp_path):
           and s["adam_steps"] > after["adam_steps"], 60, "a new actor to feed the same learner")
 
 
+def test_remote_actor_acts_with_the_learner_weights():
+    port = _free_port()
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
+    learner_policy = make_policy()
+    link.publish_weights(learner_policy, 7)
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, timeout_s=2.0, seed=0)
+    stats = actor.run(total_frames=300)
+    data = torch.cat(link.pull())
+    assert data.numel() == stats["frames"] == 300 and stats["weights_version"] == 7
+    versions = data["next", "policy_version"].squeeze(-1)
+    assert set(versions.tolist()) <= {-1, 7} and (versions == 7).sum() >= 200
+    tagged = data[versions == 7]
+    with torch.no_grad():
+        # the actor acted with the published network, not its own initial one
+        torch.testing.assert_close(tagged["loc"], learner_policy(tagged.select("observation").clone())["loc"])
+
+
 def _serve(port, ready):
     link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
     link.publish_weights(nn.Linear(2, 2), 1)

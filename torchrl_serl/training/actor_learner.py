@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import torch
 from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import MultiAsyncCollector
 from torchrl.data import ReplayBuffer

@@ -268,7 +268,9 @@ class RemoteActor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tag = None
-        self.stats = {"frames": 0, "sent": 0, "dropped": 0, "link_errors": 0, "weights_version": -1, "weight_updates": 0}
+        self.stats = {
+            "frames": 0, "sent": 0, "dropped": 0, "link_errors": 0, "weights_version": -1, "weight_updates": 0,
+        }
 
     def _service_link(self) -> None:
         while not self._stop.is_set():
