@@ -283,3 +283,17 @@ def test_same_losses_and_gradients_as_the_plain_wiring():
     assert any(g.abs().sum() > 0 for g in grads[: len(enc.head_parameters())])
     for g, pg in zip(grads, plain_grads, strict=True):
         torch.testing.assert_close(g, pg, rtol=1e-4, atol=1e-5)
+
+
+def test_make_drq_networks_variants():
+    actor, qvalue, enc = make_drq_networks(image_size=SIZE, encoder="mobilenet", share_trunk=False, num_critics=3)
+    assert not enc.shared_trunk and enc.freeze_trunk
+    assert enc.out_features == 2 * 256 + 7
+    td = enc(transitions(2).exclude("next"))
+    assert qvalue(actor(td))["state_action_value"].shape == (2, 3, 1)
+    _, _, small = make_drq_networks(image_size=SIZE, encoder="small", freeze_trunk=True)
+    assert not small.freeze_trunk  # SERL's small encoder is always trained
+    with pytest.raises(ValueError, match="unknown encoder 'resnet18'"):
+        make_drq_networks(encoder="resnet18")
+    with pytest.raises(ValueError, match="trained from scratch"):
+        make_drq_networks(encoder="small", pretrained_path="weights.pt")

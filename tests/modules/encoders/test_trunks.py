@@ -83,3 +83,11 @@ def test_mobilenet_never_downloads_and_loads_local(tmp_path):
 def test_trunks_reject_bad_dtype():
     with pytest.raises(TypeError, match="uint8"):
         resnet10()(torch.zeros(1, 3, 32, 32, dtype=torch.int32))
+
+
+def test_channels_last_trunk_gives_the_same_features():
+    trunk = resnet10()
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    expected = trunk(x)
+    trunk.channels_last = True
+    torch.testing.assert_close(trunk(x), expected, rtol=1e-4, atol=1e-4)
