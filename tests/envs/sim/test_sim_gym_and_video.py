@@ -53,3 +53,26 @@ def test_record_video_gif(tmp_path):
             record_video(env, ScriptedPickPolicy(), tmp_path / "x.avi")
     finally:
         env.close()
+
+
+def test_record_video_mp4_needs_imageio_ffmpeg(tmp_path, monkeypatch):
+    import sys
+
+    env = PiperPickCubeEnv(seed=0, image_size=48)
+    try:
+        monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if not installed
+        with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
+            record_video(env, ScriptedPickPolicy(), tmp_path / "episode.mp4", max_steps=2)
+    finally:
+        env.close()
+
+
+def test_record_video_mp4(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    env = PiperPickCubeEnv(seed=0, image_size=48)
+    try:
+        path = tmp_path / "episode.mp4"
+        assert record_video(env, ScriptedPickPolicy(), path, max_steps=5) == 6
+        assert path.stat().st_size > 0
+    finally:
+        env.close()

@@ -34,6 +34,11 @@ def record_video(
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     max_steps = env.max_episode_steps if max_steps is None else max_steps
+    if ext == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError as err:
+            raise RuntimeError("writing .mp4 needs `pip install imageio-ffmpeg`; or write a .gif") from err
 
     td = env.reset()
     frames = [env.render_frame(camera)]
@@ -47,9 +52,5 @@ def record_video(
     if ext == ".gif":
         iio.imwrite(path, video, extension=".gif", duration=1000.0 / fps, loop=0)
     else:
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError as err:
-            raise RuntimeError("writing .mp4 needs `pip install imageio-ffmpeg`; or write a .gif") from err
         iio.imwrite(path, video, extension=".mp4", fps=fps, plugin="FFMPEG")
     return len(frames)
