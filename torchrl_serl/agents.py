@@ -109,7 +109,6 @@ class _Agent:
         self._full_loss = torch.compile(loss.forward) if compile else loss.forward
         self.step = 0
 
-    # ---------------------------------------------------------------- batches
     def _to_tensordict(self, obs) -> TensorDictBase:
         """Observation(s) -> tensordict with this package's keys and channels-first images."""
         raise NotImplementedError
@@ -137,7 +136,6 @@ class _Agent:
         td.set("next", nxt)
         return td
 
-    # ---------------------------------------------------------------- update
     def _step(self, names: Sequence[str], loss: torch.Tensor, info: dict) -> None:
         for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
@@ -185,7 +183,6 @@ class _Agent:
         self.step += 1
         return {k: float(v.detach()) for k, v in info.items()}
 
-    # ---------------------------------------------------------------- act
     @torch.no_grad()
     def sample_actions(self, observations, deterministic: bool = False) -> torch.Tensor:
         """Actions ``[*B, A]`` in ``[-1, 1]`` for observations ``[*B, ...]`` (tanh-Gaussian sample,

@@ -151,7 +151,6 @@ class DrQLoss(SERLSACLoss):
     def frozen_trunk(self) -> bool:
         return self.encoder.freeze_trunk
 
-    # ---------------------------------------------------------------- checks
     def _check(self, tensordict: TensorDictBase) -> None:
         # SERLSACLoss checks the latent batch it receives from here; the raw batch was checked
         # by _check_batch already, so there is nothing left to check.
@@ -188,7 +187,6 @@ class DrQLoss(SERLSACLoss):
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise ValueError(f"DrQLoss: non-finite values (NaN/inf) in batch entry {key}")
 
-    # ---------------------------------------------------------------- encoding
     def _images(self, tensordict: TensorDictBase, with_next: bool) -> TensorDict:
         """Camera images keyed like the encoder, ``[B, ...]`` or ``[2, B, ...]`` (obs, next), augmented."""
         images = {}
@@ -267,7 +265,6 @@ class DrQLoss(SERLSACLoss):
         )
         return super()._actor_dist(actor_in)
 
-    # ---------------------------------------------------------------- losses
     def loss_critic(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Critic-only update (trains critic and encoder); actor and temperature untouched."""
         self._check_batch(tensordict)
