@@ -152,8 +152,8 @@ class DrQLoss(SERLSACLoss):
         return self.encoder.freeze_trunk
 
     def _check(self, tensordict: TensorDictBase) -> None:
-        # SERLSACLoss checks the latent batch it receives from here; the raw batch was checked
-        # by _check_batch already, so there is nothing left to check.
+        # SERLSACLoss would check the embedding batches built here; the raw batch they come
+        # from was checked by _check_batch, so there is nothing left to check.
         return
 
     def _check_batch(self, tensordict: TensorDictBase, with_next: bool = True) -> None:
