@@ -189,7 +189,6 @@ class SERLSACLoss(SACLoss):
     def out_keys(self, values):
         raise AttributeError("SERLSACLoss out_keys are fixed")
 
-    # ---------------------------------------------------------------- helpers
     def _obs_keys(self, module) -> list[NestedKey]:
         return [k for k in module.in_keys if k != self.tensor_keys.action]
 
@@ -199,13 +198,20 @@ class SERLSACLoss(SACLoss):
         keys = self.in_keys
         missing = [k for k in keys if k not in tensordict.keys(True)]
         if missing:
-            raise KeyError(f"SERLSACLoss: batch is missing keys {missing} (needs {sorted(map(str, keys))})")
+            raise KeyError(
+                f"SERLSACLoss: batch is missing keys {missing} (needs {sorted(map(str, keys))})"
+            )
         if tensordict.ndim != 1:
-            raise ValueError(f"SERLSACLoss expects a flat batch [B], got batch_size {tuple(tensordict.batch_size)}")
-        for key in (("next", self.tensor_keys.reward), ("next", self.tensor_keys.done), ("next", self.tensor_keys.terminated)):
+            raise ValueError(
+                f"SERLSACLoss expects a flat batch [B], got batch_size {tuple(tensordict.batch_size)}"
+            )
+        for name in ("reward", "done", "terminated"):
+            key = ("next", getattr(self.tensor_keys, name))
             shape = tuple(tensordict.get(key).shape)
             if shape != (tensordict.shape[0], 1):
-                raise ValueError(f"{key} must have shape [B, 1] = {(tensordict.shape[0], 1)}, got {shape}")
+                raise ValueError(
+                    f"{key} must have shape [B, 1] = {(tensordict.shape[0], 1)}, got {shape}"
+                )
         for key in keys:
             value = tensordict.get(key)
             if value.is_floating_point() and not torch.isfinite(value).all():
@@ -239,7 +245,6 @@ class SERLSACLoss(SACLoss):
             q = q.index_select(-2, idx)
         return q.amin(-2)
 
-    # ---------------------------------------------------------------- losses
     def loss_critic(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Critic loss alone: gradients reach the critic (and its encoder) only.
 
@@ -260,9 +265,13 @@ class SERLSACLoss(SACLoss):
         with self.qvalue_network_params.to_module(self.qvalue_network, preserve_module_state=False):
             q = self.qvalue_network(q_in).get(self.tensor_keys.state_action_value)  # [B, N, 1]
         if q.shape[-2] != self.num_critics:
-            raise ValueError(f"critic returned {q.shape[-2]} values per sample, expected num_critics={self.num_critics}")
+            raise ValueError(
+                f"critic returned {q.shape[-2]} values per sample, "
+                f"expected num_critics={self.num_critics}"
+            )
         loss = (q - target.unsqueeze(-2)).pow(2).sum((-2, -1))  # SERL: sum over the ensemble
-        loss = self._reduce_loss(loss, tensordict=tensordict, weights=self._maybe_get_priority_weight(tensordict))
+        weights = self._maybe_get_priority_weight(tensordict)
+        loss = self._reduce_loss(loss, tensordict=tensordict, weights=weights)
         return TensorDict(
             loss_qvalue=loss, q_mean=q.detach().mean(), target_q_mean=target.mean(), batch_size=[]
         )
@@ -275,12 +284,14 @@ class SERLSACLoss(SACLoss):
             action, log_prob = compute_rsample_log_prob(self._actor_dist(tensordict))
         q_in = tensordict.select(*self._obs_keys(self.qvalue_network), strict=False)
         q_in.set(self.tensor_keys.action, action)
-        with self._cached_detached_qvalue_params.to_module(self.qvalue_network, preserve_module_state=False):
+        detached = self._cached_detached_qvalue_params
+        with detached.to_module(self.qvalue_network, preserve_module_state=False):
             q = self.qvalue_network(q_in).get(self.tensor_keys.state_action_value)
         q = q.mean(-2) if self.actor_reduction == "mean" else q.amin(-2)
         alpha = self._alpha
         weights = self._maybe_get_priority_weight(tensordict)
-        loss_actor = self._reduce_loss(alpha * log_prob - q.squeeze(-1), tensordict=tensordict, weights=weights)
+        loss_actor = alpha * log_prob - q.squeeze(-1)
+        loss_actor = self._reduce_loss(loss_actor, tensordict=tensordict, weights=weights)
         entropy = -log_prob.detach().mean()
         if self.temperature_loss == "lagrange":
             loss_alpha = self.log_alpha.exp() * (entropy - self.target_entropy)
