@@ -49,7 +49,12 @@ DEFAULT_PHASE_GAINS = {"reset": ImpedanceGains(2000.0, 150.0), "task": Impedance
 
 
 class FrankaGripper(Gripper):
-    """Franka Hand through ``franky.Gripper``. ``close()`` grasps (holds with ``force_n``)."""
+    """Franka Hand through ``franky.Gripper``. ``close()`` grasps (holds with ``force_n``).
+
+    The Hand runs one command at a time and a new one blocks until the last finishes, so a
+    command issued while one is in flight is kept (latest wins) and sent when it completes;
+    ``width()`` and every new command flush it.
+    """
 
     def __init__(self, host: str, speed_mps: float = 0.1, force_n: float = 20.0):
         franky = _import_franky()
@@ -57,16 +62,30 @@ class FrankaGripper(Gripper):
         self.max_width_m = float(self._gripper.max_width)
         self.speed_mps = float(speed_mps)
         self.force_n = float(force_n)
+        self._future = None
+        self._pending = None
+
+    def _submit(self, command) -> None:
+        self._pending = command
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._pending is None or (self._future is not None and not self._future.wait(0)):
+            return
+        command, self._pending = self._pending, None
+        self._future = command()
 
     def move_to_position(self, width_m: float) -> None:
-        self._gripper.move_async(self._check_width(width_m), self.speed_mps)
+        width_m = self._check_width(width_m)
+        self._submit(lambda: self._gripper.move_async(width_m, self.speed_mps))
 
     def close(self) -> None:
         # A grasp with a wide outer epsilon succeeds on any object and keeps squeezing it.
-        self._gripper.grasp_async(0.0, self.speed_mps, self.force_n, epsilon_inner=0.005,
-                                  epsilon_outer=self.max_width_m)
+        self._submit(lambda: self._gripper.grasp_async(0.0, self.speed_mps, self.force_n, epsilon_inner=0.005,
+                                                       epsilon_outer=self.max_width_m))
 
     def width(self) -> float:
+        self._flush()
         return float(self._gripper.width)
 
 
