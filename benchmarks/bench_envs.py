@@ -82,6 +82,9 @@ def raw_cost(env, steps: int, repeats: int) -> float:
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
                      mujoco.mjtRndFlag.mjRND_SKYBOX):
             renderer.scene.flags[flag] = False
+        for cam in env.camera_keys:  # first frames compile shaders: keep them out of the timing
+            renderer.update_scene(start, camera=cam)
+            renderer.render()
 
     def run():
         mujoco.mj_copyData(data, model, start)
