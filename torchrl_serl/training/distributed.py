@@ -264,15 +264,15 @@ class RemoteActor:
         )
         self.collector.policy_version_tracker.version = -1
         self._backlog = collections.deque(maxlen=max_backlog)
-        self._pending = None  # (tag, version, state) fetched by the link thread
+        self._pending = None  # (version, state) fetched by the link thread
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._tag = None
         self.stats = {
             "frames": 0, "sent": 0, "dropped": 0, "link_errors": 0, "weights_version": -1, "weight_updates": 0,
         }
 
     def _service_link(self) -> None:
+        fetched = None  # tag of the newest weights handed to the control loop
         while not self._stop.is_set():
             try:
                 if not self.link.connected:
@@ -289,10 +289,11 @@ class RemoteActor:
                     self.stats["sent"] += 1
                 self.link.heartbeat()
                 tag = self.link.weights_tag()
-                if tag is not None and tag != self._tag:
+                if tag is not None and tag != fetched:
                     session, version, state = self.link.fetch_weights()
+                    fetched = f"{session}:{version}"
                     with self._lock:
-                        self._pending = (f"{session}:{version}", version, state)
+                        self._pending = (version, state)
                 self._stop.wait(0.01)
             except LinkError:
                 self.stats["link_errors"] += 1
@@ -303,9 +304,8 @@ class RemoteActor:
             pending, self._pending = self._pending, None
         if pending is None:
             return
-        tag, version, state = pending
+        version, state = pending
         self.policy.load_state_dict(state)
-        self._tag = tag
         self.collector.policy_version_tracker.version = version
         self.stats["weights_version"] = version
         self.stats["weight_updates"] += 1
