@@ -1,0 +1,91 @@
+"""ArmServer + RemoteArm on loopback, serving a PiperArm that talks to the CAN double."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from torchrl_serl.envs.robots.interfaces import RobotConnectionError
+
+pytestmark = [pytest.mark.robots, pytest.mark.filterwarnings("ignore:The 'bustype' argument:DeprecationWarning")]
+
+
+@pytest.fixture
+def served(piper_double, can_channel):
+    pytest.importorskip("zmq", reason="needs the [robots] extra (pyzmq)")
+    from torchrl_serl.envs.robots.piper import PiperArm
+    from torchrl_serl.envs.robots.remote import RemoteArm
+    from torchrl_serl.envs.robots.server import ArmServer
+
+    arm = PiperArm(can_channel, bustype="virtual")
+    arm.connect()
+    server = ArmServer(arm, "tcp://127.0.0.1:*", idle_stop_s=0.3).start()
+    remote = RemoteArm(server.endpoint, timeout_s=0.5)
+    remote.connect()
+    yield remote, server, arm
+    remote.disconnect()
+    server.close()
+    arm.disconnect()
+
+
+def test_remote_state_and_commands_reach_the_arm(served, piper_double):
+    remote, _, arm = served
+    assert remote.n_joints == 6 and remote.gripper.max_width_m == pytest.approx(0.07)
+    state = remote.get_state()
+    np.testing.assert_allclose(state.tcp_pos, arm.get_state().tcp_pos, atol=1e-6)
+    q = np.array([0.0, 0.9, -0.8, 0.0, 0.6, 0.0])
+    remote.move_to_joint_positions(q, 5.0)
+    np.testing.assert_allclose(remote.get_state().q, q, atol=0.01)
+    target = remote.get_state().tcp_pos + np.array([0.01, 0.0, 0.0])
+    remote.set_cartesian_target(target, remote.get_state().tcp_quat)
+    assert piper_double.wait_for(lambda: np.allclose(piper_double.pose[:3] / 1e6, target, atol=1e-3))
+    remote.gripper.move_to_position(0.03)
+    assert piper_double.wait_for(lambda: abs(remote.gripper.width() - 0.03) < 1e-3)
+    assert remote.ping_s() < 0.05
+
+
+def test_remote_errors_are_clear(served, piper_double):
+    remote, _, _ = served
+    time.sleep(0.05)  # let the connect-time frames land
+    piper_double.clear_received()
+    with pytest.raises(ValueError, match="NaN"):  # refused on the client: never leaves the learner
+        remote.set_cartesian_target([np.nan, 0, 0.3], [0, 0, 0, 1])
+    with pytest.raises(ValueError, match="joint limits"):  # refused by the server's arm
+        remote.move_to_joint_positions([0, -1.0, 0, 0, 0, 0])
+    time.sleep(0.05)
+    assert piper_double.ids() == []
+
+
+def test_server_stops_arm_when_client_goes_quiet(served, piper_double):
+    remote, server, _ = served
+    remote.get_state()
+    t0 = time.time()
+    time.sleep(0.6)
+    assert server.idle_stops == 1
+    with piper_double.lock:
+        held = [cid for t, cid, _ in piper_double.received if t >= t0 and cid in (0x155, 0x156, 0x157)]
+    assert held == [0x155, 0x156, 0x157]
+
+
+def test_lost_server_raises_connection_error_within_deadline(served):
+    remote, server, _ = served
+    server.close()
+    t0 = time.monotonic()
+    with pytest.raises(RobotConnectionError, match="did not answer 'get_state' within 0.5 s"):
+        remote.get_state()
+    assert time.monotonic() - t0 < 1.0
+    remote.stop()  # best effort, must not raise: the server side stops the arm itself
+
+
+def test_env_over_remote_arm(served, piper_double):
+    from torchrl_serl.envs.robots.arm_env import PIPER_HOME_Q, RealArmEnv
+    from torchrl_serl.envs.robots.rotations import euler_zyx_to_quat
+    from torchrl_serl.envs.robots.safety import SafetyLimits
+
+    remote, _, _ = served
+    safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
+                          reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
+    env = RealArmEnv(remote, safety, home_q=PIPER_HOME_Q, seed=0, max_episode_steps=3, watchdog_timeout_s=None)
+    td = env.rollout(3, lambda td: td.set("action", torch.tensor([1.0, 0.0, 0.0, 0.0])))
+    assert td.shape == (3,) and bool(td[-1]["next", "truncated"])
+    assert float(td[-1]["next", "observation"][0]) > float(td[0]["observation"][0]) + 0.05
