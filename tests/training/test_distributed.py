@@ -227,6 +227,11 @@ def test_bad_addresses_are_rejected():
         ActorLink("127.0.0.1", 29550, timeout_s=0)
     with pytest.raises(ValueError, match="host"):
         LearnerLink("", 29550)
+    port = _free_port()
+    first = LearnerLink("127.0.0.1", port, timeout_s=1.0)
+    with pytest.raises(LinkError, match=f"cannot listen on 127.0.0.1:{port}"):
+        LearnerLink("127.0.0.1", port, timeout_s=1.0)
+    first.close()
 
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "async_sac.py")
