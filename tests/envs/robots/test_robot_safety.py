@@ -149,7 +149,7 @@ def test_env_lost_link_raises_and_quick_stops(piper_double, can_channel):
     try:
         td = env.reset()
         piper_double.silent = True  # cable pulled: no more feedback
-        time.sleep(0.3)
+        time.sleep(0.6)  # past PiperArm's 0.5 s feedback timeout
         piper_double.clear_received()
         with pytest.raises(RobotConnectionError, match="feedback .* old"):
             env.step(td.set("action", torch.tensor([0.5, 0, 0, 0])))

@@ -70,7 +70,8 @@ class PiperArm(RobotArm):
         can_channel: CAN interface name (``"can0"``) or a python-can ``virtual`` channel.
         bustype: python-can bus type: ``"socketcan"`` on the robot PC, ``"virtual"`` in tests.
         speed_percent: firmware motion speed (0x151 ``move_spd_rate_ctrl``) in ``[1, 100]``.
-        feedback_timeout_s: feedback older than this makes ``get_state`` raise ``RobotConnectionError``.
+        feedback_timeout_s: feedback older than this makes ``get_state`` raise ``RobotConnectionError``
+            (default 0.5 s: five 10 Hz periods; the arm itself streams at ~200 Hz).
         joint_tolerance_rad, position_tolerance_m: arrival tolerances of the blocking moves.
     """
 
@@ -81,7 +82,7 @@ class PiperArm(RobotArm):
         can_channel: str = "can0",
         bustype: str = "socketcan",
         speed_percent: int = 50,
-        feedback_timeout_s: float = 0.2,
+        feedback_timeout_s: float = 0.5,
         joint_tolerance_rad: float = 0.01,
         position_tolerance_m: float = 0.002,
         gripper_effort_nm: float = 1.0,
