@@ -140,3 +140,25 @@ def test_piper_env_target_pose_reward(piper_double, can_channel):
         assert rewards[0] == 0.0
     finally:
         env.close()
+
+
+def test_piper_env_learned_classifier_reward(piper_double, can_channel):
+    from tensordict.nn import TensorDictModule
+
+    from torchrl_serl.envs.robots.arm_env import PiperEnv
+
+    # A stand-in learned classifier: logit > 0 once the tool is past x = 0.215 m, read from the
+    # camera-less observation through the TensorDictModule interface SuccessClassifier uses.
+    classifier = TensorDictModule(lambda obs: (obs[..., :1] - 0.215) * 1000, in_keys=["observation"], out_keys=["logit"])
+    env = PiperEnv(can_channel, bustype="virtual", seed=0, reset_noise_m=0.0, action_scale_m=0.02,
+                   reward_classifier=classifier, target_pos_m=(9.0, 9.0, 9.0))
+    try:
+        td = env.reset()
+        rewards = []
+        for _ in range(3):
+            td = env.step(td.set("action", torch.tensor([1.0, 0.0, 0.0, 0.0])))["next"]
+            rewards.append(float(td["reward"]))
+        assert rewards[0] == 0.0 and rewards[-1] == 1.0, rewards
+        assert "logit" not in td.keys(), "the classifier's output does not leak into the env's tensordict"
+    finally:
+        env.close()

@@ -45,8 +45,10 @@ class RealArmEnv(EnvBase):
         home_q: joints [rad] of the reset move; ``home_pos``/``home_quat`` default to the pose reached there.
         reset_noise_m: half-width [m] of the uniform xy(z) noise added to the home position.
         target_pos_m, target_tol_m: success when the tool is within ``target_tol_m`` of ``target_pos_m``.
-        reward_classifier: module mapping the observation tensordict to a success logit ``[1]``;
-            replaces the target-pose test when given.
+        reward_classifier: module reading the observation tensordict ``[1]`` (``observation``,
+            camera keys) and returning a success logit ``[1, 1]``, or a TensorDictModule writing
+            it to its ``out_key`` (``SuccessClassifier``: ``"logit"``); success = sigmoid > 0.5.
+            Replaces the target-pose test when given.
         watchdog_timeout_s: stop the arm when no step arrives for this long (``None``: no watchdog).
     """
 
@@ -153,8 +155,10 @@ class RealArmEnv(EnvBase):
     def _success(self, state: ArmState, obs_td: TensorDict) -> bool:
         if self.reward_classifier is not None:
             with torch.no_grad():
-                logit = self.reward_classifier(obs_td.unsqueeze(0))
-            return bool(torch.sigmoid(torch.as_tensor(logit)).reshape(-1)[0] > 0.5)
+                out = self.reward_classifier(obs_td.unsqueeze(0).clone())
+            if isinstance(out, TensorDictBase):  # a TensorDictModule such as SuccessClassifier
+                out = out.get(getattr(self.reward_classifier, "out_key", "logit"))
+            return bool(torch.sigmoid(out).reshape(-1)[0] > 0.5)
         if self.target_pos_m is not None:
             return bool(np.linalg.norm(state.tcp_pos - self.target_pos_m) < self.target_tol_m)
         return False
