@@ -87,7 +87,7 @@ def bench_remote_piper(steps: int, hz: float) -> np.ndarray:
 
 
 def bench_franka(steps: int, hz: float) -> np.ndarray:
-    from conftest import start_franky_sim, stop_franky_sim
+    from franky_sim_server import start_franky_sim, stop_franky_sim
 
     from torchrl_serl.envs.robots.arm_env import FrankaEnv
 

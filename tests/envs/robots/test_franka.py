@@ -95,7 +95,8 @@ def test_aborted_motion_raises_then_recovers(arm):
 
 def test_franka_env_reset_and_steps():
     # Its own franky-sim: the module's ``arm`` fixture still holds the other one (one client per arm).
-    from conftest import start_franky_sim, stop_franky_sim
+    pytest.importorskip("franky_sim")
+    from franky_sim_server import start_franky_sim, stop_franky_sim
     from torchrl.envs.utils import check_env_specs
 
     from torchrl_serl.envs.cameras import TestPatternCamera
@@ -120,9 +121,10 @@ def test_franka_env_reset_and_steps():
 
 
 def test_lost_connection_raises_and_stops():
-    from conftest import start_franky_sim, stop_franky_sim
-
+    pytest.importorskip("franky")
     pytest.importorskip("franky_sim")
+    from franky_sim_server import start_franky_sim, stop_franky_sim
+
     host, proc = start_franky_sim()
     arm = FrankaArm(host, realtime=False, with_gripper=False, feedback_timeout_s=0.2)
     try:
