@@ -8,6 +8,7 @@ gripper (0 open, 1 closed); one uint8 ``[3, H, W]`` image per camera (``front``,
 from __future__ import annotations
 
 import collections
+import threading
 import time
 
 import numpy as np
@@ -91,7 +92,9 @@ class RealArmEnv(EnvBase):
         self.reward_classifier = reward_classifier
         self.image_size = tuple(image_size)
         self.readers = {name: LatestFrameReader(cam, self.image_size) for name, cam in (cameras or {}).items()}
-        self.watchdog = None if watchdog_timeout_s is None else Watchdog(self.arm.stop, watchdog_timeout_s)
+        # The watchdog thread and the control loop both command the arm: one at a time.
+        self._arm_lock = threading.Lock()
+        self.watchdog = None if watchdog_timeout_s is None else Watchdog(self._locked_stop, watchdog_timeout_s)
         self.step_periods_s: collections.deque[float] = collections.deque(maxlen=10_000)
         self._rng = np.random.default_rng(seed)
         self._state: ArmState | None = None
@@ -126,6 +129,10 @@ class RealArmEnv(EnvBase):
         if state.has_error:
             raise RobotError(f"{type(self.arm).__name__} reported errors {state.errors}; arm stopped")
         return state
+
+    def _locked_stop(self) -> None:
+        with self._arm_lock:
+            self.arm.stop()
 
     def _gripper_closed_fraction(self) -> float:
         gripper = self.arm.gripper
@@ -227,12 +234,13 @@ class RealArmEnv(EnvBase):
             self._state.tcp_pos + action[:3] * self.action_scale_m, self._target_quat,
             prev_pos=self._state.tcp_pos, prev_quat=self._target_quat,
         )
-        self.arm.set_cartesian_target(pos, quat)
+        with self._arm_lock:
+            self.arm.set_cartesian_target(pos, quat)
+            self._gripper_cmd = float(np.clip(self._gripper_cmd + action[3], 0.0, 1.0))
+            self._command_gripper(self._gripper_cmd)
+            if self.watchdog is not None:
+                self.watchdog.feed()
         self._target_quat = quat
-        self._gripper_cmd = float(np.clip(self._gripper_cmd + action[3], 0.0, 1.0))
-        self._command_gripper(self._gripper_cmd)
-        if self.watchdog is not None:
-            self.watchdog.feed()
         # Keep time: sleep to the next tick of a fixed grid, so one slow step does not shift all later ones.
         next_tick = self._last_tick + self.period_s
         now = time.monotonic()
