@@ -156,7 +156,7 @@ def test_piper_env_learned_classifier_reward(piper_double, can_channel):
     # camera-less observation through the TensorDictModule interface SuccessClassifier uses.
     classifier = TensorDictModule(lambda obs: (obs[..., :1] - 0.215) * 1000, in_keys=["observation"], out_keys=["logit"])
     env = PiperEnv(can_channel, bustype="virtual", seed=0, reset_noise_m=0.0, action_scale_m=0.02,
-                   reward_classifier=classifier, target_pos_m=(9.0, 9.0, 9.0))
+                   reward_classifier=classifier, target_pos_m=(9.0, 9.0, 9.0), terminate_on_success=False)
     try:
         td = env.reset()
         rewards = []
@@ -164,6 +164,7 @@ def test_piper_env_learned_classifier_reward(piper_double, can_channel):
             td = env.step(td.set("action", torch.tensor([1.0, 0.0, 0.0, 0.0])))["next"]
             rewards.append(float(td["reward"]))
         assert rewards[0] == 0.0 and rewards[-1] == 1.0, rewards
+        assert bool(td["success"]) and not bool(td["terminated"]) and not bool(td["done"]), "SERL-sim style: no stop"
         assert "logit" not in td.keys(), "the classifier's output does not leak into the env's tensordict"
     finally:
         env.close()

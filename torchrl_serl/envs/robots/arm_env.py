@@ -51,6 +51,8 @@ class RealArmEnv(EnvBase):
             it to its ``out_key`` (``SuccessClassifier``: ``"logit"``); success = sigmoid > 0.5.
             Replaces the target-pose test when given.
         watchdog_timeout_s: stop the arm when no step arrives for this long (``None``: no watchdog).
+        terminate_on_success: end the episode on success (SERL's real envs do; the sim tasks
+            default to ``False``, as SERL's sim does).
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class RealArmEnv(EnvBase):
         target_tol_m: float = 0.02,
         reward_classifier: torch.nn.Module | None = None,
         watchdog_timeout_s: float | None = 1.0,
+        terminate_on_success: bool = True,
         seed: int | None = None,
     ):
         super().__init__(device="cpu", batch_size=torch.Size([]))
@@ -90,6 +93,7 @@ class RealArmEnv(EnvBase):
         self.target_pos_m = None if target_pos_m is None else check_finite_vector("target_pos_m", target_pos_m, 3)
         self.target_tol_m = float(target_tol_m)
         self.reward_classifier = reward_classifier
+        self.terminate_on_success = terminate_on_success
         self.image_size = tuple(image_size)
         self.readers = {name: LatestFrameReader(cam, self.image_size) for name, cam in (cameras or {}).items()}
         # The watchdog thread and the control loop both command the arm: one at a time.
@@ -256,9 +260,10 @@ class RealArmEnv(EnvBase):
         success = bool(td["success"])
         truncated = self._steps >= self.max_episode_steps
         td["reward"] = torch.tensor([float(success)], dtype=torch.float32)
-        td["terminated"] = torch.tensor([success])
+        terminated = success and self.terminate_on_success
+        td["terminated"] = torch.tensor([terminated])
         td["truncated"] = torch.tensor([truncated])
-        td["done"] = torch.tensor([success or truncated])
+        td["done"] = torch.tensor([terminated or truncated])
         return td
 
     def close(self, *, raise_if_closed: bool = True) -> None:
