@@ -44,7 +44,7 @@ class RealArmEnv(EnvBase):
         action_scale_m: tool displacement [m] of a unit action.
         max_episode_steps: truncation horizon.
         home_q: joints [rad] of the reset move; ``home_pos``/``home_quat`` default to the pose reached there.
-        reset_noise_m: half-width [m] of the uniform xy(z) noise added to the home position.
+        reset_noise_m: half-width [m] of the uniform xy noise added to the home position.
         target_pos_m, target_tol_m: success when the tool is within ``target_tol_m`` of ``target_pos_m``.
         reward_classifier: module reading the observation tensordict ``[1]`` (``observation``,
             camera keys) and returning a success logit ``[1, 1]``, or a TensorDictModule writing
@@ -197,16 +197,18 @@ class RealArmEnv(EnvBase):
         set_phase = getattr(self.arm, "set_phase", None)
         if set_phase is not None:
             set_phase("reset")
+        self._gripper_cmd, self._gripper_sent_m = 0.0, None
         if self.arm.gripper is not None:
             self.arm.gripper.open()
-        self._gripper_cmd, self._gripper_sent_m = 0.0, None
+            self._gripper_sent_m = self.arm.gripper.max_width_m
         if self.home_q is not None:
             self.arm.move_to_joint_positions(self.home_q)
         state = self._read_state()
         home_pos = state.tcp_pos if self.home_pos is None else self.home_pos
         if self.home_quat is None:
             self.home_quat = state.tcp_quat
-        noise = self._rng.uniform(-self.reset_noise_m, self.reset_noise_m, size=3)
+        noise = np.zeros(3)
+        noise[:2] = self._rng.uniform(-self.reset_noise_m, self.reset_noise_m, size=2)  # SERL: xy only
         start = np.clip(home_pos + noise, self.safety.box_low_m, self.safety.box_high_m)
         self.arm.move_to_cartesian_pose(start, self.home_quat)
         if set_phase is not None:
