@@ -3,13 +3,15 @@
 obs 10, action 4, critic ensemble 10 (target min over a subset of 2), hidden [256, 256] with
 LayerNorm, batch 256. For each implementation and compile mode it reports critic updates/s,
 UTD-8 learner steps/s (8 critic updates + 1 actor/temperature update), compile time and peak
-memory. Every variant runs in its own subprocess so peak RSS and compile caches do not mix.
-Throughput is the best of several short windows (10 critic updates / 1 learner step each), as
-timeit reports its minimum: on a shared machine the other windows measure the neighbours.
+memory. Eager and compiled runs each get a fresh subprocess holding all implementations; their
+throughput is timed in interleaved short windows (10 critic updates, then 1 learner step, per
+implementation per round) and each keeps its best window, so all see the same machine load.
+Compile time and peak memory (RSS growth on CPU, peak allocation on CUDA, over build + warm-up)
+come from one more subprocess per implementation holding it alone.
 Each update samples a fresh batch from a 20k-transition tensordict (as a replay buffer does).
 
     python benchmarks/bench_sac_state.py                      # CPU, eager and compiled
-    python benchmarks/bench_sac_state.py --no-compile --iters 30
+    python benchmarks/bench_sac_state.py --no-compile --rounds 4
     python benchmarks/bench_sac_state.py --device cuda --cudagraphs --bf16
 
 Implementations:
@@ -128,14 +130,11 @@ def _build(impl: str, device):
     return loss, critic_loss, actor_loss, actor_keys, critic_opt, actor_opt, SoftUpdate(loss, tau=0.005)
 
 
-def _run_one(args) -> dict:
+def _make_runner(impl: str, args, device, sample):
+    """Builds, compiles and warms one implementation; returns its update functions and costs."""
     import torch
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    sample = _storage(args.batch, device)
-    loss, critic_loss, actor_loss, actor_keys, copt, aopt, updater = _build(args.impl, device)
+    loss, critic_loss, actor_loss, actor_keys, copt, aopt, updater = _build(impl, device)
     if args.compile:
         mode = "reduce-overhead" if args.cudagraphs else None
         critic_loss = torch.compile(critic_loss, mode=mode)
@@ -164,9 +163,10 @@ def _run_one(args) -> dict:
         total.backward()
         aopt.step()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    def learner_step():
+        for _ in range(args.utd):
+            critic_update()
+        actor_update()
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
@@ -175,49 +175,59 @@ def _run_one(args) -> dict:
     for _ in range(3):  # first calls compile (and record CUDA graphs)
         critic_update()
         actor_update()
-    sync()
+    _sync(device)
     warmup_s = time.perf_counter() - t0
-
-    # The machine is shared: time short windows and keep the best one (like timeit's min),
-    # which sheds the windows where another process took the cores.
-    def best_rate(fn, n_windows: int, per_window: int) -> float:
-        best = 0.0
-        for _ in range(n_windows):
-            t = time.perf_counter()
-            for _ in range(per_window):
-                fn()
-            sync()
-            best = max(best, per_window / (time.perf_counter() - t))
-        return best
-
-    critic_ups = best_rate(critic_update, max(1, args.iters // 10), 10)
-
-    def learner_step():
-        for _ in range(args.utd):
-            critic_update()
-        actor_update()
-
-    learner_sps = best_rate(learner_step, max(1, args.iters // args.utd), 1)
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device.type == "cuda"
         else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     )
-    return {
-        "impl": args.impl,
-        "compiled": bool(args.compile),
-        "critic_updates_s": critic_ups,
-        "learner_steps_s": learner_sps,
-        "warmup_s": warmup_s,
-        "peak_mib": peak,
-    }
+    return critic_update, learner_step, {"impl": impl, "compiled": bool(args.compile),
+                                         "warmup_s": warmup_s, "peak_mib": peak}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _run_mode(args) -> list[dict]:
+    """All implementations in one process, timed in interleaved windows.
+
+    The machine is shared and its load drifts over minutes: alternating short windows between
+    implementations gives each the same conditions, and keeping each one's best window (as
+    timeit keeps its minimum) sheds the windows where a neighbour took the cores.
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    sample = _storage(args.batch, device)
+    runners = [_make_runner(impl, args, device, sample) for impl in args.impl]
+    best = [{"critic_updates_s": 0.0, "learner_steps_s": 0.0} for _ in runners]
+    for _ in range(args.rounds):
+        for (critic_update, learner_step, _), b in zip(runners, best):
+            t = time.perf_counter()
+            for _ in range(10):
+                critic_update()
+            _sync(device)
+            b["critic_updates_s"] = max(b["critic_updates_s"], 10 / (time.perf_counter() - t))
+            t = time.perf_counter()
+            learner_step()
+            _sync(device)
+            b["learner_steps_s"] = max(b["learner_steps_s"], 1 / (time.perf_counter() - t))
+    return [{**info, **b} for (_, _, info), b in zip(runners, best)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--iters", type=int, default=80, help="critic updates timed in windows of 10 (and iters/utd learner steps); best window reported")
+    p.add_argument("--rounds", type=int, default=8,
+                   help="interleaved rounds; each times 10 critic updates and 1 learner step per impl")
     p.add_argument("--utd", type=int, default=8)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -228,24 +238,31 @@ def main() -> None:
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
-        args.impl = args.impl[0]
-        print(json.dumps(_run_one(args)))
+        print(json.dumps(_run_mode(args)))
         return
 
     modes = [False, True] if args.compile is None else [args.compile]
+
+    def child(impls, compiled, rounds):
+        cmd = [sys.executable, __file__, "--_child", "--impl", *impls, "--device", args.device,
+               "--batch", str(args.batch), "--rounds", str(rounds), "--utd", str(args.utd),
+               "--threads", str(args.threads), "--compile" if compiled else "--no-compile"]
+        cmd += ["--cudagraphs"] * args.cudagraphs + ["--bf16"] * args.bf16
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{impls} compiled={compiled} failed")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
     rows = []
     for compiled in modes:
-        for impl in args.impl:
-            cmd = [sys.executable, __file__, "--_child", "--impl", impl, "--device", args.device,
-                   "--batch", str(args.batch), "--iters", str(args.iters), "--utd", str(args.utd),
-                   "--threads", str(args.threads), "--compile" if compiled else "--no-compile"]
-            cmd += ["--cudagraphs"] * args.cudagraphs + ["--bf16"] * args.bf16
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"{impl} (compiled={compiled}) failed")
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"done: {impl} compiled={compiled}", file=sys.stderr)
+        timed = child(args.impl, compiled, args.rounds)
+        for row in timed:
+            # Compile time and peak memory from a process holding this implementation alone.
+            alone = child([row["impl"]], compiled, 0)[0]
+            row.update(warmup_s=alone["warmup_s"], peak_mib=alone["peak_mib"])
+            rows.append(row)
+        print(f"done: compiled={compiled}", file=sys.stderr)
 
     def ratio(row, key):
         # Against the fastest stock implementation, compiled when compiled runs exist.
