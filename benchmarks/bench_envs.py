@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="SerialEnv batch size")
     parser.add_argument("--workers", type=int, default=2, help="ParallelEnv workers (0: skip)")
     parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--no-pixels", action="store_true", help="state tasks only")
     parser.add_argument("--success-seeds", type=int, default=0,
                         help="instead of timing, report scripted-policy success over this many seeds")
     args = parser.parse_args()
@@ -182,7 +183,7 @@ def main() -> None:
     rows = []
     for name in args.variants.split(","):
         cls, kwargs = VARIANTS[name]
-        for pixels in (False, True):
+        for pixels in (False,) if args.no_pixels else (False, True):
             # one episode per measurement, so the raw replay sees exactly the env's physics
             make = functools.partial(cls, pixels=pixels, image_size=args.image_size,
                                      max_episode_steps=args.steps, **kwargs)
