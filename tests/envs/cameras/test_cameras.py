@@ -18,6 +18,7 @@ def test_test_pattern_is_deterministic_and_distinct_per_seed():
 
 
 def test_crop_resize():
+    pytest.importorskip("cv2", reason="resizing needs opencv-python-headless (the [robots] extra)")
     frame = TestPatternCamera(480, 640, fps=None).frame(0)
     out = crop_resize(frame, (128, 128), crop=(0, 80, 480, 480))
     assert out.shape == (128, 128, 3) and out.dtype == np.uint8
@@ -34,6 +35,7 @@ def test_crop_resize():
 
 
 def test_latest_frame_reader_returns_newest_and_drops_old():
+    pytest.importorskip("cv2", reason="resizing needs opencv-python-headless (the [robots] extra)")
     cam = TestPatternCamera(60, 80, fps=100.0)
     reader = LatestFrameReader(cam, size=(30, 40))
     try:

@@ -95,6 +95,7 @@ def test_aborted_motion_raises_then_recovers(arm):
 
 def test_franka_env_reset_and_steps():
     # Its own franky-sim: the module's ``arm`` fixture still holds the other one (one client per arm).
+    pytest.importorskip("franky")
     pytest.importorskip("franky_sim")
     from franky_sim_server import start_franky_sim, stop_franky_sim
     from torchrl.envs.utils import check_env_specs
