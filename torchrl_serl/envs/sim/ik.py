@@ -40,7 +40,6 @@ class DLSInverseKinematics:
         d = self._data
         d.qpos[self.qpos_ids] = q
         mujoco.mj_kinematics(self.model, d)
-        mujoco.mj_comPos(self.model, d)
         self._err[:3] = pos - d.site_xpos[self.site_id]
         mujoco.mju_mat2Quat(self._quat, d.site_xmat[self.site_id])
         mujoco.mju_subQuat(self._rotvec, quat, self._quat)
@@ -60,6 +59,7 @@ class DLSInverseKinematics:
                     best_q = q
                 break
             best, best_q = sq, q
+            mujoco.mj_comPos(self.model, self._data)  # the Jacobian needs com-based dofs
             mujoco.mj_jacSite(self.model, self._data, self._jac[:3], self._jac[3:], self.site_id)
             J = self._jac[:, self.dof_ids]
             J[3:] *= self.rot_weight
