@@ -86,7 +86,7 @@ class RealArmEnv(EnvBase):
         self.control_hz, self.period_s = float(control_hz), 1.0 / float(control_hz)
         self.action_scale_m = float(action_scale_m)
         self.max_episode_steps = int(max_episode_steps)
-        self.home_q = None if home_q is None else np.asarray(home_q, dtype=np.float64)
+        self.home_q = None if home_q is None else check_finite_vector("home_q", home_q, arm.n_joints)
         self.home_pos = None if home_pos is None else check_finite_vector("home_pos", home_pos, 3)
         self.home_quat = None if home_quat is None else check_finite_vector("home_quat", home_quat, 4)
         self.reset_noise_m = float(reset_noise_m)
