@@ -1,7 +1,18 @@
 """SERL's objectives as TorchRL LossModules."""
 
 from torchrl_serl.objectives.bc import SERLBCLoss
+from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.objectives.grasp_critic import GraspCriticLoss, grasp_penalty
 from torchrl_serl.objectives.sac import SERLSACLoss
+from torchrl_serl.objectives.vice import BinaryClassifierLoss, VICELoss, label_batch
 
-__all__ = ["GraspCriticLoss", "SERLBCLoss", "SERLSACLoss", "grasp_penalty"]
+__all__ = [
+    "BinaryClassifierLoss",
+    "DrQLoss",
+    "GraspCriticLoss",
+    "SERLBCLoss",
+    "SERLSACLoss",
+    "VICELoss",
+    "grasp_penalty",
+    "label_batch",
+]

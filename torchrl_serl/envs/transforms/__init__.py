@@ -5,6 +5,7 @@ Observation history and action chunking are TorchRL's own ``CatFrames`` and ``Mu
 
 from torchrl_serl.envs.transforms.gripper_penalty import GripperPenalty
 from torchrl_serl.envs.transforms.intervention import Intervention, InterventionSource
+from torchrl_serl.envs.transforms.learned_reward import LearnedReward
 from torchrl_serl.envs.transforms.keyboard import DEFAULT_KEY_MAP, KeyboardSource, TerminalKeyReader
 from torchrl_serl.envs.transforms.quat_to_euler import QuatToEuler
 from torchrl_serl.envs.transforms.random_shift import RandomShift, random_shift
@@ -17,6 +18,7 @@ __all__ = [
     "Intervention",
     "InterventionSource",
     "KeyboardSource",
+    "LearnedReward",
     "QuatToEuler",
     "RandomShift",
     "RelativeFrame",
