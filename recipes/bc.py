@@ -18,7 +18,7 @@ from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl_serl.data.demos import load_demos
 from torchrl_serl.objectives.bc import SERLBCLoss
 from torchrl_serl.training.builders import make_sim_env, seed_everything, transitions
-from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.config import EnvConfig, config_to_dict, parse_config
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import RunLogger
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
         logger.truncate_after(step)
         print(f"resumed step={step}", flush=True)
 
-    with terminate_as_interrupt():
+    with GracefulStop() as stop:
         try:
             while step < cfg.total_steps:
                 out = loss_fn(demo_buffer.sample())
@@ -121,6 +121,8 @@ def main(argv=None) -> None:
                     logger.progress(step, eval_success=metrics["eval/success_rate"])
                 if step % cfg.checkpoint_every == 0:
                     checkpointer.save(step)
+                if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
+                    break
         finally:
             checkpointer.save(step)
             eval_env.close()

@@ -34,7 +34,7 @@ from torchrl_serl.training.builders import (
     seed_everything,
     transitions,
 )
-from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.config import DrQConfig, EnvConfig, RobotConfig, RunConfig, config_to_dict, parse_config
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
@@ -115,7 +115,7 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
         def save() -> None:
             checkpointer.save(step, updates=updates, episodes=episodes, interventions=interventions)
 
-        with terminate_as_interrupt():
+        with GracefulStop() as stop:
             try:
                 for batch in collector:
                     if step >= cfg.total_steps:
@@ -147,6 +147,8 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
                         logger.progress(step, eval_success=metrics["eval/success_rate"])
                     if step % cfg.checkpoint_every == 0:
                         save()
+                    if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
+                        break
             finally:
                 save()
                 collector.shutdown()

@@ -2,6 +2,7 @@
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from torchrl.objectives.sac import SACLoss
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 
-from torchrl_serl.training.checkpoint import CheckpointError, RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import CheckpointError, GracefulStop, RunCheckpointer
 
 
 def _sac(seed):
@@ -178,17 +179,24 @@ def test_save_killed_midway_leaves_previous_checkpoint_loadable(tmp_path):
     assert float(net.weight.detach().abs().max()) < 1.0  # the pre-increment weights (Linear init is small)
 
 
-def test_terminate_as_interrupt_runs_finally():
-    ran = []
+def test_graceful_stop_finishes_the_step_then_exits_with_signal_status():
+    steps = []
+    with pytest.raises(SystemExit) as exit_info:
+        with GracefulStop() as stop:
+            for step in range(5):
+                if step == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                steps.append(step)  # the step in flight completes
+                if stop.requested:
+                    break
+    assert steps == [0, 1] and exit_info.value.code == 128 + signal.SIGTERM
+    # a second signal does not wait for the loop
     with pytest.raises(KeyboardInterrupt):
-        with terminate_as_interrupt():
-            try:
-                os.kill(os.getpid(), 15)
-                for _ in range(1000):
-                    pass
-            finally:
-                ran.append(True)
-    assert ran == [True]
+        with GracefulStop():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
 
 
 def test_online_demo_buffer_saved_through_its_own_save_load(tmp_path):

@@ -1,12 +1,13 @@
 """Training utilities shared by the recipes: configs, checkpoints, logging, evaluation, plots."""
 
-from torchrl_serl.training.checkpoint import CheckpointError, ResumeInfo, RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import CheckpointError, GracefulStop, ResumeInfo, RunCheckpointer
 from torchrl_serl.training.config import EnvConfig, RobotConfig, RunConfig, SACConfig, parse_config
 from torchrl_serl.training.logging import RunLogger
 
 __all__ = [
     "CheckpointError",
     "EnvConfig",
+    "GracefulStop",
     "ResumeInfo",
     "RobotConfig",
     "RunCheckpointer",
@@ -14,5 +15,4 @@ __all__ = [
     "RunLogger",
     "SACConfig",
     "parse_config",
-    "terminate_as_interrupt",
 ]

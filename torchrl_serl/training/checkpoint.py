@@ -14,8 +14,8 @@ directory and published with one atomic rename) and :class:`~torchrl.checkpoint.
   checked before loading: TorchRL/tensordict memmaps silently zero-fill a truncated tensor file,
   so without this a damaged checkpoint would load as zeros;
 - stale staging directories left by a save that was killed are removed;
-- :func:`terminate_as_interrupt` turns SIGTERM into ``KeyboardInterrupt`` so a recipe's
-  ``try/finally`` saves on Ctrl-C and on ``kill``.
+- :class:`GracefulStop` turns Ctrl-C and SIGTERM into a stop at the next step boundary, so a
+  recipe's ``try/finally`` saves a consistent state on Ctrl-C and on ``kill``.
 
 Components are anything with ``state_dict``/``load_state_dict`` (modules, optimizers, loss
 modules with their target networks and temperature, collectors, loggers), ``dump``/``load``
@@ -29,7 +29,6 @@ the buffer.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -270,26 +269,40 @@ class RunCheckpointer:
         return [path for _, path in sorted(found)]
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``KeyboardInterrupt`` so ``finally`` clauses run.
+class GracefulStop:
+    """Stop a training loop at a step boundary on Ctrl-C (SIGINT) or ``kill`` (SIGTERM).
 
-    Only usable from the main thread (Python delivers signals there); elsewhere it is a no-op.
+    Within the ``with`` block the first signal only sets :attr:`requested`; the loop checks it
+    after each step, breaks, and its ``finally`` saves a consistent checkpoint (a signal that
+    raised in the middle of an optimizer step could leave critic and targets out of step). A second
+    signal raises ``KeyboardInterrupt`` at once. After the block, a stopped run exits with status
+    ``128 + signal`` as a shell expects of a killed program. Signals are only catchable in the main
+    thread; elsewhere the block does nothing special.
     """
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
 
-        def _raise(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
-        signal.signal(signal.SIGTERM, _raise)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt(f"signal {signum} (second)")
+        self.requested, self.signum = True, signum
+
+    def __enter__(self) -> "GracefulStop":
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread
+            self._previous.clear()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        if exc_type is None and self.requested:
+            raise SystemExit(128 + int(self.signum))
 
 
 def checkpoint_summary(path: str | os.PathLike) -> Mapping[str, Any]:
@@ -301,6 +314,6 @@ __all__ = [
     "CheckpointError",
     "ResumeInfo",
     "RunCheckpointer",
+    "GracefulStop",
     "checkpoint_summary",
-    "terminate_as_interrupt",
 ]
