@@ -215,3 +215,18 @@ def test_online_demo_buffer_saved_through_its_own_save_load(tmp_path):
     RunCheckpointer(tmp_path / "ckpt", buffer=rb2).resume()
     assert len(rb2.demo_buffer) == 10
     torch.testing.assert_close(rb2.sample()["observation"], expected["observation"])
+
+
+def test_terminate_as_interrupt_runs_finally():
+    from torchrl_serl.training.checkpoint import terminate_as_interrupt
+
+    ran = []
+    with pytest.raises(KeyboardInterrupt):
+        with terminate_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+            finally:
+                ran.append(True)
+    assert ran == [True]

@@ -29,6 +29,7 @@ the buffer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -305,6 +306,29 @@ class GracefulStop:
             raise SystemExit(128 + int(self.signum))
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` (like Ctrl-C) so ``finally`` runs.
+
+    The exception can land in the middle of an update; prefer :class:`GracefulStop`, which stops
+    at a step boundary. Only usable from the main thread; elsewhere it is a no-op.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def _raise(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def checkpoint_summary(path: str | os.PathLike) -> Mapping[str, Any]:
     """The manifest metadata (step, counters) of a checkpoint, without loading payloads."""
     return Checkpoint.manifest(path).get("metadata", {})
@@ -316,4 +340,5 @@ __all__ = [
     "RunCheckpointer",
     "GracefulStop",
     "checkpoint_summary",
+    "terminate_as_interrupt",
 ]
