@@ -44,45 +44,83 @@ class OpSpaceController:
         self.kd_null = damping_ratio * 2 * np.sqrt(nullspace_stiffness)
         self._jac = np.zeros((6, model.nv))
         self._JMinv = np.zeros((6, model.nv))
+        # views into the persistent buffers, made once (slicing costs ~0.2 us a call)
+        self._jacp, self._jacr = self._jac[:3], self._jac[3:]
+        self._J, self._JT = self._jac[:, self.dofs], self._jac[:, self.dofs].T
+        self._JMinv_arm = self._JMinv[:, self.dofs]
+        n = len(qpos_ids)
         self._chol = np.zeros((6, 6))
         self._quat = np.zeros(4)
         self._err = np.zeros(6)
+        self._err_p, self._err_r = self._err[:3], self._err[3:]
         self._rotvec = np.zeros(3)
         self._w = np.zeros(6)
+        self._jdq = np.zeros(6)
+        self._accel = np.zeros(6)
+        self._rhs = np.zeros(6)
+        self._ddq = np.zeros(n)
+        self._tmp = np.zeros(n)
+        self._data = None
 
-    def __call__(self, data: mujoco.MjData, pos: np.ndarray, quat: np.ndarray, q_null: np.ndarray) -> np.ndarray:
-        """Torques ``[n_dof]`` (N m) for target ``pos [3]`` (m), ``quat [4]`` (w, x, y, z) and nullspace posture."""
-        m, s, site = self.model, self.dofs, self.site_id
-        mujoco.mj_jacSite(m, data, self._jac[:3], self._jac[3:], site)
-        J = self._jac[:, s]
-        dq = data.qvel[s]
-        err = self._err
-        err[:3] = pos - data.site_xpos[site]
-        xmat = data.site_xmat[site]
-        mujoco.mju_mat2Quat(self._quat, xmat)
+    def _bind(self, data: mujoco.MjData) -> None:
+        """Views of ``data`` used every call (each attribute access would build a new array)."""
+        s, site = self.dofs, self.site_id
+        self._data = data
+        self._dq = data.qvel[s]
+        self._q = data.qpos[self.qpos]
+        self._bias = data.qfrc_bias[s]
+        self._xpos = data.site_xpos[site]
+        self._xmat = data.site_xmat[site]
+        self._xmat33 = self._xmat.reshape(3, 3)
+
+    def __call__(self, data: mujoco.MjData, pos: np.ndarray, quat: np.ndarray, q_null: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """Torques ``[n_dof]`` (N m) for target ``pos [3]`` (m), ``quat [4]`` (w, x, y, z) and
+        nullspace posture, written into ``out`` if given (e.g. a view of ``data.ctrl``)."""
+        if data is not self._data:
+            self._bind(data)
+        m = self.model
+        J, dq = self._J, self._dq
+        mujoco.mj_jacSite(m, data, self._jacp, self._jacr, self.site_id)
+        np.subtract(pos, self._xpos, out=self._err_p)
+        mujoco.mju_mat2Quat(self._quat, self._xmat)
         # rotation vector taking the current orientation to the target, local -> world frame
         mujoco.mju_subQuat(self._rotvec, quat, self._quat)
-        err[3:] = xmat.reshape(3, 3) @ self._rotvec
-        ddq_null = self.kp_null * (q_null - data.qpos[self.qpos]) - self.kd_null * dq
-        accel = self.kp * err - self.kd * (J @ dq)
+        np.matmul(self._xmat33, self._rotvec, out=self._err_r)
+        # ddq_null = kp_n (q* - q) - kd_n dq
+        ddq, tmp = self._ddq, self._tmp
+        np.subtract(q_null, self._q, out=ddq)
+        ddq *= self.kp_null
+        np.multiply(dq, self.kd_null, out=tmp)
+        ddq -= tmp
+        # accel = kp e - kd J dq
+        accel, jdq = self._accel, self._jdq
+        np.multiply(self.kp, self._err, out=accel)
+        np.matmul(J, dq, out=jdq)
+        jdq *= self.kd
+        accel -= jdq
         # J M^-1 from the sparse factorisation MuJoCo already holds (no dense inverse)
         mujoco.mj_solveM(m, data, self._JMinv, self._jac)
-        JMinv = self._JMinv[:, s]
-        rhs = accel - JMinv @ ddq_null
+        JMinv = self._JMinv_arm
+        rhs = self._rhs
+        np.matmul(JMinv, ddq, out=rhs)
+        np.subtract(accel, rhs, out=rhs)
         chol = self._chol
-        np.matmul(JMinv, J.T, out=chol)  # Lambda^-1
+        np.matmul(JMinv, self._JT, out=chol)  # Lambda^-1
         mujoco.mju_cholFactor(chol, 0.0)
-        diag = chol.diagonal()  # det(Lambda^-1) = prod(diag(L))^2; scalar loop beats np.prod here
-        det = 1.0
-        for x in diag:
-            det *= x
+        # det(Lambda^-1) = prod(diag(L))^2; scalar loop beats np.prod here
+        det = chol[0, 0] * chol[1, 1] * chol[2, 2] * chol[3, 3] * chol[4, 4] * chol[5, 5]
         det *= det
         if det >= 1e-2:
             mujoco.mju_cholSolve(self._w, chol, rhs)
             w = self._w
         else:
             w = np.linalg.pinv(JMinv @ J.T, rcond=1e-2) @ rhs
-        return J.T @ w + ddq_null + data.qfrc_bias[s]
+        tau = np.empty(len(ddq)) if out is None else out
+        np.matmul(self._JT, w, out=tau)
+        tau += ddq
+        tau += self._bias
+        return tau
 
 
 def _contiguous(ids: np.ndarray, name: str) -> slice:

@@ -110,6 +110,9 @@ class PandaArm(SimArm):
             [model.joint(f"panda/finger_joint{i}").qposadr[0] for i in (1, 2)])
         if self.controller == "osc":
             self.act_ids = np.array([model.actuator(f"panda/actuator{i}").id for i in range(1, 8)])
+            if not np.array_equal(self.act_ids, np.arange(self.act_ids[0], self.act_ids[0] + 7)):
+                raise ValueError(f"arm actuators must be contiguous, got {self.act_ids.tolist()}")
+            self.act_slice = slice(int(self.act_ids[0]), int(self.act_ids[0]) + 7)
             site = model.site(self.tcp_site).id
             self.osc = OpSpaceController(model, site, self.qpos_ids, self.dof_ids, **self.osc_kwargs)
         else:
@@ -129,10 +132,11 @@ class PandaArm(SimArm):
             data.ctrl[self.act_ids] = tcp_target
             mujoco.mj_step(m, data, nstep=n_substeps)
             return
-        ctrl, acts, osc = data.ctrl, self.act_ids, self.osc
+        osc, step = self.osc, mujoco.mj_step
+        torques = data.ctrl[self.act_slice]  # the controller writes straight into ctrl
         for _ in range(n_substeps):
-            ctrl[acts] = osc(data, tcp_target, PANDA_TCP_QUAT, PANDA_HOME)
-            mujoco.mj_step(m, data)
+            osc(data, tcp_target, PANDA_TCP_QUAT, PANDA_HOME, out=torques)
+            step(m, data)
 
 
 def add_cartesian_impedance(world: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str,
