@@ -115,6 +115,7 @@ class PickCubeEnv(EnvBase):
         self._renderer = (CameraRenderer(self.model, image_size, image_size, render_full_quality)
                           if pixels else None)
         self._vel6 = np.zeros(6)
+        self._obs_buf = np.zeros(7 if pixels else 10, np.float32)
         self._target = np.zeros(3)
         self._gripper = 0.0
         self._z_init = 0.0
@@ -172,23 +173,25 @@ class PickCubeEnv(EnvBase):
         false = torch.zeros(1, dtype=torch.bool, device=self.device)
         for key in ("success", "done", "terminated", "truncated"):
             out[key] = false.clone()
-        return TensorDict(out, batch_size=[], device=self.device)
+        return _tensordict(out, self.device)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = self._validated_action(tensordict.get("action"))
-        self._target = np.clip(self._target + action[:3] * self.action_scale_m,
-                               self._box_low, self._box_high)
-        self._gripper = float(np.clip(self._gripper + action[3], 0.0, 1.0))
+        # target/gripper updates on 4 Python floats: numpy's clip costs ~4 us a call at this size
+        scale, target, low, high = self.action_scale_m, self._target, self._box_low, self._box_high
+        self._target = np.array([min(max(target[i] + action[i] * scale, low[i]), high[i])
+                                 for i in range(3)])
+        self._gripper = min(max(self._gripper + action[3], 0.0), 1.0)
         self.arm.set_gripper(self.data, self._gripper)
         self.arm.advance(self.data, self._target, self.n_substeps)
         self._steps += 1
 
-        block, tcp = self.block_pos(), self.tcp_pos()
-        lift = block[2] - self._z_init
-        success = bool(lift > SUCCESS_LIFT_M)
+        block, tcp = self.data.xpos[self._block_body], self.data.site_xpos[self._tcp_id]
+        lift = float(block[2]) - self._z_init
+        success = lift > SUCCESS_LIFT_M
         if self.reward_type == "dense":
-            reward = 0.3 * math.exp(-20.0 * float(np.linalg.norm(block - tcp)))
-            reward += 0.7 * float(np.clip(lift / DENSE_FULL_LIFT_M, 0.0, 1.0))
+            reward = 0.3 * math.exp(-20.0 * math.dist(block, tcp))
+            reward += 0.7 * min(max(lift / DENSE_FULL_LIFT_M, 0.0), 1.0)
         else:
             reward = float(success)
         terminated = success and self.terminate_on_success
@@ -201,31 +204,31 @@ class PickCubeEnv(EnvBase):
         out["truncated"] = torch.full((1,), truncated, device=dev)
         out["done"] = torch.full((1,), terminated or truncated, device=dev)
         out["reward"] = torch.full((1,), reward, dtype=torch.float32, device=dev)
-        return TensorDict(out, batch_size=[], device=self.device)
+        return _tensordict(out, dev)
 
-    def _validated_action(self, action) -> np.ndarray:
+    def _validated_action(self, action) -> list[float]:
         """Checks before any simulator write: shape ``[4]``, finite; then clips to ``[-1, 1]``."""
         if action is None:
             raise ValueError("the input tensordict has no 'action' entry")
         action = torch.as_tensor(action)
         if action.shape != (4,):
             raise ValueError(f"action must have shape (4,) = (dx, dy, dz, gripper), got {tuple(action.shape)}")
-        a = action.detach().to("cpu", torch.float64).numpy()
-        if not np.isfinite(a).all():
-            raise ValueError(f"action must be finite (no NaN/inf), got {a.tolist()}")
-        return np.clip(a, -1.0, 1.0)
+        a = [float(x) for x in action.detach().cpu().tolist()]  # float32 -> float64 is exact
+        if not all(map(math.isfinite, a)):
+            raise ValueError(f"action must be finite (no NaN/inf), got {a}")
+        return [min(max(x, -1.0), 1.0) for x in a]
 
     def _observe(self) -> dict[str, torch.Tensor]:
         d = self.data
         tcp = d.site_xpos[self._tcp_id]
         mujoco.mj_objectVelocity(self.model, d, mujoco.mjtObj.mjOBJ_SITE, self._tcp_id, self._vel6, 0)
-        tcp_vel = self._vel6[3:]
-        grip = (self._gripper,)
+        # filled in float32 in place, then one tensor copy (no concatenate/astype temporaries)
+        vec = self._obs_buf
         if self.pixels:
-            vec = np.concatenate([tcp, tcp_vel, grip])
+            vec[:3], vec[3:6], vec[6] = tcp, self._vel6[3:], self._gripper
         else:
-            vec = np.concatenate([d.xpos[self._block_body], grip, tcp, tcp_vel])
-        out = {"observation": torch.from_numpy(vec.astype(np.float32)).to(self.device)}
+            vec[:3], vec[3], vec[4:7], vec[7:] = d.xpos[self._block_body], self._gripper, tcp, self._vel6[3:]
+        out = {"observation": torch.from_numpy(vec.copy()).to(self.device)}
         for key in self.camera_keys:
             img = self._renderer.render(d, key)
             out[key] = torch.from_numpy(img).permute(2, 0, 1).contiguous().to(self.device)
@@ -243,3 +246,15 @@ class PickCubeEnv(EnvBase):
         if self._renderer is not None:
             self._renderer.close()
         super().close(raise_if_closed=raise_if_closed)
+
+
+_EMPTY = torch.Size([])
+
+
+def _tensordict(entries: dict[str, torch.Tensor], device: torch.device) -> TensorDict:
+    """``TensorDict(entries, batch_size=[], device=device)`` for entries already unbatched and on
+    ``device`` (made by this env), without the per-entry checks (~4 us of a ~35 us step)."""
+    new_unsafe = getattr(TensorDict, "_new_unsafe", None)
+    if new_unsafe is None:  # older/newer tensordict without the private fast path
+        return TensorDict(entries, batch_size=_EMPTY, device=device)
+    return new_unsafe(entries, batch_size=_EMPTY, device=device)
