@@ -46,3 +46,30 @@ def test_osc_matches_dense_formula_and_writes_into_out():
         assert osc(d, target, PANDA_TCP_QUAT, PANDA_HOME, out=out) is out
         np.testing.assert_array_equal(out, tau)
     env.close()
+
+
+def _rollout(native: bool, steps: int = 60):
+    import torch
+
+    env = PandaPickCubeEnv(max_episode_steps=40, seed=0)
+    if not native:
+        env.arm.native_osc = None
+    gen = torch.Generator().manual_seed(0)
+    actions = iter(torch.rand(steps, 4, generator=gen) * 2 - 1)
+    td = env.rollout(steps, lambda td: td.set("action", next(actions)), break_when_any_done=False)
+    qpos = env.data.qpos.copy()
+    env.close()
+    return td, qpos
+
+
+def test_native_osc_loop_matches_python_controller():
+    from torchrl_serl.envs.sim.opspace import native_osc_library
+
+    if native_osc_library() is None:
+        import pytest
+
+        pytest.skip("no C compiler / mujoco headers: the Python controller is used")
+    (td_py, q_py), (td_c, q_c) = _rollout(False), _rollout(True)
+    for key in (("next", "observation"), ("next", "reward")):
+        np.testing.assert_allclose(td_c[key].numpy(), td_py[key].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(q_c, q_py, atol=1e-6)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+
 import mujoco
 import numpy as np
 
@@ -128,3 +134,77 @@ def _contiguous(ids: np.ndarray, name: str) -> slice:
     if len(ids) == 0 or not np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))):
         raise ValueError(f"{name} must be contiguous indices of one serial arm, got {ids.tolist()}")
     return slice(int(ids[0]), int(ids[0]) + len(ids))
+
+
+# ---- native substep loop ---------------------------------------------------------------------
+_NATIVE_SRC = os.path.join(os.path.dirname(__file__), "_osc_native.c")
+_native_lib = None
+
+
+def native_osc_library():
+    """``ctypes`` handle of ``_osc_native.c`` (the controller + ``mj_step`` loop in C, linked to the
+    ``libmujoco`` the ``mujoco`` package ships), compiled once with the system C compiler into
+    ``$TORCHRL_SERL_CACHE`` (default ``~/.cache/torchrl_serl``). ``None`` when there is no compiler,
+    the build fails, or ``TORCHRL_SERL_NATIVE_OSC=0``: callers then use :class:`OpSpaceController`."""
+    global _native_lib
+    if os.environ.get("TORCHRL_SERL_NATIVE_OSC", "1") == "0":
+        return None
+    if _native_lib is not None:
+        return _native_lib or None
+    _native_lib = False
+    try:
+        mj_dir = os.path.dirname(mujoco.__file__)
+        libs = sorted(f for f in os.listdir(mj_dir) if f.startswith("libmujoco.so"))
+        cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+        if not libs or cc is None or not os.path.isdir(os.path.join(mj_dir, "include")):
+            return None
+        with open(_NATIVE_SRC, "rb") as f:
+            key = hashlib.sha256(f.read() + mujoco.__version__.encode() + mj_dir.encode()).hexdigest()[:16]
+        cache = os.environ.get("TORCHRL_SERL_CACHE", os.path.expanduser("~/.cache/torchrl_serl"))
+        path = os.path.join(cache, f"osc_native_{key}.so")
+        if not os.path.exists(path):
+            os.makedirs(cache, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            subprocess.run([cc, "-O2", "-shared", "-fPIC", "-I", os.path.join(mj_dir, "include"),
+                            _NATIVE_SRC, "-o", tmp, "-L", mj_dir, f"-l:{libs[0]}",
+                            f"-Wl,-rpath,{mj_dir}"], check=True, capture_output=True, timeout=120)
+            os.replace(tmp, path)
+        lib = ctypes.CDLL(path)
+        dp, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+        lib.osc_advance.restype = i
+        lib.osc_advance.argtypes = [dp, dp, i, i, i, i, i, i, dp, dp, dp, dp, dp, d, d, dp, dp]
+        _native_lib = lib
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _native_lib
+
+
+class NativeOSCLoop:
+    """``n_substeps`` of ``ctrl[acts] = osc(...)`` + ``mj_step`` in one C call (same algebra and
+    order as :class:`OpSpaceController`, results equal to float rounding). A near-singular substep
+    (``det(Lambda^-1) < 1e-2``) falls back to the Python controller for its pseudo-inverse."""
+
+    def __init__(self, lib, osc: OpSpaceController, act_slice: slice):
+        self.lib, self.osc, self.acts = lib, osc, act_slice
+        if osc.dofs.stop - osc.dofs.start > 16:
+            raise ValueError("the native OSC loop handles at most 16 arm joints")
+        self._bufs = {}
+
+    def advance(self, data: mujoco.MjData, pos: np.ndarray, quat: np.ndarray, q_null: np.ndarray,
+                n_substeps: int) -> None:
+        osc, m = self.osc, self.osc.model
+        pos = np.ascontiguousarray(pos, dtype=float)
+        quat = np.ascontiguousarray(quat, dtype=float)
+        q_null = np.ascontiguousarray(q_null, dtype=float)
+        n = osc.dofs.stop - osc.dofs.start
+        ptr = lambda a: a.ctypes.data  # noqa: E731
+        done = 0
+        while done < n_substeps:
+            done += self.lib.osc_advance(
+                m._address, data._address, n_substeps - done, osc.site_id, osc.dofs.start,
+                osc.qpos.start, self.acts.start, n, ptr(pos), ptr(quat), ptr(q_null), ptr(osc.kp),
+                ptr(osc.kd), osc.kp_null, osc.kd_null, ptr(osc._jac), ptr(osc._JMinv))
+            if done < n_substeps:  # near-singular: this substep in Python (pinv branch)
+                osc(data, pos, quat, q_null, out=data.ctrl[self.acts])
+                mujoco.mj_step(m, data)
+                done += 1

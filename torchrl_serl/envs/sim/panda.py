@@ -13,7 +13,7 @@ import mujoco
 from torchrl_serl.envs.sim.arm import SimArm, TaskLayout
 from torchrl_serl.envs.sim.menagerie import attach_menagerie_model
 from torchrl_serl.envs.sim.dh import ARM_CONAFFINITY, ARM_CONTYPE, DHLink, add_dh_chain, axis_quat
-from torchrl_serl.envs.sim.opspace import OpSpaceController
+from torchrl_serl.envs.sim.opspace import NativeOSCLoop, OpSpaceController, native_osc_library
 
 PANDA_HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 PANDA_Q_MIN = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
@@ -75,7 +75,8 @@ class PandaArm(SimArm):
 
     - ``"osc"`` (default, SERL franka_sim): operational-space torque control recomputed in Python
       every physics step (:class:`OpSpaceController`, nullspace pull to home, gravity compensation).
-      ``osc_kwargs`` go to the controller.
+      ``osc_kwargs`` go to the controller. The substep loop runs in C (``_osc_native.c``, compiled
+      on first use; same algebra) when a C compiler is found, unless ``TORCHRL_SERL_NATIVE_OSC=0``.
     - ``"impedance"``: a Cartesian spring-damper (stiffness/damping of serl_franka_controllers, the
       controller SERL runs on the real arm) built from MuJoCo site actuators, with MuJoCo gravity
       compensation and weak joint springs to home; it runs inside ``mj_step`` (no Python per
@@ -115,6 +116,8 @@ class PandaArm(SimArm):
             self.act_slice = slice(int(self.act_ids[0]), int(self.act_ids[0]) + 7)
             site = model.site(self.tcp_site).id
             self.osc = OpSpaceController(model, site, self.qpos_ids, self.dof_ids, **self.osc_kwargs)
+            lib = native_osc_library()
+            self.native_osc = NativeOSCLoop(lib, self.osc, self.act_slice) if lib is not None else None
         else:
             self.act_ids = np.array([model.actuator(f"panda/cartesian_{a}").id for a in "xyz"])
 
@@ -131,6 +134,9 @@ class PandaArm(SimArm):
         if self.controller == "impedance":
             data.ctrl[self.act_ids] = tcp_target
             mujoco.mj_step(m, data, nstep=n_substeps)
+            return
+        if self.native_osc is not None:
+            self.native_osc.advance(data, tcp_target, PANDA_TCP_QUAT, PANDA_HOME, n_substeps)
             return
         osc, step = self.osc, mujoco.mj_step
         torques = data.ctrl[self.act_slice]  # the controller writes straight into ctrl
