@@ -37,7 +37,7 @@ from torchrl_serl.training.builders import (
     seed_everything,
     transitions,
 )
-from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, terminate_as_interrupt
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
 from torchrl_serl.training.distributed import LearnerLink, RemoteActor
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
@@ -111,9 +111,9 @@ def run_learner(cfg: Config, agent, updater, optimizers, logger: RunLogger) -> N
     link = LearnerLink(cfg.host, cfg.port, timeout_s=cfg.timeout_s)
     link.publish_weights(agent.actor, updates)
     tracker, metrics, last_save = EpisodeTracker(), {}, frames
-    with terminate_as_interrupt():
+    with GracefulStop() as stop:
         try:
-            while frames < cfg.total_steps:
+            while frames < cfg.total_steps and not stop.requested:
                 before = frames
                 for batch in link.pull():
                     buffer.extend(transitions(batch))

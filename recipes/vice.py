@@ -38,7 +38,7 @@ from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
 from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.objectives.vice import VICELoss, label_batch
 from torchrl_serl.training.builders import SACUpdater, make_collector, make_sim_env, seed_everything, transitions
-from torchrl_serl.training.checkpoint import RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
@@ -199,10 +199,10 @@ def main(argv=None) -> dict[str, float]:
         checkpointer.save(step, updates=updates, episodes=episodes)
 
     t_start = time.perf_counter()
-    with terminate_as_interrupt():
+    with GracefulStop() as stop:
         try:
             for batch in collector:
-                if step >= cfg.total_steps:
+                if step >= cfg.total_steps or stop.requested:
                     break
                 buffer.extend(transitions(batch))
                 step += batch.numel()
