@@ -73,3 +73,28 @@ def test_native_osc_loop_matches_python_controller():
     for key in (("next", "observation"), ("next", "reward")):
         np.testing.assert_allclose(td_c[key].numpy(), td_py[key].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(q_c, q_py, atol=1e-6)
+
+
+def test_native_ik_matches_python_ik():
+    from torchrl_serl.envs import PiperPickCubeEnv
+    from torchrl_serl.envs.sim.piper import PIPER_HOME, PIPER_TCP_QUAT
+
+    env = PiperPickCubeEnv()
+    ik = env.arm.ik
+    if ik._native is None:
+        import pytest
+
+        pytest.skip("no C compiler / mujoco headers: the Python IK is used")
+    rng = np.random.default_rng(0)
+    native = ik._native
+    # reachable box targets, and unreachable ones (joint limits / out of reach)
+    targets = [rng.uniform((0.22, -0.2, 0.0), (0.45, 0.2, 0.25)) for _ in range(8)]
+    targets += [np.array([1.0, 0.0, 0.3]), np.array([0.0, 0.0, -0.5])]
+    for pos in targets:
+        q0 = PIPER_HOME + rng.normal(0, 0.1, 6)
+        ik._native = native
+        q_c = ik.solve(q0, pos, PIPER_TCP_QUAT)
+        ik._native = None
+        q_py = ik.solve(q0, pos, PIPER_TCP_QUAT)
+        np.testing.assert_allclose(q_c, q_py, atol=1e-9)
+    env.close()

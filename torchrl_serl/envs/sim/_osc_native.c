@@ -54,3 +54,57 @@ int osc_advance(const mjModel* m, mjData* d, int nstep, int site, int dof0, int 
   }
   return nstep;
 }
+
+/* DLSInverseKinematics.solve in C (see ik.py): on the solver's private MjData, contiguous arm
+   qpos/dofs of n <= 16 joints; writes the best posture to out. Returns 0, or -1 if n > 16. */
+static double clampd(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+int dls_ik(const mjModel* m, mjData* d, int site, int qpos0, int dof0, int n,
+           const double* q_init, const double* lo, const double* hi, const double* pos,
+           const double* quat, double lam2, double rw, int max_iters, double tol,
+           double* jac, double* out) {
+  int nv = m->nv;
+  double q[16], best_q[16], err[6], cq[4], rv[3], A[36], y[6], J[6 * 16];
+  if (n > 16) return -1;
+  for (int i = 0; i < n; i++) best_q[i] = q[i] = clampd(q_init[i], lo[i], hi[i]);
+  double best = 1.0 / 0.0;
+  for (int it = 0; it < max_iters; it++) {
+    for (int i = 0; i < n; i++) d->qpos[qpos0 + i] = q[i];
+    mj_kinematics(m, d);
+    const double* xpos = d->site_xpos + 3 * site;
+    const double* xmat = d->site_xmat + 9 * site;
+    for (int k = 0; k < 3; k++) err[k] = pos[k] - xpos[k];
+    mju_mat2Quat(cq, xmat);
+    mju_subQuat(rv, quat, cq);
+    for (int r = 0; r < 3; r++)
+      err[3 + r] = (xmat[3 * r] * rv[0] + xmat[3 * r + 1] * rv[1] + xmat[3 * r + 2] * rv[2]) * rw;
+    double sq = 0;
+    for (int k = 0; k < 6; k++) sq += err[k] * err[k];
+    if (sq < tol * tol || sq > 0.98 * best) {
+      if (sq < best)
+        for (int i = 0; i < n; i++) best_q[i] = q[i];
+      break;
+    }
+    best = sq;
+    for (int i = 0; i < n; i++) best_q[i] = q[i];
+    mj_comPos(m, d);
+    mj_jacSite(m, d, jac, jac + 3 * nv, site);
+    for (int r = 0; r < 6; r++)
+      for (int i = 0; i < n; i++) J[r * n + i] = jac[r * nv + dof0 + i] * (r < 3 ? 1.0 : rw);
+    for (int r = 0; r < 6; r++)
+      for (int c = 0; c < 6; c++) {
+        double acc = 0;
+        for (int i = 0; i < n; i++) acc += J[r * n + i] * J[c * n + i];
+        A[6 * r + c] = acc + (r == c ? lam2 : 0.0);
+      }
+    mju_cholFactor(A, 6, 0.0);
+    mju_cholSolve(y, A, err, 6);
+    for (int i = 0; i < n; i++) {
+      double t = 0;
+      for (int r = 0; r < 6; r++) t += J[r * n + i] * y[r];
+      q[i] = clampd(q[i] + t, lo[i], hi[i]);
+    }
+  }
+  for (int i = 0; i < n; i++) out[i] = best_q[i];
+  return 0;
+}

@@ -50,6 +50,13 @@ class DLSInverseKinematics:
         else:
             self._J = None
         self._err_p, self._err_r = self._err[:3], self._err[3:]
+        self._native = None
+        if isinstance(qpos, slice) and isinstance(dofs, slice) and len(self.dof_ids) <= 16:
+            from torchrl_serl.envs.sim.opspace import native_osc_library
+
+            self._native = native_osc_library()  # also holds the C version of solve()
+            self._q_low = np.ascontiguousarray(self.q_low, dtype=float)
+            self._q_high = np.ascontiguousarray(self.q_high, dtype=float)
 
     def error(self, q: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
         """Weighted pose error ``[6]`` (m, rotation in m-equivalents) of posture ``q``."""
@@ -77,7 +84,10 @@ class DLSInverseKinematics:
         return self._J
 
     def solve(self, q_init: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
-        """The best posture found within ``max_iters`` (closest to the target if unreachable)."""
+        """The best posture found within ``max_iters`` (closest to the target if unreachable).
+        Runs in C (same iteration) when the native library is available (see ``opspace.py``)."""
+        if self._native is not None:
+            return self._solve_native(q_init, pos, quat)
         low, high = self.q_low, self.q_high
         q = np.clip(np.asarray(q_init, float), low, high)
         best, best_q = np.inf, q
@@ -102,6 +112,19 @@ class DLSInverseKinematics:
             np.maximum(q, low, out=q)  # np.clip without its ~4 us dispatch
             np.minimum(q, high, out=q)
         return best_q
+
+
+    def _solve_native(self, q_init, pos, quat) -> np.ndarray:
+        q_init = np.ascontiguousarray(q_init, dtype=float)
+        pos = np.ascontiguousarray(pos, dtype=float)
+        quat = np.ascontiguousarray(quat, dtype=float)
+        out = np.empty(len(self.dof_ids))
+        self._native.dls_ik(
+            self.model._address, self._data._address, self.site_id, int(self.qpos_ids[0]),
+            int(self.dof_ids[0]), len(self.dof_ids), q_init.ctypes.data, self._q_low.ctypes.data,
+            self._q_high.ctypes.data, pos.ctypes.data, quat.ctypes.data, self.damping**2,
+            self.rot_weight, self.max_iters, self.tol, self._jac.ctypes.data, out.ctypes.data)
+        return out
 
 
 def _index(ids: np.ndarray):

@@ -173,6 +173,8 @@ def native_osc_library():
         dp, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
         lib.osc_advance.restype = i
         lib.osc_advance.argtypes = [dp, dp, i, i, i, i, i, i, dp, dp, dp, dp, dp, d, d, dp, dp]
+        lib.dls_ik.restype = i
+        lib.dls_ik.argtypes = [dp, dp, i, i, i, i, dp, dp, dp, dp, dp, d, d, i, d, dp, dp]
         _native_lib = lib
     except (OSError, subprocess.SubprocessError):
         return None
