@@ -37,7 +37,14 @@ from torchrl_serl.modules.classifier import make_pixel_classifier
 from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
 from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.objectives.vice import VICELoss, label_batch
-from torchrl_serl.training.builders import SACUpdater, make_collector, make_sim_env, seed_everything, transitions
+from torchrl_serl.training.builders import (
+    SACUpdater,
+    make_collector,
+    make_sac_optimizers,
+    make_sim_env,
+    seed_everything,
+    transitions,
+)
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
 from torchrl_serl.training.evaluation import evaluate
@@ -130,14 +137,7 @@ def main(argv=None) -> dict[str, float]:
         target_entropy="auto" if cfg.drq.target_entropy is None else cfg.drq.target_entropy,
     )
     loss.make_value_estimator(gamma=cfg.drq.discount)
-    # SERL trains the shared encoder with the critic loss only.
-    encoder_params = [p for p in encoder.parameters() if p.requires_grad]
-    critic_params = [*loss.qvalue_network_params.values(True, True), *encoder_params]
-    optimizers = {
-        "critic_optim": torch.optim.Adam(critic_params, lr=cfg.drq.critic_lr),
-        "actor_optim": torch.optim.Adam(loss.actor_network_params.values(True, True), lr=cfg.drq.actor_lr),
-        "alpha_optim": torch.optim.Adam([loss.log_alpha], lr=cfg.drq.alpha_lr),
-    }
+    optimizers = make_sac_optimizers(loss, cfg.drq)  # the shared encoder trains with the critic only
     updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio, compile=cfg.compile)
     policy = make_drq_policy(actor, encoder)
 
@@ -159,7 +159,7 @@ def main(argv=None) -> dict[str, float]:
     )
     capacity = cfg.buffer_size  # not tied to total_steps: a resumed run may extend the budget
     buffer = FrameDedupReplayBuffer(
-        capacity + capacity // cfg.env.max_episode_steps + 2, pixel_keys=keys,  # + one tail row per episode scratch_dir=logger.run_dir / "replay",
+        capacity + capacity // cfg.env.max_episode_steps + 2, pixel_keys=keys,  # + one tail row per episode
         batch_size=cfg.drq.batch_size,
         # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
         transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
