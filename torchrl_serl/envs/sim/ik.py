@@ -55,8 +55,16 @@ class DLSInverseKinematics:
             from torchrl_serl.envs.sim.opspace import native_osc_library
 
             self._native = native_osc_library()  # also holds the C version of solve()
-            self._q_low = np.ascontiguousarray(self.q_low, dtype=float)
-            self._q_high = np.ascontiguousarray(self.q_high, dtype=float)
+            # What C reads and writes, in one block whose addresses are fetched once
+            # (``ndarray.ctypes.data`` costs ~1 us a call).
+            n = len(self.dof_ids)
+            sizes = {"q_init": n, "q_low": n, "q_high": n, "pos": 3, "quat": 4, "jac": 6 * model.nv, "out": n}
+            self._block = np.zeros(sum(sizes.values()))
+            self._views, self._ptrs, start = {}, [], 0
+            for name, size in sizes.items():
+                self._views[name] = self._block[start:start + size]
+                self._ptrs.append(self._block.ctypes.data + self._block.itemsize * start)
+                start += size
 
     def error(self, q: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
         """Weighted pose error ``[6]`` (m, rotation in m-equivalents) of posture ``q``."""
@@ -113,18 +121,16 @@ class DLSInverseKinematics:
             np.minimum(q, high, out=q)
         return best_q
 
-
     def _solve_native(self, q_init, pos, quat) -> np.ndarray:
-        q_init = np.ascontiguousarray(q_init, dtype=float)
-        pos = np.ascontiguousarray(pos, dtype=float)
-        quat = np.ascontiguousarray(quat, dtype=float)
-        out = np.empty(len(self.dof_ids))
+        v = self._views
+        v["q_init"][:], v["q_low"][:], v["q_high"][:] = q_init, self.q_low, self.q_high
+        v["pos"][:], v["quat"][:] = pos, quat
+        p_q, p_low, p_high, p_pos, p_quat, p_jac, p_out = self._ptrs
         self._native.dls_ik(
             self.model._address, self._data._address, self.site_id, int(self.qpos_ids[0]),
-            int(self.dof_ids[0]), len(self.dof_ids), q_init.ctypes.data, self._q_low.ctypes.data,
-            self._q_high.ctypes.data, pos.ctypes.data, quat.ctypes.data, self.damping**2,
-            self.rot_weight, self.max_iters, self.tol, self._jac.ctypes.data, out.ctypes.data)
-        return out
+            int(self.dof_ids[0]), len(self.dof_ids), p_q, p_low, p_high, p_pos, p_quat,
+            self.damping**2, self.rot_weight, self.max_iters, self.tol, p_jac, p_out)
+        return v["out"].copy()
 
 
 def _index(ids: np.ndarray):

@@ -188,24 +188,34 @@ class NativeOSCLoop:
 
     def __init__(self, lib, osc: OpSpaceController, act_slice: slice):
         self.lib, self.osc, self.acts = lib, osc, act_slice
-        if osc.dofs.stop - osc.dofs.start > 16:
+        n = osc.dofs.stop - osc.dofs.start
+        if n > 16:
             raise ValueError("the native OSC loop handles at most 16 arm joints")
-        self._bufs = {}
+        # One private block for what C reads (targets, gains) and scratch it writes, so each
+        # address is fetched once here: ``ndarray.ctypes.data`` costs ~1 us a call.
+        nv = osc.model.nv
+        sizes = {"pos": 3, "quat": 4, "q_null": n, "kp": 6, "kd": 6, "jac": 6 * nv, "jminv": 6 * nv}
+        self._block = np.zeros(sum(sizes.values()))
+        self._views, self._ptrs, start = {}, [], 0
+        for name, size in sizes.items():
+            self._views[name] = self._block[start:start + size]
+            self._ptrs.append(self._block.ctypes.data + self._block.itemsize * start)
+            start += size
 
     def advance(self, data: mujoco.MjData, pos: np.ndarray, quat: np.ndarray, q_null: np.ndarray,
                 n_substeps: int) -> None:
         osc, m = self.osc, self.osc.model
-        pos = np.ascontiguousarray(pos, dtype=float)
-        quat = np.ascontiguousarray(quat, dtype=float)
-        q_null = np.ascontiguousarray(q_null, dtype=float)
+        v = self._views
+        v["pos"][:], v["quat"][:], v["q_null"][:] = pos, quat, q_null
+        v["kp"][:], v["kd"][:] = osc.kp, osc.kd  # copied each call: the gains may be changed
+        p_pos, p_quat, p_qnull, p_kp, p_kd, p_jac, p_jminv = self._ptrs
         n = osc.dofs.stop - osc.dofs.start
-        ptr = lambda a: a.ctypes.data  # noqa: E731
         done = 0
         while done < n_substeps:
             done += self.lib.osc_advance(
                 m._address, data._address, n_substeps - done, osc.site_id, osc.dofs.start,
-                osc.qpos.start, self.acts.start, n, ptr(pos), ptr(quat), ptr(q_null), ptr(osc.kp),
-                ptr(osc.kd), osc.kp_null, osc.kd_null, ptr(osc._jac), ptr(osc._JMinv))
+                osc.qpos.start, self.acts.start, n, p_pos, p_quat, p_qnull, p_kp, p_kd,
+                osc.kp_null, osc.kd_null, p_jac, p_jminv)
             if done < n_substeps:  # near-singular: this substep in Python (pinv branch)
                 osc(data, pos, quat, q_null, out=data.ctrl[self.acts])
                 mujoco.mj_step(m, data)
