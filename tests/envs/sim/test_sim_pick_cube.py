@@ -209,3 +209,25 @@ def test_scripted_policy_on_pixel_task_uses_privileged_block_position(close_afte
     td["block_pos"] = torch.tensor(env.block_pos(), dtype=torch.float32)
     torch.testing.assert_close(ScriptedPickPolicy()(td.clone())["action"],
                                ScriptedPickPolicy(env=env)(td.clone())["action"])
+
+
+@pytest.mark.parametrize("cls", ENVS)
+def test_step_output_needs_none_of_torchrl_generic_step_processing(cls):
+    # The env skips EnvBase._step_proc_data (reshape + done completion): its _step output must be
+    # exactly what the generic processing would make of it, including on the truncating step.
+    from torchrl.envs import EnvBase
+
+    env = cls(max_episode_steps=3, terminate_on_success=True)
+    env.set_seed(0)
+    td = env.reset()
+    for _ in range(3):
+        td["action"] = torch.tensor([0.3, -0.2, 0.5, 1.0])
+        out = env._step(td)
+        generic = EnvBase._step_proc_data(env, out.clone())
+        assert set(generic.keys(True, True)) == set(out.keys(True, True))
+        for key, value in generic.items(True, True):
+            assert value.shape == out[key].shape and value.dtype == out[key].dtype, key
+            assert torch.equal(value, out[key]), key
+        td = out
+    assert out["truncated"].item() and out["done"].item()
+    env.close()
