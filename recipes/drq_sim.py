@@ -79,7 +79,8 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
         action_dim = env.action_spec.shape[-1]
         agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device)
         optimizers = make_sac_optimizers(agent.loss, cfg.drq)
-        updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio, compile=cfg.compile)
+        updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
+                             compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
         logger = RunLogger(
             cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
             use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,

@@ -138,7 +138,8 @@ def main(argv=None) -> dict[str, float]:
     )
     loss.make_value_estimator(gamma=cfg.drq.discount)
     optimizers = make_sac_optimizers(loss, cfg.drq)  # the shared encoder trains with the critic only
-    updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio, compile=cfg.compile)
+    updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio,
+                         compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
     policy = make_drq_policy(actor, encoder)
 
     # VICE classifier, its loss and optimizer

@@ -250,27 +250,48 @@ class SACUpdater:
         target_updater: ``SoftUpdate`` on ``loss``.
         utd_ratio: critic updates per learner step (SERL: 8 state, 4 pixels), >= 1.
         compile: ``torch.compile`` the loss functions (CPU: 1.4-1.7x after compiling).
+        cudagraphs: compile with ``mode="reduce-overhead"`` (CUDA graphs; CUDA losses and
+            ``compile=True`` only): removes kernel-launch overhead at small batches.
+        bf16: run the losses under ``torch.autocast(dtype=torch.bfloat16)``; parameters, gradients
+            and optimizer state stay float32 (CPU with AVX-512 BF16: ~1.5x W1 critic updates/s).
     """
 
-    def __init__(self, loss, optimizers, target_updater, utd_ratio: int, compile: bool = False) -> None:
+    def __init__(self, loss, optimizers, target_updater, utd_ratio: int, compile: bool = False,
+                 cudagraphs: bool = False, bf16: bool = False) -> None:
         if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
             raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
+        device = next(loss.parameters()).device
+        if cudagraphs and (not compile or device.type != "cuda"):
+            raise ValueError(f"cudagraphs=True needs compile=True and a CUDA loss, got compile={compile} "
+                             f"and a loss on {device}")
         self.optimizers = list(optimizers.values())
         self.critic_optim = optimizers["critic_optim"]
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
-        self._critic_loss = torch.compile(loss.loss_critic) if compile else loss.loss_critic
-        self._full_loss = torch.compile(loss) if compile else loss
+        self.cudagraphs = cudagraphs
+        if bf16:
+            self._autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        else:
+            self._autocast = contextlib.nullcontext
+        mode = "reduce-overhead" if cudagraphs else None
+        self._critic_loss = torch.compile(loss.loss_critic, mode=mode) if compile else loss.loss_critic
+        self._full_loss = torch.compile(loss, mode=mode) if compile else loss
+
+    def _losses(self, loss_fn: Callable[[TensorDictBase], TensorDictBase], batch: TensorDictBase) -> TensorDictBase:
+        if self.cudagraphs:  # a new graph-replay step: earlier outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._autocast():
+            return loss_fn(batch)
 
     def update(self, sample: Callable[[], TensorDictBase]) -> dict[str, float]:
         """Run one learner step on batches from ``sample()``; return detached diagnostics."""
         for _ in range(self.utd_ratio - 1):
-            out = self._critic_loss(sample())
+            out = self._losses(self._critic_loss, sample())
             self.critic_optim.zero_grad(set_to_none=True)
             out["loss_qvalue"].backward()
             self.critic_optim.step()
             self.target_updater.step()
-        out = self._full_loss(sample())
+        out = self._losses(self._full_loss, sample())
         for optim in self.optimizers:
             optim.zero_grad(set_to_none=True)
         (out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()

@@ -115,6 +115,10 @@ class RunConfig:
     """Continue from the newest valid checkpoint of the run directory."""
     compile: bool = False
     """``torch.compile`` the learner update (CPU: 1.4-1.7x after 20-150 s of compilation)."""
+    cudagraphs: bool = False
+    """With ``compile`` on a CUDA device: CUDA graphs (``mode="reduce-overhead"``)."""
+    bf16: bool = False
+    """bfloat16 autocast for the losses (weights and optimizer state stay float32)."""
     wandb: bool = False
     wandb_mode: str = "offline"
     """``online`` or ``offline`` (offline needs no network; sync later with ``wandb sync``)."""
