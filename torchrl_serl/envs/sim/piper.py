@@ -1,4 +1,5 @@
-"""AgileX Piper (6-DoF) + parallel gripper built in code from the published kinematics.
+"""AgileX Piper (6-DoF) + parallel gripper built in code from the published kinematics, or
+attached from a MuJoCo Menagerie checkout (``agilex_piper/piper.xml``).
 
 Kinematics: the modified-DH table of AgileX's ``piper_sdk`` (``C_PiperForwardKinematics``, with the
 2 deg joint-2/3 offset of current firmware). Joint limits and the 0-70 mm gripper stroke: AgileX
@@ -15,14 +16,21 @@ import numpy as np
 from torchrl_serl.envs.sim.arm import SimArm, TaskLayout
 from torchrl_serl.envs.sim.dh import ARM_CONAFFINITY, ARM_CONTYPE, DHLink, add_dh_chain, axis_quat
 from torchrl_serl.envs.sim.ik import DLSInverseKinematics
+from torchrl_serl.envs.sim.menagerie import attach_menagerie_model
 from torchrl_serl.envs.sim.panda import add_finger_actuator, add_finger_coupling, quat_look_along_z
 
 PIPER_Q_MIN = np.array([-2.687, 0.0, -3.054, -1.745, -1.309, -1.745])
 PIPER_Q_MAX = np.array([2.687, 3.403, 0.0, 1.954, 1.309, 1.745])
 PIPER_FINGER_STROKE_M = 0.035  # per finger; 0.07 m total opening
 PIPER_TCP_FROM_FLANGE_M = 0.13
-# TCP at (0.3, 0, 0.2) m with orientation PIPER_TCP_QUAT (solved with DLSInverseKinematics).
+PIPER_HOME_TCP_M = np.array([0.3, 0.0, 0.2])
+# TCP at PIPER_HOME_TCP_M with orientation PIPER_TCP_QUAT (solved with DLSInverseKinematics).
 PIPER_HOME = np.array([0.0, 1.2154, -1.0016, 0.0, 0.9203, 0.0])
+PIPER_MENAGERIE_MODEL = "agilex_piper/piper.xml"
+# Finger slide joints and the sign of their qpos as they open (0 closed, 0.035 m open per finger).
+PIPER_FINGER_JOINTS = (("finger_joint1", 1.0), ("finger_joint2", 1.0))
+# Menagerie's fingers: joint8 mirrors joint7 through the model's own equality constraint.
+MENAGERIE_PIPER_FINGER_JOINTS = (("joint7", 1.0), ("joint8", -1.0))
 _D2R = np.pi / 180
 _PI2 = np.pi / 2
 
@@ -60,10 +68,49 @@ PIPER_LAYOUT = TaskLayout(
 )
 
 
-def add_piper(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "piper/") -> None:
+def add_piper(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "piper/",
+              menagerie: str | None = None) -> None:
     """Add the arm (joints ``{prefix}joint1..6`` with position servos ``{prefix}servo1..6``), the
-    gripper (``{prefix}gripper``, ctrl = opening per finger in m, 0..0.035), a ``{prefix}tcp`` site
-    (z along the approach direction) and a ``wrist`` camera."""
+    gripper (``{prefix}gripper`` on the fingers' mean-opening tendon ``{prefix}split``, ctrl =
+    opening per finger in m, 0..0.035), ``{prefix}tcp`` (z along the approach direction) and
+    ``{prefix}flange`` sites and a ``wrist`` camera, all on ``{prefix}link6``. With ``menagerie``
+    (a checkout path) the bodies come from Menagerie's ``agilex_piper/piper.xml`` (fingers
+    ``{prefix}joint7/8``), otherwise from :func:`build_piper_bodies` (``finger_joint1/2``)."""
+    if menagerie is not None:
+        attach_menagerie_model(parent, spec, menagerie, PIPER_MENAGERIE_MODEL, prefix)
+        # the arena lights the task; the file's own spotlight would change the camera images
+        for light in [light for light in spec.lights if light.name.startswith(prefix)]:
+            spec.delete(light)
+        # the servos rely on gravity feed-forward, as on the built-in model and the real arm
+        base = spec.body(f"{prefix}base_link")
+        for body in [base, *base.find_all(mujoco.mjtObj.mjOBJ_BODY)]:
+            body.gravcomp = 1.0
+        # Menagerie couples the fingers itself (equality); only the mean-opening tendon is missing
+        tendon = spec.add_tendon(name=f"{prefix}split")
+        for joint, sign in MENAGERIE_PIPER_FINGER_JOINTS:
+            tendon.wrap_joint(f"{prefix}{joint}", 0.5 * sign)
+    else:
+        build_piper_bodies(parent, spec, prefix)
+    # Both models' link6 frame is the flange of the SDK's kinematics (z out of the flange, fingers
+    # sliding along y), so the task frames sit at the same pose on either.
+    link6 = spec.body(f"{prefix}link6")
+    link6.add_site(name=f"{prefix}tcp", pos=[0, 0, PIPER_TCP_FROM_FLANGE_M], size=[0.005, 0, 0])
+    link6.add_site(name=f"{prefix}flange", pos=[0, 0, 0], size=[0.005, 0, 0])
+    link6.add_camera(name="wrist", pos=[0.05, 0, 0.03], quat=quat_look_along_z(), fovy=70)
+    for i, (kp, lim) in enumerate(zip(PIPER_KP, PIPER_TORQUE_LIMIT)):
+        act = spec.add_actuator(name=f"{prefix}servo{i + 1}", target=f"{prefix}joint{i + 1}",
+                                trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.set_to_position(kp=kp, kv=0.1 * kp)
+        act.ctrlrange = spec.joint(f"{prefix}joint{i + 1}").range  # rad, the model's joint limits
+        act.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        act.forcerange = [-lim, lim]
+        act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    add_finger_actuator(spec, prefix, PIPER_FINGER_STROKE_M, kp=800.0, force_limit=40.0)
+
+
+def build_piper_bodies(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str) -> None:
+    """Links from the DH table (capsules, gravity compensated), a box gripper body and two box
+    fingers on slide joints ``{prefix}finger_joint1/2``, coupled by :func:`add_finger_coupling`."""
     base = parent.add_body(name=f"{prefix}base_link")
     base.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.05, 0.04, 0], pos=[0, 0, 0.04],
                   rgba=[0.3, 0.3, 0.3, 1], contype=0, conaffinity=0)
@@ -88,19 +135,7 @@ def add_piper(parent: mujoco.MjsBody, spec: mujoco.MjSpec, prefix: str = "piper/
                         friction=[1.5, 0.01, 0.001], condim=4, contype=ARM_CONTYPE,
                         conaffinity=ARM_CONAFFINITY, priority=1, solref=[0.004, 1],
                         solimp=[0.95, 0.99, 0.001, 0.5, 2])
-    link6.add_site(name=f"{prefix}tcp", pos=[0, 0, PIPER_TCP_FROM_FLANGE_M], size=[0.005, 0, 0])
-    link6.add_site(name=f"{prefix}flange", pos=[0, 0, 0], size=[0.005, 0, 0])
-    link6.add_camera(name="wrist", pos=[0.05, 0, 0.03], quat=quat_look_along_z(), fovy=70)
-    for i, (kp, lim) in enumerate(zip(PIPER_KP, PIPER_TORQUE_LIMIT)):
-        act = spec.add_actuator(name=f"{prefix}servo{i + 1}", target=f"{prefix}joint{i + 1}",
-                                trntype=mujoco.mjtTrn.mjTRN_JOINT)
-        act.set_to_position(kp=kp, kv=0.1 * kp)
-        act.ctrlrange = [PIPER_Q_MIN[i], PIPER_Q_MAX[i]]
-        act.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
-        act.forcerange = [-lim, lim]
-        act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
     add_finger_coupling(spec, prefix)
-    add_finger_actuator(spec, prefix, PIPER_FINGER_STROKE_M, kp=800.0, force_limit=40.0)
 
 
 # Fixed TCP orientation: fingers open along world y, approach axis 30 deg from vertical, leaning
@@ -112,14 +147,25 @@ PIPER_TCP_QUAT = axis_quat("y", np.pi - PIPER_TILT_RAD)
 
 class PiperArm(SimArm):
     """Piper driven like the real arm under end-pose commands: each control step, damped-least-
-    squares IK turns the TCP target (orientation :data:`PIPER_TCP_QUAT`) into joint targets inside the joint limits,
-    which the joint servos track for the physics substeps."""
+    squares IK turns the TCP target (orientation :data:`PIPER_TCP_QUAT`) into joint targets inside
+    the joint limits, which the joint servos track for the physics substeps. Home is the posture
+    with the TCP at :data:`PIPER_HOME_TCP_M`.
+
+    ``menagerie_root``: path of a MuJoCo Menagerie checkout; the arm and gripper then come from its
+    ``agilex_piper/piper.xml`` (meshes, URDF inertials and joint limits) instead of the built-in
+    model, with the same servos, gripper stroke, TCP and wrist camera (see :func:`add_piper`).
+    """
 
     tcp_site = "piper/tcp"
     layout = PIPER_LAYOUT
 
+    def __init__(self, menagerie_root: str | None = None):
+        self.menagerie_root = menagerie_root
+        self.finger_joints = (MENAGERIE_PIPER_FINGER_JOINTS if menagerie_root is not None
+                              else PIPER_FINGER_JOINTS)
+
     def add_to(self, world, spec):
-        add_piper(world, spec)
+        add_piper(world, spec, menagerie=self.menagerie_root)
 
     def bind(self, model):
         self.model = model
@@ -129,16 +175,19 @@ class PiperArm(SimArm):
         self.act_ids = np.array([model.actuator(f"piper/servo{i}").id for i in range(1, 7)])
         self.gripper_id = model.actuator("piper/gripper").id
         self.finger_qpos_ids = np.array(
-            [model.joint(f"piper/finger_joint{i}").qposadr[0] for i in (1, 2)])
+            [model.joint(f"piper/{name}").qposadr[0] for name, _ in self.finger_joints])
+        self.finger_open_qpos = PIPER_FINGER_STROKE_M * np.array([s for _, s in self.finger_joints])
         self.ik = DLSInverseKinematics(model, model.site(self.tcp_site).id, self.qpos_ids,
                                        self.dof_ids)
-        self.q_cmd = PIPER_HOME.copy()
+        # PIPER_HOME itself on the built-in model; a nearby posture on Menagerie's kinematics
+        self.home = self.ik.solve(PIPER_HOME, PIPER_HOME_TCP_M, PIPER_TCP_QUAT)
+        self.q_cmd = self.home.copy()
 
     def reset(self, data):
-        data.qpos[self.qpos_ids] = PIPER_HOME
-        data.qpos[self.finger_qpos_ids] = PIPER_FINGER_STROKE_M
-        data.ctrl[self.act_ids] = PIPER_HOME
-        self.q_cmd = PIPER_HOME.copy()
+        data.qpos[self.qpos_ids] = self.home
+        data.qpos[self.finger_qpos_ids] = self.finger_open_qpos
+        data.ctrl[self.act_ids] = self.home
+        self.q_cmd = self.home.copy()
         self.set_gripper(data, 0.0)
 
     def set_gripper(self, data, closure):

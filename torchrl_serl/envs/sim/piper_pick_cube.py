@@ -16,3 +16,8 @@ class PiperPickCubeEnv(PickCubeEnv):
     """
 
     arm_class = PiperArm
+
+    def __init__(self, *args, menagerie_root: str | None = None, **kwargs):
+        """``menagerie_root``: a MuJoCo Menagerie checkout (e.g. ``os.environ["MENAGERIE_ROOT"]``) to
+        use its Piper model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.piper.PiperArm`."""
+        super().__init__(*args, arm=PiperArm(menagerie_root), **kwargs)
