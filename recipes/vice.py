@@ -30,7 +30,6 @@ from tensordict import TensorDict
 from torch import nn
 from torchrl.objectives import SoftUpdate
 
-from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.envs.transforms.learned_reward import LearnedReward
 from torchrl_serl.modules.classifier import make_pixel_classifier
@@ -40,6 +39,7 @@ from torchrl_serl.objectives.vice import VICELoss, label_batch
 from torchrl_serl.training.builders import (
     SACUpdater,
     make_collector,
+    make_pixel_replay_buffer,
     make_sac_optimizers,
     make_sim_env,
     seed_everything,
@@ -159,9 +159,9 @@ def main(argv=None) -> dict[str, float]:
         use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
     )
     capacity = cfg.buffer_size  # not tied to total_steps: a resumed run may extend the budget
-    buffer = FrameDedupReplayBuffer(
-        capacity + capacity // cfg.env.max_episode_steps + 2, pixel_keys=keys,  # + one tail row per episode
-        batch_size=cfg.drq.batch_size,
+    buffer = make_pixel_replay_buffer(
+        capacity + capacity // cfg.env.max_episode_steps + 2,  # + one tail row per episode
+        cfg.drq.batch_size, logger.run_dir / "replay", pixel_keys=keys, seed=cfg.seed,
         # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
         transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
     )

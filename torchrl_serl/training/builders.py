@@ -301,18 +301,36 @@ class SACUpdater:
         return {f"train/{k}": float(v.detach()) for k, v in out.items()}
 
 
+def _clear_scratch_dir(scratch_dir: str | Path) -> None:
+    """Empty a replay buffer's memory-map folder (working memory: a resumed run refills the buffer
+    from its checkpoint, and stale ``*.memmap`` files would make the storage refuse to start).
+    Refuses a folder holding anything else, so a run or data folder is never deleted by mistake."""
+    scratch_dir = Path(scratch_dir)
+    if not scratch_dir.exists():
+        return
+    for path in scratch_dir.rglob("*"):
+        if path.is_file() and path.suffix != ".memmap" and path.name != "meta.json":
+            raise ValueError(
+                f"scratch_dir {str(scratch_dir)!r} holds {str(path)!r}, which is not replay working memory "
+                "(*.memmap, meta.json); give the buffer a folder of its own, e.g. <run dir>/replay"
+            )
+    shutil.rmtree(scratch_dir)
+
+
 def make_replay_buffer(
     capacity: int,
     batch_size: int,
     device: str | torch.device = "cpu",
     scratch_dir: str | Path | None = None,
 ) -> TensorDictReplayBuffer:
-    """Uniform replay: in RAM (``LazyTensorStorage``), or memory-mapped under ``scratch_dir``."""
+    """Uniform replay: in RAM (``LazyTensorStorage``), or memory-mapped under ``scratch_dir``
+    (emptied first: working memory that a resumed run refills from its checkpoint)."""
     if capacity < 1 or batch_size < 1:
         raise ValueError(f"capacity and batch_size must be >= 1, got {capacity}, {batch_size}")
     if scratch_dir is None:
         storage = LazyTensorStorage(capacity, device=device)
     else:
+        _clear_scratch_dir(scratch_dir)
         storage = LazyMemmapStorage(capacity, scratch_dir=str(scratch_dir), device=device)
     return TensorDictReplayBuffer(storage=storage, batch_size=batch_size)
 
@@ -338,7 +356,7 @@ def make_demo_replay_buffer(
 
     demos, _ = load_demos(demos_path)
     demos = transitions(demos)
-    shutil.rmtree(scratch_dir, ignore_errors=True)
+    _clear_scratch_dir(scratch_dir)
     buffer = OnlineDemoReplayBuffer(
         capacity,
         # room for the interventions extend_demos adds during training
@@ -360,15 +378,18 @@ def make_pixel_replay_buffer(
     scratch_dir: str | Path,
     pixel_keys: tuple[str, ...] = ("front", "wrist"),
     seed: int = 0,
+    transform=None,
 ):
     """Uniform pixel replay storing each uint8 frame once, memory-mapped under ``scratch_dir``
-    (:class:`~torchrl_serl.data.FrameDedupReplayBuffer`). ``scratch_dir`` is emptied: it is
-    working memory, a resumed run refills it from its checkpoint."""
+    (:class:`~torchrl_serl.data.FrameDedupReplayBuffer`), with an optional sample ``transform``
+    (e.g. :class:`~torchrl_serl.envs.transforms.LearnedReward`). ``scratch_dir`` is emptied: it
+    is working memory, a resumed run refills it from its checkpoint."""
     from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 
-    shutil.rmtree(scratch_dir, ignore_errors=True)
+    _clear_scratch_dir(scratch_dir)
     return FrameDedupReplayBuffer(
-        capacity, pixel_keys, scratch_dir, generator=torch.Generator().manual_seed(seed), batch_size=batch_size
+        capacity, pixel_keys, scratch_dir, generator=torch.Generator().manual_seed(seed), batch_size=batch_size,
+        transform=transform,
     )
 
 
