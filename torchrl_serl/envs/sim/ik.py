@@ -52,19 +52,12 @@ class DLSInverseKinematics:
         self._err_p, self._err_r = self._err[:3], self._err[3:]
         self._native = None
         if isinstance(qpos, slice) and isinstance(dofs, slice) and len(self.dof_ids) <= 16:
-            from torchrl_serl.envs.sim.opspace import native_osc_library
+            from torchrl_serl.envs.sim.opspace import NativeBuffers, native_osc_library
 
             self._native = native_osc_library()  # also holds the C version of solve()
-            # What C reads and writes, in one block whose addresses are fetched once
-            # (``ndarray.ctypes.data`` costs ~1 us a call).
             n = len(self.dof_ids)
-            sizes = {"q_init": n, "q_low": n, "q_high": n, "pos": 3, "quat": 4, "jac": 6 * model.nv, "out": n}
-            self._block = np.zeros(sum(sizes.values()))
-            self._views, self._ptrs, start = {}, [], 0
-            for name, size in sizes.items():
-                self._views[name] = self._block[start:start + size]
-                self._ptrs.append(self._block.ctypes.data + self._block.itemsize * start)
-                start += size
+            self._block = NativeBuffers(q_init=n, q_low=n, q_high=n, pos=3, quat=4, jac=6 * model.nv, out=n)
+            self._views, self._ptrs = self._block.views, self._block.ptrs
 
     def error(self, q: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
         """Weighted pose error ``[6]`` (m, rotation in m-equivalents) of posture ``q``."""

@@ -181,6 +181,19 @@ def native_osc_library():
     return _native_lib
 
 
+class NativeBuffers:
+    """Named float64 arrays in one private block, with their addresses for C fetched once
+    (``ndarray.ctypes.data`` costs ~1 us a call): ``views[name]`` to fill, ``ptrs`` in order."""
+
+    def __init__(self, **sizes: int):
+        self.block = np.zeros(sum(sizes.values()))
+        self.views, self.ptrs, start = {}, [], 0
+        for name, size in sizes.items():
+            self.views[name] = self.block[start:start + size]
+            self.ptrs.append(self.block.ctypes.data + self.block.itemsize * start)
+            start += size
+
+
 class NativeOSCLoop:
     """``n_substeps`` of ``ctrl[acts] = osc(...)`` + ``mj_step`` in one C call (same algebra and
     order as :class:`OpSpaceController`, results equal to float rounding). A near-singular substep
@@ -191,16 +204,9 @@ class NativeOSCLoop:
         n = osc.dofs.stop - osc.dofs.start
         if n > 16:
             raise ValueError("the native OSC loop handles at most 16 arm joints")
-        # One private block for what C reads (targets, gains) and scratch it writes, so each
-        # address is fetched once here: ``ndarray.ctypes.data`` costs ~1 us a call.
         nv = osc.model.nv
-        sizes = {"pos": 3, "quat": 4, "q_null": n, "kp": 6, "kd": 6, "jac": 6 * nv, "jminv": 6 * nv}
-        self._block = np.zeros(sum(sizes.values()))
-        self._views, self._ptrs, start = {}, [], 0
-        for name, size in sizes.items():
-            self._views[name] = self._block[start:start + size]
-            self._ptrs.append(self._block.ctypes.data + self._block.itemsize * start)
-            start += size
+        self._block = NativeBuffers(pos=3, quat=4, q_null=n, kp=6, kd=6, jac=6 * nv, jminv=6 * nv)
+        self._views, self._ptrs = self._block.views, self._block.ptrs
 
     def advance(self, data: mujoco.MjData, pos: np.ndarray, quat: np.ndarray, q_null: np.ndarray,
                 n_substeps: int) -> None:
