@@ -115,29 +115,48 @@ def build_serl(device, channels_last: bool, augment_in_loss: bool):
     return loss, opts, SoftUpdate(loss, tau=0.005), loss.loss_critic, loss.forward
 
 
-def build_stock(device):
-    from torchrl.modules import MLP, NormalParamExtractor, ProbabilisticActor, TanhNormal, ValueOperator
-    from torchrl.objectives import SACLoss, SoftUpdate
+def _stock_sac(actor_module, critic_module, device):
+    """Stock ``SACLoss`` (10 critics, SERL's temperature init and target entropy) around an actor
+    module writing ``loc``/``scale`` and a critic module writing ``state_action_value``."""
+    from torchrl.modules import ProbabilisticActor, TanhNormal
+    from torchrl.objectives import SACLoss
 
-    from torchrl_serl.modules.encoders import MultiCameraEncoder, resnet10
+    actor = ProbabilisticActor(actor_module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
+                               distribution_kwargs={"low": -1.0, "high": 1.0}).to(device)
+    loss = SACLoss(actor, critic_module.to(device), num_qvalue_nets=NUM_CRITICS, alpha_init=0.01,
+                   target_entropy=-ACTION_DIM / 2)
+    loss.make_value_estimator(gamma=0.96)
+    return loss
 
-    encoder = MultiCameraEncoder(resnet10(), camera_keys=CAMERAS, image_size=IMAGE_SIZE, proprio_dim=PROPRIO_DIM)
-    emb = encoder.out_features
+
+def _stock_heads(emb: int, actor_key: str):
+    """SERL-size heads ([256, 256], LayerNorm, tanh) on ``emb`` embedding features: the actor head
+    (``actor_key`` -> ``loc``, ``scale``) and the critic's ``ValueOperator`` (embedding, action)."""
+    from torchrl.modules import MLP, NormalParamExtractor, ValueOperator
+
     mlp_kwargs = {"num_cells": [256, 256], "activation_class": nn.Tanh, "norm_class": nn.LayerNorm,
                   "norm_kwargs": [{"normalized_shape": 256}] * 2}
     actor_head = TensorDictModule(
         nn.Sequential(MLP(in_features=emb, out_features=2 * ACTION_DIM, **mlp_kwargs), NormalParamExtractor()),
-        in_keys=["embedding"], out_keys=["loc", "scale"],
+        in_keys=[actor_key], out_keys=["loc", "scale"],
     )
-    actor = ProbabilisticActor(
-        TensorDictSequential(encoder, actor_head), in_keys=["loc", "scale"], distribution_class=TanhNormal,
-        distribution_kwargs={"low": -1.0, "high": 1.0},
-    ).to(device)
-    critic = TensorDictSequential(
-        encoder, ValueOperator(MLP(in_features=emb + ACTION_DIM, out_features=1, **mlp_kwargs), in_keys=["embedding", "action"])
-    ).to(device)
-    loss = SACLoss(actor, critic, num_qvalue_nets=NUM_CRITICS, alpha_init=0.01, target_entropy=-ACTION_DIM / 2)
-    loss.make_value_estimator(gamma=0.96)
+    critic_head = ValueOperator(MLP(in_features=emb + ACTION_DIM, out_features=1, **mlp_kwargs),
+                                in_keys=["embedding", "action"])
+    return actor_head, critic_head
+
+
+def _stock_encoder():
+    from torchrl_serl.modules.encoders import MultiCameraEncoder, resnet10
+
+    return MultiCameraEncoder(resnet10(), camera_keys=CAMERAS, image_size=IMAGE_SIZE, proprio_dim=PROPRIO_DIM)
+
+
+def build_stock(device):
+    from torchrl.objectives import SoftUpdate
+
+    encoder = _stock_encoder()
+    actor_head, critic_head = _stock_heads(encoder.out_features, "embedding")
+    loss = _stock_sac(TensorDictSequential(encoder, actor_head), TensorDictSequential(encoder, critic_head), device)
     opts = {
         "critic": torch.optim.Adam(loss.qvalue_network_params.values(True, True), 3e-4),
         "actor": torch.optim.Adam([p for p in loss.actor_network_params.values(True, True) if p.requires_grad], 3e-4),
@@ -154,26 +173,11 @@ def build_stock_shared(device):
     """Stock ``SACLoss`` on shared embeddings: the encoder runs once per batch *outside* the loss
     (obs with gradients, next obs without), the sharing a TorchRL user can wire by hand. The actor
     reads a detached copy of the embedding (the encoder learns from the critic only, as in SERL)."""
-    from torchrl.modules import MLP, NormalParamExtractor, ProbabilisticActor, TanhNormal, ValueOperator
-    from torchrl.objectives import SACLoss, SoftUpdate
+    from torchrl.objectives import SoftUpdate
 
-    from torchrl_serl.modules.encoders import MultiCameraEncoder, resnet10
-
-    encoder = MultiCameraEncoder(resnet10(), camera_keys=CAMERAS, image_size=IMAGE_SIZE,
-                                 proprio_dim=PROPRIO_DIM).to(device)
-    emb = encoder.out_features
-    mlp_kwargs = {"num_cells": [256, 256], "activation_class": nn.Tanh, "norm_class": nn.LayerNorm,
-                  "norm_kwargs": [{"normalized_shape": 256}] * 2}
-    actor_head = TensorDictModule(
-        nn.Sequential(MLP(in_features=emb, out_features=2 * ACTION_DIM, **mlp_kwargs), NormalParamExtractor()),
-        in_keys=["embedding_detached"], out_keys=["loc", "scale"],
-    )
-    actor = ProbabilisticActor(actor_head, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                               distribution_kwargs={"low": -1.0, "high": 1.0}).to(device)
-    critic = ValueOperator(MLP(in_features=emb + ACTION_DIM, out_features=1, **mlp_kwargs),
-                           in_keys=["embedding", "action"]).to(device)
-    loss = SACLoss(actor, critic, num_qvalue_nets=NUM_CRITICS, alpha_init=0.01, target_entropy=-ACTION_DIM / 2)
-    loss.make_value_estimator(gamma=0.96)
+    encoder = _stock_encoder().to(device)
+    actor_head, critic_head = _stock_heads(encoder.out_features, "embedding_detached")
+    loss = _stock_sac(actor_head, critic_head, device)
     opts = {
         "critic": torch.optim.Adam([*loss.qvalue_network_params.values(True, True),
                                     *(p for p in encoder.parameters() if p.requires_grad)], 3e-4),
