@@ -56,8 +56,7 @@ class DLSInverseKinematics:
 
             self._native = native_osc_library()  # also holds the C version of solve()
             n = len(self.dof_ids)
-            self._block = NativeBuffers(q_init=n, q_low=n, q_high=n, pos=3, quat=4, jac=6 * model.nv, out=n)
-            self._views, self._ptrs = self._block.views, self._block.ptrs
+            self._buffers = NativeBuffers(q_init=n, q_low=n, q_high=n, pos=3, quat=4, jac=6 * model.nv, out=n)
 
     def error(self, q: np.ndarray, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
         """Weighted pose error ``[6]`` (m, rotation in m-equivalents) of posture ``q``."""
@@ -115,10 +114,10 @@ class DLSInverseKinematics:
         return best_q
 
     def _solve_native(self, q_init, pos, quat) -> np.ndarray:
-        v = self._views
+        v = self._buffers.views
         v["q_init"][:], v["q_low"][:], v["q_high"][:] = q_init, self.q_low, self.q_high
         v["pos"][:], v["quat"][:] = pos, quat
-        p_q, p_low, p_high, p_pos, p_quat, p_jac, p_out = self._ptrs
+        p_q, p_low, p_high, p_pos, p_quat, p_jac, p_out = self._buffers.ptrs
         self._native.dls_ik(
             self.model._address, self._data._address, self.site_id, int(self.qpos_ids[0]),
             int(self.dof_ids[0]), len(self.dof_ids), p_q, p_low, p_high, p_pos, p_quat,

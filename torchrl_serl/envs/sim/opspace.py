@@ -205,16 +205,15 @@ class NativeOSCLoop:
         if n > 16:
             raise ValueError("the native OSC loop handles at most 16 arm joints")
         nv = osc.model.nv
-        self._block = NativeBuffers(pos=3, quat=4, q_null=n, kp=6, kd=6, jac=6 * nv, jminv=6 * nv)
-        self._views, self._ptrs = self._block.views, self._block.ptrs
+        self._buffers = NativeBuffers(pos=3, quat=4, q_null=n, kp=6, kd=6, jac=6 * nv, jminv=6 * nv)
 
     def advance(self, data: mujoco.MjData, pos: np.ndarray, quat: np.ndarray, q_null: np.ndarray,
                 n_substeps: int) -> None:
         osc, m = self.osc, self.osc.model
-        v = self._views
+        v = self._buffers.views
         v["pos"][:], v["quat"][:], v["q_null"][:] = pos, quat, q_null
         v["kp"][:], v["kd"][:] = osc.kp, osc.kd  # copied each call: the gains may be changed
-        p_pos, p_quat, p_qnull, p_kp, p_kd, p_jac, p_jminv = self._ptrs
+        p_pos, p_quat, p_qnull, p_kp, p_kd, p_jac, p_jminv = self._buffers.ptrs
         n = osc.dofs.stop - osc.dofs.start
         done = 0
         while done < n_substeps:
