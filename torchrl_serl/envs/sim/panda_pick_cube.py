@@ -19,8 +19,6 @@ class PandaPickCubeEnv(PickCubeEnv):
         torch.Size([5, 10])
     """
 
-    arm_class = PandaArm
-
     def __init__(self, *args, controller: str = "osc", menagerie_root: str | None = None, **kwargs):
         """``controller``: ``"osc"`` (SERL franka_sim, default) or ``"impedance"`` (faster).
         ``menagerie_root``: a MuJoCo Menagerie checkout (e.g. ``os.environ["MENAGERIE_ROOT"]``) to

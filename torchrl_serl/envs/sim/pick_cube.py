@@ -42,8 +42,6 @@ class PickCubeEnv(EnvBase):
     ``batch_size`` must be ``None``/``()``: batch with ``SerialEnv``/``ParallelEnv``.
     """
 
-    arm_class: type[SimArm]
-
     def __init__(
         self,
         pixels: bool = False,
@@ -59,7 +57,8 @@ class PickCubeEnv(EnvBase):
         batch_size: torch.Size | Sequence[int] | None = None,
         seed: int | None = None,
         terminate_on_success: bool = False,
-        arm: SimArm | None = None,
+        *,
+        arm: SimArm,
     ):
         if batch_size is not None and tuple(batch_size) != ():
             raise ValueError(
@@ -98,7 +97,7 @@ class PickCubeEnv(EnvBase):
         self.camera_keys = camera_keys if pixels else ()
         self.terminate_on_success = terminate_on_success
 
-        self.arm = arm if arm is not None else self.arm_class()
+        self.arm = arm
         layout = self.arm.layout
         self.spec = build_scene(self.arm.add_to, physics_dt=self.physics_dt,
                                 front_camera_pos=layout.front_camera_pos,

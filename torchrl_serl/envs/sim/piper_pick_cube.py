@@ -15,8 +15,6 @@ class PiperPickCubeEnv(PickCubeEnv):
     30 deg from vertical (see :data:`~torchrl_serl.envs.sim.piper.PIPER_TCP_QUAT`).
     """
 
-    arm_class = PiperArm
-
     def __init__(self, *args, menagerie_root: str | None = None, **kwargs):
         """``menagerie_root``: a MuJoCo Menagerie checkout (e.g. ``os.environ["MENAGERIE_ROOT"]``) to
         use its Piper model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.piper.PiperArm`."""
