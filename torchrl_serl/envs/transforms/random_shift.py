@@ -22,7 +22,7 @@ def random_shift(images: torch.Tensor, pad: int = 4, generator: torch.Generator 
     Args:
         images: ``[*B, C, H, W]`` tensor (channels first), any dtype.
         pad: largest shift in pixels (SERL/DrQ: 4).
-        generator: optional CPU ``torch.Generator`` for reproducible shifts.
+        generator: optional ``torch.Generator`` for reproducible shifts (drawn on its device).
 
     Returns:
         ``[*B, C, H, W]`` tensor of the same dtype and device.
@@ -36,7 +36,10 @@ def random_shift(images: torch.Tensor, pad: int = 4, generator: torch.Generator 
     *batch, c, h, w = images.shape
     flat = images.reshape(-1, c, h, w)
     n = flat.shape[0]
-    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device="cpu").to(images.device) - pad
+    # drawn where the generator lives (the images' device without one: no host copy, so a CUDA
+    # graph can record it)
+    device = generator.device if generator is not None else images.device
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=device).to(images.device) - pad
     rows = (torch.arange(h, device=images.device) + shifts[:, :1]).clamp_(0, h - 1)  # [N, H]
     cols = (torch.arange(w, device=images.device) + shifts[:, 1:]).clamp_(0, w - 1)  # [N, W]
     index = rows[:, :, None] * w + cols[:, None, :]  # [N, H, W] flat pixel index per sample
