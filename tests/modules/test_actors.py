@@ -81,3 +81,14 @@ def test_bad_configuration_raises():
         TanhGaussianActorNet(4, 2, std_parametrization="softplus")
     with pytest.raises(ValueError, match="std_min"):
         TanhGaussianActorNet(4, 2, std_min=1.0, std_max=0.5)
+
+
+def test_actor_device_puts_weights_and_action_bounds_there():
+    """Off the CPU the TanhNormal bounds are tensors on the actor's device (so building the
+    distribution copies nothing from the host, as a CUDA graph needs); on the CPU they stay floats.
+    The meta device stands in for CUDA here."""
+    actor = make_sac_actor(4, 2, hidden=(8,), device="meta")
+    bounds = actor.module[-1].distribution_kwargs
+    assert all(isinstance(bounds[k], torch.Tensor) and bounds[k].device.type == "meta" for k in ("low", "high"))
+    assert all(p.device.type == "meta" for p in actor.parameters())
+    assert make_sac_actor(4, 2, hidden=(8,), device="cpu").module[-1].distribution_kwargs == {"low": -1.0, "high": 1.0}

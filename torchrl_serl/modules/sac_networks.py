@@ -49,6 +49,7 @@ def make_sac_actor(
     std_parametrization: str = "exp",
     std_min: float = 1e-5,
     std_max: float = 10.0,
+    device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """SERL's tanh-squashed Gaussian policy as a :class:`~torchrl.modules.ProbabilisticActor`.
 
@@ -61,6 +62,9 @@ def make_sac_actor(
         stop_encoder_grad: with an encoder, stop the actor's gradient into it (SERL/DrQ: the
             critic trains the shared encoder). BC trains the encoder through the actor: pass
             ``False``.
+        device: where the networks and the action bounds live. On CUDA the bounds are CUDA
+            tensors, so building the distribution copies nothing from the host (a CUDA graph
+            cannot record such a copy).
         others: see :class:`~torchrl_serl.modules.TanhGaussianActorNet`.
 
     Writes ``loc``, ``scale`` ``[*B, A]`` and ``action`` ``[*B, A]``.
@@ -78,14 +82,18 @@ def make_sac_actor(
     )
     head = TensorDictModule(net, in_keys=mlp_keys, out_keys=["loc", "scale"])
     module = TensorDictSequential(*pre, head) if pre else head
-    return ProbabilisticActor(
+    bounds = {"low": -1.0, "high": 1.0}
+    if device is not None and torch.device(device).type != "cpu":
+        bounds = {k: torch.tensor(v, device=device) for k, v in bounds.items()}
+    actor = ProbabilisticActor(
         module,
         in_keys=["loc", "scale"],
-        spec=Bounded(-1.0, 1.0, shape=(action_dim,)),
+        spec=Bounded(-1.0, 1.0, shape=(action_dim,), device=device),
         distribution_class=TanhNormal,
-        distribution_kwargs={"low": -1.0, "high": 1.0},
+        distribution_kwargs=bounds,
         return_log_prob=False,
     )
+    return actor if device is None else actor.to(device)
 
 
 def make_sac_critic(
