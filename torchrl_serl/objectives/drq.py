@@ -11,7 +11,7 @@ from tensordict.utils import NestedKey
 
 from torchrl_serl.envs.transforms.random_shift import random_shift
 from torchrl_serl.modules.encoders.multi_camera import MultiCameraEncoder
-from torchrl_serl.objectives.sac import SERLSACLoss
+from torchrl_serl.objectives.sac import SERLSACLoss, _tracing_or_capturing, non_finite_entries
 
 # Latent-batch entry the actor reads: the online embedding, always detached (SERL stops the
 # actor's gradient into the shared encoder).
@@ -157,8 +157,13 @@ class DrQLoss(SERLSACLoss):
         return
 
     def _check_batch(self, tensordict: TensorDictBase, with_next: bool = True) -> None:
-        if not self.check_inputs or torch.compiler.is_compiling():
-            return
+        if self.check_inputs and not _tracing_or_capturing():
+            self.check_batch(tensordict, with_next)
+
+    def check_batch(self, tensordict: TensorDictBase, with_next: bool = True) -> None:
+        """Raise a clear error for a batch this loss cannot train on: missing keys, images that
+        are not uint8 ``[B, 3, H, W]``, reward/done not ``[B, 1]``, NaN/inf values (one device
+        sync). ``with_next=False`` checks only what the actor loss reads."""
         keys = self.tensor_keys
         needed = self.in_keys if with_next else [*keys.image_keys, *([keys.observation] if self.uses_state else [])]
         missing = [k for k in needed if k not in tensordict.keys(True)]
@@ -182,10 +187,9 @@ class DrQLoss(SERLSACLoss):
                 shape = tuple(tensordict.get(key).shape)
                 if shape != (b, 1):
                     raise ValueError(f"{key} must have shape [B, 1] = {(b, 1)}, got {shape}")
-        for key in needed:
-            value = tensordict.get(key)
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise ValueError(f"DrQLoss: non-finite values (NaN/inf) in batch entry {key}")
+        bad = non_finite_entries(tensordict, needed)
+        if bad:
+            raise ValueError(f"DrQLoss: non-finite values (NaN/inf) in batch entries {bad}")
 
     def _images(self, tensordict: TensorDictBase, with_next: bool) -> TensorDict:
         """Camera images keyed like the encoder, ``[B, ...]`` or ``[2, B, ...]`` (obs, next), augmented."""

@@ -19,6 +19,23 @@ ACTOR_REDUCTIONS = ("mean", "min")
 TEMPERATURE_LOSSES = ("lagrange", "log")
 
 
+def _tracing_or_capturing() -> bool:
+    """True inside ``torch.compile`` tracing or a CUDA-graph capture, where a data-dependent
+    check would break the graph or be refused."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+
+
+def non_finite_entries(tensordict: TensorDictBase, keys) -> list:
+    """The floating-point entries among ``keys`` holding NaN or inf (one device sync for all)."""
+    floats = [k for k in keys if tensordict.get(k).is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(tensordict.get(k)).all() for k in floats]).tolist()
+    return [k for k, ok in zip(floats, finite) if not ok]
+
+
 class SERLSACLoss(SACLoss):
     r"""SAC as SERL/RLPD run it, as a TorchRL :class:`~torchrl.objectives.LossModule`.
 
@@ -193,8 +210,15 @@ class SERLSACLoss(SACLoss):
         return [k for k in module.in_keys if k != self.tensor_keys.action]
 
     def _check(self, tensordict: TensorDictBase) -> None:
-        if not self.check_inputs or torch.compiler.is_compiling():
-            return
+        if self.check_inputs and not _tracing_or_capturing():
+            self.check_batch(tensordict)
+
+    def check_batch(self, tensordict: TensorDictBase) -> None:
+        """Raise a clear error for a batch this loss cannot train on: missing keys, a batch that
+        is not flat ``[B]``, reward/done not ``[B, 1]``, NaN/inf values (one device sync).
+
+        The losses call it in eager mode (``check_inputs=True``); a compiled or CUDA-graph update
+        calls it on the batch before the update."""
         keys = self.in_keys
         missing = [k for k in keys if k not in tensordict.keys(True)]
         if missing:
@@ -212,10 +236,9 @@ class SERLSACLoss(SACLoss):
                 raise ValueError(
                     f"{key} must have shape [B, 1] = {(tensordict.shape[0], 1)}, got {shape}"
                 )
-        for key in keys:
-            value = tensordict.get(key)
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise ValueError(f"SERLSACLoss: non-finite values (NaN/inf) in batch entry {key}")
+        bad = non_finite_entries(tensordict, keys)
+        if bad:
+            raise ValueError(f"SERLSACLoss: non-finite values (NaN/inf) in batch entries {bad}")
 
     def _actor_dist(self, tensordict: TensorDictBase):
         with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
