@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     if cfg.role == "actor":
         run_actor(cfg, agent)
         return
-    optimizers = make_sac_optimizers(agent.loss, cfg.sac)
+    optimizers = make_sac_optimizers(agent.loss, cfg.sac, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
     logger = RunLogger(

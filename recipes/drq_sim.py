@@ -78,7 +78,7 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
         proprio_dim = env.observation_spec["observation"].shape[-1]
         action_dim = env.action_spec.shape[-1]
         agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device)
-        optimizers = make_sac_optimizers(agent.loss, cfg.drq)
+        optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
         updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                              compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
         logger = RunLogger(

@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     obs_dim = env.observation_spec["observation"].shape[-1]
     action_dim = env.action_spec.shape[-1]
     agent = make_sac_agent(cfg.sac, obs_dim, action_dim, device=cfg.device)
-    optimizers = make_sac_optimizers(agent.loss, cfg.sac)
+    optimizers = make_sac_optimizers(agent.loss, cfg.sac, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
     logger = RunLogger(

@@ -128,7 +128,7 @@ def main(argv=None) -> dict[str, float]:
     # DrQ agent
     actor, qvalue, encoder = make_drq_networks(
         keys, cfg.env.image_size, encoder=cfg.encoder, pretrained_path=pretrained,
-        num_critics=cfg.drq.num_critics, hidden=cfg.drq.hidden,
+        num_critics=cfg.drq.num_critics, hidden=cfg.drq.hidden, actor_kwargs={"device": cfg.device},
     )
     actor, qvalue, encoder = actor.to(cfg.device), qvalue.to(cfg.device), encoder.to(cfg.device)
     loss = DrQLoss(
@@ -137,7 +137,8 @@ def main(argv=None) -> dict[str, float]:
         target_entropy="auto" if cfg.drq.target_entropy is None else cfg.drq.target_entropy,
     )
     loss.make_value_estimator(gamma=cfg.drq.discount)
-    optimizers = make_sac_optimizers(loss, cfg.drq)  # the shared encoder trains with the critic only
+    # the shared encoder trains with the critic only
+    optimizers = make_sac_optimizers(loss, cfg.drq, capturable=cfg.cudagraphs)
     updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
     policy = make_drq_policy(actor, encoder)

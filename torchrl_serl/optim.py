@@ -67,11 +67,13 @@ def make_optimizer(
     lr: float = 3e-4,
     weight_decay: float = 0.0,
     fused: bool | None = None,
+    capturable: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (AdamW with ``weight_decay``), SERL's default learning rate 3e-4.
 
     ``fused=None`` picks the fused kernel (one kernel for all parameters, CPU and CUDA);
-    ``False`` falls back to the ``foreach`` implementation.
+    ``False`` falls back to the ``foreach`` implementation. ``capturable=True`` keeps the step
+    counts on the parameters' device, so a CUDA graph can record the step.
     """
     params = list(params)
     if not params:
@@ -80,7 +82,7 @@ def make_optimizer(
         raise ValueError(f"lr must be > 0, got {lr}")
     fused = True if fused is None else fused
     cls = torch.optim.AdamW if weight_decay else torch.optim.Adam
-    kwargs = {"lr": lr, "weight_decay": weight_decay}
+    kwargs = {"lr": lr, "weight_decay": weight_decay, "capturable": capturable}
     if fused:
         kwargs["fused"] = True
     else:

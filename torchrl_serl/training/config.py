@@ -116,8 +116,8 @@ class RunConfig:
     compile: bool = False
     """``torch.compile`` the learner update (CPU: 1.4-1.7x after 20-150 s of compilation)."""
     cudagraphs: bool = False
-    """With ``compile`` on a CUDA device: CUDA graphs (``mode="reduce-overhead"``; not yet run on a
-    GPU through the recipes)."""
+    """On a CUDA device: record each whole learner update as one CUDA graph and replay it
+    (with or without ``compile``)."""
     bf16: bool = False
     """bfloat16 autocast for the losses (weights and optimizer state stay float32)."""
     wandb: bool = False
