@@ -90,7 +90,7 @@ def augment_batch(td: TensorDict, pad: int = 4) -> TensorDict:
     return td
 
 
-def build_serl(device, channels_last: bool, augment_in_loss: bool):
+def build_serl(device, channels_last: bool, capturable: bool):
     from torchrl.objectives import SoftUpdate
 
     from torchrl_serl.modules.drq_networks import make_drq_networks
@@ -99,18 +99,18 @@ def build_serl(device, channels_last: bool, augment_in_loss: bool):
 
     actor, qvalue, encoder = make_drq_networks(
         camera_keys=CAMERAS, image_size=IMAGE_SIZE, proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM,
-        encoder="resnet10", num_critics=NUM_CRITICS, channels_last=channels_last,
+        encoder="resnet10", num_critics=NUM_CRITICS, channels_last=channels_last, actor_kwargs={"device": device},
     )
     actor, qvalue, encoder = actor.to(device), qvalue.to(device), encoder.to(device)
-    loss = DrQLoss(actor, qvalue, encoder, augment=augment_in_loss, critic_subset=2, check_inputs=False)
+    loss = DrQLoss(actor, qvalue, encoder, augment=True, critic_subset=2, check_inputs=False)
     loss.make_value_estimator(gamma=0.96)
     critic_params = [*loss.qvalue_network_params.values(True, True)] + [
         p for p in loss.encoder_params.values(True, True) if p.requires_grad
     ]
     opts = {
-        "critic": make_optimizer(critic_params),
-        "actor": make_optimizer(loss.actor_network_params.values(True, True)),
-        "alpha": make_optimizer([loss.log_alpha]),
+        "critic": make_optimizer(critic_params, capturable=capturable),
+        "actor": make_optimizer(loss.actor_network_params.values(True, True), capturable=capturable),
+        "alpha": make_optimizer([loss.log_alpha], capturable=capturable),
     }
     return loss, opts, SoftUpdate(loss, tau=0.005), loss.loss_critic, loss.forward
 
@@ -121,8 +121,11 @@ def _stock_sac(actor_module, critic_module, device):
     from torchrl.modules import ProbabilisticActor, TanhNormal
     from torchrl.objectives import SACLoss
 
+    bounds = {"low": -1.0, "high": 1.0}
+    if device.type == "cuda":  # device tensors: a CUDA graph cannot record a host copy
+        bounds = {k: torch.tensor(v, device=device) for k, v in bounds.items()}
     actor = ProbabilisticActor(actor_module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
-                               distribution_kwargs={"low": -1.0, "high": 1.0}).to(device)
+                               distribution_kwargs=bounds).to(device)
     loss = SACLoss(actor, critic_module.to(device), num_qvalue_nets=NUM_CRITICS, alpha_init=0.01,
                    target_entropy=-ACTION_DIM / 2)
     loss.make_value_estimator(gamma=0.96)
@@ -151,16 +154,17 @@ def _stock_encoder():
     return MultiCameraEncoder(resnet10(), camera_keys=CAMERAS, image_size=IMAGE_SIZE, proprio_dim=PROPRIO_DIM)
 
 
-def build_stock(device):
+def build_stock(device, capturable: bool):
     from torchrl.objectives import SoftUpdate
 
     encoder = _stock_encoder()
     actor_head, critic_head = _stock_heads(encoder.out_features, "embedding")
     loss = _stock_sac(TensorDictSequential(encoder, actor_head), TensorDictSequential(encoder, critic_head), device)
+    adam = {"lr": 3e-4, "capturable": capturable}
     opts = {
-        "critic": torch.optim.Adam(loss.qvalue_network_params.values(True, True), 3e-4),
-        "actor": torch.optim.Adam([p for p in loss.actor_network_params.values(True, True) if p.requires_grad], 3e-4),
-        "alpha": torch.optim.Adam([loss.log_alpha], 3e-4),
+        "critic": torch.optim.Adam(loss.qvalue_network_params.values(True, True), **adam),
+        "actor": torch.optim.Adam([p for p in loss.actor_network_params.values(True, True) if p.requires_grad], **adam),
+        "alpha": torch.optim.Adam([loss.log_alpha], **adam),
     }
 
     def critic_loss(td):
@@ -169,7 +173,7 @@ def build_stock(device):
     return loss, opts, SoftUpdate(loss, tau=0.005), critic_loss, loss.forward
 
 
-def build_stock_shared(device):
+def build_stock_shared(device, capturable: bool):
     """Stock ``SACLoss`` on shared embeddings: the encoder runs once per batch *outside* the loss
     (obs with gradients, next obs without), the sharing a TorchRL user can wire by hand. The actor
     reads a detached copy of the embedding (the encoder learns from the critic only, as in SERL)."""
@@ -178,11 +182,12 @@ def build_stock_shared(device):
     encoder = _stock_encoder().to(device)
     actor_head, critic_head = _stock_heads(encoder.out_features, "embedding_detached")
     loss = _stock_sac(actor_head, critic_head, device)
+    adam = {"lr": 3e-4, "capturable": capturable}
     opts = {
         "critic": torch.optim.Adam([*loss.qvalue_network_params.values(True, True),
-                                    *(p for p in encoder.parameters() if p.requires_grad)], 3e-4),
-        "actor": torch.optim.Adam(loss.actor_network_params.values(True, True), 3e-4),
-        "alpha": torch.optim.Adam([loss.log_alpha], 3e-4),
+                                    *(p for p in encoder.parameters() if p.requires_grad)], **adam),
+        "actor": torch.optim.Adam(loss.actor_network_params.values(True, True), **adam),
+        "alpha": torch.optim.Adam([loss.log_alpha], **adam),
     }
 
     def encode(td):
@@ -209,43 +214,54 @@ def run_one(args) -> dict:
         torch.set_num_threads(args.threads)
     impl, mode, batch = args.run
     batch = int(batch)
-    # CUDA graphs need the whole update on the GPU: augment eagerly outside the compiled loss.
-    augment_in_loss = impl == "serl" and not args.cudagraphs
-    if impl == "serl":
-        loss, opts, updater, critic_fn, full_fn = build_serl(device, not args.no_channels_last, augment_in_loss)
+    if impl == "serl":  # augments inside the loss
+        loss, opts, updater, critic_fn, full_fn = build_serl(device, not args.no_channels_last, args.cudagraphs)
     elif impl == "stock-shared":
-        loss, opts, updater, critic_fn, full_fn = build_stock_shared(device)
+        loss, opts, updater, critic_fn, full_fn = build_stock_shared(device, args.cudagraphs)
     else:
-        loss, opts, updater, critic_fn, full_fn = build_stock(device)
+        loss, opts, updater, critic_fn, full_fn = build_stock(device, args.cudagraphs)
     if mode == "compiled":
-        compile_kwargs = {"mode": "reduce-overhead"} if args.cudagraphs else {}
-        critic_fn, full_fn = torch.compile(critic_fn, **compile_kwargs), torch.compile(full_fn, **compile_kwargs)
+        critic_fn, full_fn = torch.compile(critic_fn), torch.compile(full_fn)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     pool = make_pool(batch, 4, device)
     counter = [0]
+    # stock: augmentation before the loss, as a TorchRL pipeline does (inside the graph with CUDA graphs)
+    augment = augment_batch if impl != "serl" else (lambda td: td)
 
     def next_batch():
         td = pool[counter[0] % len(pool)].clone()  # stock SACLoss writes td_error into its input
         counter[0] += 1
-        return td if augment_in_loss else augment_batch(td)
+        return td if args.cudagraphs else augment(td)
 
-    def step(names, value):
+    def step(names, out, keys):
         for n in names:
             opts[n].zero_grad(set_to_none=True)
-        value.backward()
+        sum(out[k] for k in keys).backward()
         for n in names:
             opts[n].step()
         updater.step()
+        return TensorDict({k: out[k].detach() for k in keys})
+
+    def critic_update(td):
+        with autocast:
+            out = critic_fn(augment(td) if args.cudagraphs else td)
+        return step(["critic"], out, ["loss_qvalue"])
+
+    def full_update(td):
+        with autocast:
+            out = full_fn(augment(td) if args.cudagraphs else td)
+        return step(["critic", "actor", "alpha"], out, ["loss_qvalue", "loss_actor", "loss_alpha"])
+
+    if args.cudagraphs:  # each whole update (augmentation, loss, backward, Adam, target update) as one CUDA graph
+        from tensordict.nn import CudaGraphModule
+
+        critic_update = CudaGraphModule(critic_update, warmup=2, in_keys=[], out_keys=[])
+        full_update = CudaGraphModule(full_update, warmup=2, in_keys=[], out_keys=[])
 
     def learner_step():
         for _ in range(3):
-            with autocast:
-                out = critic_fn(next_batch())
-            step(["critic"], out["loss_qvalue"])
-        with autocast:
-            out = full_fn(next_batch())
-        step(["critic", "actor", "alpha"], out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"])
-        return out
+            critic_update(next_batch())
+        return full_update(next_batch())
 
     def sync():
         if device.type == "cuda":
@@ -288,11 +304,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed learner steps (compilation happens here)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast around the losses")
-    parser.add_argument("--cudagraphs", action="store_true", help="compile with mode='reduce-overhead' (CUDA graphs)")
+    parser.add_argument("--cudagraphs", action="store_true",
+                        help="record each whole update as one CUDA graph (tensordict CudaGraphModule)")
     parser.add_argument("--no-channels-last", action="store_true", help="serl: NCHW trunk instead of channels-last")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per configuration")
     parser.add_argument("--run", nargs=3, metavar=("IMPL", "MODE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cudagraphs and args.warmup < 3:
+        parser.error("--cudagraphs needs --warmup >= 3 (the full update is warmed up, then recorded)")
     if args.warmup < 1 and "compiled" in args.modes:
         parser.error("--warmup must be >= 1 with compiled modes (compilation is not timed)")
     if args.run:

@@ -70,7 +70,7 @@ def _stock_nets(device):
 
     from torchrl_serl.modules import make_sac_actor
 
-    actor = make_sac_actor(OBS, ACT, hidden=HIDDEN).to(device)
+    actor = make_sac_actor(OBS, ACT, hidden=HIDDEN, device=device)
     mlp = MLP(
         in_features=OBS + ACT,
         out_features=1,
@@ -83,7 +83,7 @@ def _stock_nets(device):
     return actor, critic
 
 
-def _build(impl: str, device):
+def _build(impl: str, device, capturable: bool = False):
     """(loss, critic_step(td), actor_step(td), soft_update) for one implementation."""
     import torch
     from torchrl.objectives import REDQLoss, SACLoss, SoftUpdate
@@ -94,15 +94,15 @@ def _build(impl: str, device):
 
     if impl == "serl":
         loss = SERLSACLoss(
-            make_sac_actor(OBS, ACT, hidden=HIDDEN),
+            make_sac_actor(OBS, ACT, hidden=HIDDEN, device=device),
             make_sac_critic(OBS, ACT, num_critics=N_CRITICS, hidden=HIDDEN),
             critic_subset=SUBSET,
             check_inputs=False,
         ).to(device)
         loss.make_value_estimator(gamma=0.99)
-        critic_opt = make_optimizer(loss.qvalue_network_params.values(True, True), lr=3e-4)
+        critic_opt = make_optimizer(loss.qvalue_network_params.values(True, True), lr=3e-4, capturable=capturable)
         actor_opt = make_optimizer(
-            [*loss.actor_network_params.values(True, True), loss.log_alpha], lr=3e-4
+            [*loss.actor_network_params.values(True, True), loss.log_alpha], lr=3e-4, capturable=capturable
         )
         critic_loss, actor_loss = loss.loss_critic, loss.loss_actor_alpha
         actor_keys = ("loss_actor", "loss_alpha")
@@ -122,9 +122,9 @@ def _build(impl: str, device):
             actor_loss = loss
         loss = loss.to(device)
         loss.make_value_estimator(gamma=0.99)
-        critic_opt = torch.optim.Adam(loss.qvalue_network_params.values(True, True), lr=3e-4)
+        critic_opt = torch.optim.Adam(loss.qvalue_network_params.values(True, True), lr=3e-4, capturable=capturable)
         actor_opt = torch.optim.Adam(
-            [*loss.actor_network_params.values(True, True), loss.log_alpha], lr=3e-4
+            [*loss.actor_network_params.values(True, True), loss.log_alpha], lr=3e-4, capturable=capturable
         )
         actor_keys = ("loss_actor", "loss_alpha")
     return loss, critic_loss, actor_loss, actor_keys, critic_opt, actor_opt, SoftUpdate(loss, tau=0.005)
@@ -134,34 +134,46 @@ def _make_runner(impl: str, args, device, sample):
     """Builds, compiles and warms one implementation; returns its update functions and costs."""
     import torch
 
-    loss, critic_loss, actor_loss, actor_keys, copt, aopt, updater = _build(impl, device)
+    from tensordict import TensorDict
+    from tensordict.nn import CudaGraphModule
+
+    loss, critic_loss, actor_loss, actor_keys, copt, aopt, updater = _build(impl, device, args.cudagraphs)
     if args.compile:
-        mode = "reduce-overhead" if args.cudagraphs else None
-        critic_loss = torch.compile(critic_loss, mode=mode)
-        actor_loss = torch.compile(actor_loss, mode=mode)
+        critic_loss = torch.compile(critic_loss)
+        actor_loss = torch.compile(actor_loss)
 
     def autocast():
         if args.bf16:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return torch.autocast(device.type, enabled=False)
 
-    def critic_update():
-        td = sample()
+    def critic_body(td):
         with autocast():
             loss_q = critic_loss(td)["loss_qvalue"]
         copt.zero_grad(set_to_none=True)
         loss_q.backward()
         copt.step()
         updater.step()
+        return TensorDict(loss_qvalue=loss_q.detach())
 
-    def actor_update():
-        td = sample()
+    def actor_body(td):
         with autocast():
             out = actor_loss(td)
             total = sum(out[k] for k in actor_keys)
         aopt.zero_grad(set_to_none=True)
         total.backward()
         aopt.step()
+        return TensorDict(loss=total.detach())
+
+    if args.cudagraphs:  # each whole update (loss, backward, Adam, target update) as one CUDA graph
+        critic_body = CudaGraphModule(critic_body, warmup=2, in_keys=[], out_keys=[])
+        actor_body = CudaGraphModule(actor_body, warmup=2, in_keys=[], out_keys=[])
+
+    def critic_update():
+        critic_body(sample())
+
+    def actor_update():
+        actor_body(sample())
 
     def learner_step():
         for _ in range(args.utd):
@@ -172,7 +184,7 @@ def _make_runner(impl: str, args, device, sample):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    for _ in range(3):  # first calls compile (and record CUDA graphs)
+    for _ in range(3):  # first calls compile (and record the CUDA graphs)
         critic_update()
         actor_update()
     _sync(device)
@@ -232,9 +244,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="only compiled (--compile) or only eager (--no-compile); default both")
-    p.add_argument("--cudagraphs", action="store_true", help="compile with mode='reduce-overhead' (CUDA)")
+    p.add_argument("--cudagraphs", action="store_true",
+                   help="record each whole update as one CUDA graph (tensordict CudaGraphModule), eager or compiled")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the losses")
     p.add_argument("--impl", choices=IMPLS, nargs="+", default=list(IMPLS))
+    p.add_argument("--no-alone", action="store_true",
+                   help="skip the one-implementation runs: compile time from the shared run, no peak memory")
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -259,8 +274,11 @@ def main() -> None:
         timed = child(args.impl, compiled, args.rounds)
         for row in timed:
             # Compile time and peak memory from a process holding this implementation alone.
-            alone = child([row["impl"]], compiled, 0)[0]
-            row.update(warmup_s=alone["warmup_s"], peak_mib=alone["peak_mib"])
+            if args.no_alone:
+                row.update(peak_mib=float("nan"))
+            else:
+                alone = child([row["impl"]], compiled, 0)[0]
+                row.update(warmup_s=alone["warmup_s"], peak_mib=alone["peak_mib"])
             rows.append(row)
         print(f"done: compiled={compiled}", file=sys.stderr)
 
