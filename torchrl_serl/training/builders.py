@@ -291,12 +291,10 @@ class SACUpdater:
                             f"{self.device} (a CUDA graph cannot record a host copy), got {value!r}: build it "
                             f"with make_sac_actor(..., device={str(self.device)!r})"
                         )
-        self.loss = loss
         self.optimizers = list(optimizers.values())
         self.critic_optim = optimizers["critic_optim"]
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
-        self.cudagraphs = cudagraphs
         if bf16:
             self._autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         else:
@@ -304,9 +302,8 @@ class SACUpdater:
         self._critic_loss = torch.compile(loss.loss_critic) if compile else loss.loss_critic
         self._full_loss = torch.compile(loss) if compile else loss
         # compiled and replayed updates skip the loss's own data-dependent input checks
-        self._check_batch = getattr(loss, "check_batch", None) if (compile or cudagraphs) else None
-        if not getattr(loss, "check_inputs", False):
-            self._check_batch = None
+        checked_here = (compile or cudagraphs) and getattr(loss, "check_inputs", False)
+        self._check_batch = loss.check_batch if checked_here else None
         self._critic_step, self._full_step = self._critic_update, self._full_update
         if cudagraphs:
             from tensordict.nn import CudaGraphModule
