@@ -77,6 +77,12 @@ class PiperDouble:
         with self.lock:
             self.received.clear()
 
+    def push_tool(self, dx_m) -> None:
+        """An external push: the tool moves by ``dx_m`` ``[3]`` [m] and the arm holds it there."""
+        displaced = self.pose.copy()
+        displaced[:3] += np.asarray(dx_m, dtype=np.float64) * 1e6
+        self.pose_target, self.pose = displaced, displaced.copy()
+
     # -- model ----------------------------------------------------------------------------
     def _pose_from_joints(self, joints_mdeg: np.ndarray) -> np.ndarray:
         xyz_rpy = self._fk.CalFK(list(np.deg2rad(joints_mdeg / 1000.0)))[-1]  # mm, deg

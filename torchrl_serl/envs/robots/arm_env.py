@@ -22,18 +22,25 @@ from ..cameras.reader import LatestFrameReader
 from .franka import PANDA_HOME_Q, FrankaArm
 from .interfaces import ArmState, RobotArm, RobotError
 from .piper import PiperArm
-from .safety import SafetyLimits, Watchdog, check_finite_vector, stop_on_sigint
+from .safety import SafetyLimits, Watchdog, check_action, check_finite_vector, stop_on_sigint
 
 
 class RealArmEnv(EnvBase):
     """A ``RobotArm`` plus cameras as an ``EnvBase``, stepped at ``control_hz``.
 
-    Each step: validate the action (NaN/inf/shape refused before anything is sent), add
-    ``action[:3] * action_scale_m`` to the measured tool position, clip through ``safety``
-    (box, tilt, per-step limits), send it as the tracked target, update the gripper, then sleep
-    to the next control tick and read state and cameras. Any arm error or lost link stops the
-    arm and raises ``RobotError``/``RobotConnectionError``; a ``Watchdog`` stops the arm when
-    steps stop coming; Ctrl-C during a step stops the arm.
+    Each step: validate the action (non-floating dtype, NaN/inf, shape refused before anything
+    is sent), read the arm's pose, add ``action[:3] * action_scale_m`` to it, clip through
+    ``safety`` (box and tilt, then per-step limits from that freshly read pose), send it as the
+    tracked target, update the gripper, then sleep to the next control tick and read state and
+    cameras. Any arm error or lost link stops the arm and raises
+    ``RobotError``/``RobotConnectionError``; a ``Watchdog`` stops the arm when steps stop coming;
+    Ctrl-C during a step stops the arm.
+
+    After any exception inside ``reset``/``step`` (arm error, lost link, Ctrl-C) the arm is
+    stopped and the watchdog disarmed, and ``step`` refuses with ``RuntimeError`` until
+    ``reset`` has re-homed the arm and re-armed the watchdog: the arm only takes policy targets
+    while the watchdog guards them. The watchdog is also disarmed during ``reset``, whose
+    blocking moves are bounded by their own timeouts (a watchdog stop would abort them).
 
     Args:
         arm: a connected ``RobotArm``.
@@ -107,6 +114,7 @@ class RealArmEnv(EnvBase):
         self._gripper_sent_m: float | None = None
         self._steps = 0
         self._last_tick: float | None = None
+        self._failure: str | None = None  # why the last reset/step stopped the arm
         self._make_specs()
 
     # -- specs ----------------------------------------------------------------------------
@@ -175,11 +183,14 @@ class RealArmEnv(EnvBase):
         return False
 
     def _guarded(self, fn):
-        """Run ``fn``; on any error stop the arm first, then re-raise."""
+        """Run ``fn``; on any error stop the arm first, then re-raise; ``step`` then needs a ``reset``."""
         try:
             with stop_on_sigint(self.arm.stop):
                 return fn()
-        except BaseException:
+        except BaseException as err:
+            # Disarmed watchdog and a stopped arm: refuse further steps until reset() re-arms it.
+            self._state = None
+            self._failure = f"{type(err).__name__}: {err}"
             if self.watchdog is not None:
                 self.watchdog.close()
             try:
@@ -192,6 +203,9 @@ class RealArmEnv(EnvBase):
         return self._guarded(self._do_reset)
 
     def _do_reset(self) -> TensorDict:
+        self._state = None
+        if self.watchdog is not None:
+            self.watchdog.close()
         if self.arm.get_state().has_error:
             self.arm.clear_errors()
         set_phase = getattr(self.arm, "set_phase", None)
@@ -216,6 +230,7 @@ class RealArmEnv(EnvBase):
         self._state = self._read_state()
         self._target_quat = np.asarray(self.home_quat, dtype=np.float64)
         self._steps = 0
+        self._failure = None
         if self.watchdog is not None:
             self.watchdog.start()
         self._last_tick = time.monotonic()
@@ -225,20 +240,21 @@ class RealArmEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self._state is None:
+            if self._failure is not None:
+                raise RuntimeError(f"the arm was stopped and its watchdog disarmed by {self._failure}; "
+                                   "call reset() before step()")
             raise RuntimeError("call reset() before step()")
         # Refuse bad actions before the guarded block: nothing has been sent, nothing to stop.
-        action = tensordict.get("action")
-        if tuple(action.shape) != (4,):
-            raise ValueError(f"action must have shape (4,), got {tuple(action.shape)}")
-        action = action.detach().cpu().double().numpy()
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN/inf: {action.tolist()}; nothing was sent to the arm")
+        action = check_action(tensordict.get("action"), 4)
         return self._guarded(lambda: self._do_step(np.clip(action, -1.0, 1.0)))
 
     def _do_step(self, action: np.ndarray) -> TensorDict:
+        # The pose observed at the end of the last step can be stale by a pause or a push: the
+        # target and its step limit start from the pose read now, just before the command.
+        current = self._read_state()
         pos, quat = self.safety.clip(
-            self._state.tcp_pos + action[:3] * self.action_scale_m, self._target_quat,
-            prev_pos=self._state.tcp_pos, prev_quat=self._target_quat,
+            current.tcp_pos + action[:3] * self.action_scale_m, self._target_quat,
+            current_pos=current.tcp_pos, current_quat=current.tcp_quat,
         )
         with self._arm_lock:
             self.arm.set_cartesian_target(pos, quat)
@@ -246,7 +262,6 @@ class RealArmEnv(EnvBase):
             self._command_gripper(self._gripper_cmd)
             if self.watchdog is not None:
                 self.watchdog.feed()
-        self._target_quat = quat
         # Keep time: sleep to the next tick of a fixed grid, so one slow step does not shift all later ones.
         next_tick = self._last_tick + self.period_s
         now = time.monotonic()

@@ -12,18 +12,52 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .rotations import normalize_quat, quat_angle, quat_slerp
 
 
+def _check_real_dtype(name: str, dtype) -> None:
+    # np.asarray(..., float64) would turn True into 1.0 and drop an imaginary part (NaN or not).
+    if dtype.kind not in "fiu":
+        raise ValueError(f"{name} has dtype {dtype}; only real numbers are accepted")
+
+
 def check_finite_vector(name: str, value, size: int) -> np.ndarray:
-    """``value`` as float64 ``[size]``; raises ``ValueError`` naming the bad entry otherwise."""
-    arr = np.asarray(value, dtype=np.float64)
+    """``value`` as float64 ``[size]``; raises ``ValueError`` naming the bad entry otherwise.
+
+    Bool, complex and non-numeric values are refused by dtype; integers are accepted (exact).
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bool or value.is_complex():
+            raise ValueError(f"{name} has dtype {value.dtype}; only real numbers are accepted")
+        value = (value.double() if value.is_floating_point() else value).numpy()
+    raw = np.asarray(value)
+    _check_real_dtype(name, raw.dtype)
+    arr = raw.astype(np.float64)
     if arr.shape != (size,):
         raise ValueError(f"{name} must have shape ({size},), got {tuple(arr.shape)}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN/inf: {arr.tolist()}; refusing to send it to the arm")
     return arr
+
+
+def check_action(action, size: int) -> np.ndarray:
+    """A policy action as float64 ``[size]``; refuses non-floating dtypes, wrong shapes and NaN/inf.
+
+    Stricter than :func:`check_finite_vector`: a policy emits floats, so a bool, integer or
+    complex action is a bug upstream (a wrong key, a discrete head) and is refused by name.
+    """
+    if isinstance(action, torch.Tensor):
+        dtype, floating = action.dtype, action.is_floating_point()
+    else:
+        action = np.asarray(action)
+        dtype, floating = action.dtype, action.dtype.kind == "f"
+    if not floating:
+        raise ValueError(f"action has dtype {dtype}; a real-arm action must be floating point "
+                         "(float16/32/64); nothing was sent to the arm")
+    return check_finite_vector("action", action, size)
 
 
 @dataclass
@@ -56,37 +90,44 @@ class SafetyLimits:
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
 
-    def clip(self, pos, quat, prev_pos, prev_quat) -> tuple[np.ndarray, np.ndarray]:
+    def clip(self, pos, quat, current_pos, current_quat) -> tuple[np.ndarray, np.ndarray]:
         """Validated and clipped target.
+
+        The workspace box and the tilt cone are applied first, the per-step limits last, so
+        no clip can undo the step limit: the result is never more than ``max_step_m`` /
+        ``max_step_rad`` from the current pose. A tool outside the box (or tilted outside the
+        cone) is brought back toward it by at most one step per call.
 
         Args:
             pos: ``[3]`` requested tool position [m]; quat: ``[4]`` requested xyzw orientation.
-            prev_pos, prev_quat: the last target sent (or the measured pose), from which the
-                per-step limits are measured.
+            current_pos, current_quat: the pose measured just before this command is sent;
+                the per-step limits are measured from it (a pose read one control period
+                earlier may be stale by a pause or a push).
 
         Returns:
-            ``(pos [3], quat [4])`` inside the box, the tilt cone and the per-step limits.
+            ``(pos [3], quat [4])`` within one step of the current pose, inside the box and the
+            tilt cone whenever the current pose is within one step of them.
 
         Raises:
-            ValueError: NaN/inf or wrong shapes; nothing should be sent to the arm then.
+            ValueError: NaN/inf, non-real values or wrong shapes; nothing should be sent to the arm then.
         """
         pos = check_finite_vector("target position", pos, 3)
         quat = normalize_quat(check_finite_vector("target quaternion", quat, 4))
-        prev_pos = check_finite_vector("previous position", prev_pos, 3)
-        prev_quat = normalize_quat(check_finite_vector("previous quaternion", prev_quat, 4))
+        current_pos = check_finite_vector("current position", current_pos, 3)
+        current_quat = normalize_quat(check_finite_vector("current quaternion", current_quat, 4))
 
-        step = pos - prev_pos
+        pos = np.clip(pos, self.box_low_m, self.box_high_m)
+        step = pos - current_pos
         dist = float(np.linalg.norm(step))
         if dist > self.max_step_m:
-            pos = prev_pos + step * (self.max_step_m / dist)
-        pos = np.clip(pos, self.box_low_m, self.box_high_m)
+            pos = current_pos + step * (self.max_step_m / dist)
 
-        turn = quat_angle(prev_quat, quat)
-        if turn > self.max_step_rad:
-            quat = quat_slerp(prev_quat, quat, self.max_step_rad / turn)
         tilt = quat_angle(self.reference_quat, quat)
         if tilt > self.max_tilt_rad:
             quat = quat_slerp(self.reference_quat, quat, self.max_tilt_rad / tilt)
+        turn = quat_angle(current_quat, quat)
+        if turn > self.max_step_rad:
+            quat = quat_slerp(current_quat, quat, self.max_step_rad / turn)
         return pos, quat
 
 
