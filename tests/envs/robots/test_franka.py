@@ -12,6 +12,16 @@ from torchrl_serl.envs.robots.interfaces import RobotConnectionError, RobotError
 pytestmark = pytest.mark.robots
 
 
+def _eventually(predicate, timeout_s=4.0):
+    """Poll ``predicate()`` until true or ``timeout_s`` passes: wait on state, not on a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @pytest.fixture(scope="module")
 def arm(franky_sim):
     arm = FrankaArm(franky_sim, realtime=False, relative_dynamics_factor=0.6)
@@ -44,7 +54,9 @@ def test_impedance_tracking_at_10hz_with_phase_gains(arm):
         arm.set_cartesian_target(target, start.tcp_quat)
         time.sleep(0.1)
         errors.append(np.linalg.norm(arm.get_state().tcp_pos - target))
-    assert errors[-1] < 0.01, f"impedance tracking lags: {np.round(errors, 4)}"
+    # Under CPU load the simulator runs slower than the wall clock: wait for the state, with a deadline.
+    assert _eventually(lambda: np.linalg.norm(arm.get_state().tcp_pos - target) < 0.01), \
+        f"impedance tracking lags: {np.round(errors, 4)}"
     task = arm.phase_gains["task"]
     np.testing.assert_allclose(np.diag(arm._tracking.get_gains().stiffness), [task.translational] * 3 + [task.rotational] * 3)
     arm.set_phase("reset")  # switched on the running motion, no restart
@@ -56,15 +68,6 @@ def test_impedance_tracking_at_10hz_with_phase_gains(arm):
         arm.set_cartesian_target([np.nan, 0, 0.4], start.tcp_quat)
     arm.stop()
     assert not arm.robot.is_in_control
-
-
-def _eventually(predicate, timeout_s=4.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_gripper_move_grasp_open(arm):
@@ -105,12 +108,19 @@ def test_franka_env_reset_and_steps():
 
     franky_sim, proc = start_franky_sim()
     env = FrankaEnv(franky_sim, realtime=False, cameras={"front": TestPatternCamera(), "wrist": TestPatternCamera(seed=1)},
-                    arm_kwargs={"relative_dynamics_factor": 0.6}, seed=0, max_episode_steps=8, reset_noise_m=0.02)
+                    arm_kwargs={"relative_dynamics_factor": 0.6}, seed=0, max_episode_steps=100, reset_noise_m=0.02)
     try:
         check_env_specs(env)
         td = env.reset()
         start = td["observation"][:3].clone()
-        for _ in range(6):
+
+        def moved_and_closing():
+            return float(td["observation"][1] - start[1]) > 0.05 and float(td["observation"][6]) > 0.5
+
+        # Step until the state shows the move and the closing gripper (a slow machine needs more
+        # steps than the 6 an idle one does), with a deadline.
+        deadline = time.monotonic() + 15.0
+        while not moved_and_closing() and time.monotonic() < deadline:
             td = env.step(td.set("action", torch.tensor([0.0, 1.0, 0.0, 1.0])))["next"]
         assert float(td["observation"][1] - start[1]) > 0.05, "moved along +y under compliant tracking"
         assert float(td["observation"][6]) > 0.5, "gripper closing"
@@ -140,6 +150,51 @@ def test_lost_connection_raises_and_stops():
                 time.sleep(0.05)
         arm.stop()  # must not raise on a dead link
         assert arm._tracking is None
+    finally:
+        if proc.poll() is None:
+            stop_franky_sim(proc)
+
+
+def test_env_step_after_link_loss_raises_robot_connection_error():
+    # Killing the server used to surface franky's NetworkException from FrankaGripper.width().
+    pytest.importorskip("franky")
+    pytest.importorskip("franky_sim")
+    from franky_sim_server import start_franky_sim, stop_franky_sim
+
+    from torchrl_serl.envs.robots.arm_env import FrankaEnv
+
+    host, proc = start_franky_sim()
+    env = FrankaEnv(host, realtime=False, arm_kwargs={"relative_dynamics_factor": 0.6}, seed=0, reset_noise_m=0.0)
+    try:
+        td = env.reset()
+        td = env.step(td.set("action", torch.tensor([0.0, 0.0, 0.0, 0.0])))["next"]
+        stop_franky_sim(proc)
+        with pytest.raises(RobotConnectionError, match=f"lost the Franka (gripper )?at {host!r}: .*Net"):
+            for _ in range(30):  # the first steps may still read the last state franky received
+                td = env.step(td.set("action", torch.tensor([0.0, 0.0, 0.0, 1.0])))["next"]
+    finally:
+        env.close()  # must not raise on a dead link
+        if proc.poll() is None:
+            stop_franky_sim(proc)
+
+
+@pytest.mark.parametrize("call", ["width", "move_to_position", "close", "open"])
+def test_gripper_calls_after_link_loss_raise_robot_connection_error(call):
+    pytest.importorskip("franky")
+    pytest.importorskip("franky_sim")
+    from franky_sim_server import start_franky_sim, stop_franky_sim
+
+    from torchrl_serl.envs.robots.franka import FrankaGripper
+
+    host, proc = start_franky_sim()
+    try:
+        gripper = FrankaGripper(host)
+        stop_franky_sim(proc)
+        args = (0.03,) if call == "move_to_position" else ()
+        with pytest.raises(RobotConnectionError, match=f"Franka gripper at {host!r}"):
+            for _ in range(3):  # the first command may still be accepted into a dead socket
+                getattr(gripper, call)(*args)
+                gripper.width()
     finally:
         if proc.poll() is None:
             stop_franky_sim(proc)

@@ -25,6 +25,25 @@ def _import_franky():
     return franky
 
 
+def _franky_call(call, device: str):
+    """``call()`` with franky's exceptions turned into ``RobotConnectionError``/``RobotError`` naming ``device``.
+
+    Every franky call of this module goes through here, so link loss never escapes as franky's own
+    ``NetworkException`` or ``RuntimeError("Net Exception")``. ``ValueError``/``TypeError`` (bad
+    arguments, raised before anything is sent) pass through unchanged.
+    """
+    franky = _import_franky()
+    try:
+        return call()
+    except (ValueError, TypeError):
+        raise
+    except Exception as err:
+        if isinstance(err, franky.NetworkException) or "Net Exception" in str(err):
+            raise RobotConnectionError(f"lost the {device}: {type(err).__name__}: {err}") from err
+        # ControlException (reflexes, preemption), InvalidMotionTypeException, CommandException, ...
+        raise RobotError(f"{device} refused or aborted the command: {type(err).__name__}: {err}") from err
+
+
 @dataclass(frozen=True)
 class ImpedanceGains:
     """Cartesian impedance stiffness; damping is chosen critically damped by franky.
@@ -58,8 +77,9 @@ class FrankaGripper(Gripper):
 
     def __init__(self, host: str, speed_mps: float = 0.1, force_n: float = 20.0):
         franky = _import_franky()
-        self._gripper = franky.Gripper(host)
-        self.max_width_m = float(self._gripper.max_width)
+        self.device = f"Franka gripper at {host!r}"
+        self._gripper = _franky_call(lambda: franky.Gripper(host), self.device)
+        self.max_width_m = float(_franky_call(lambda: self._gripper.max_width, self.device))
         self.speed_mps = float(speed_mps)
         self.force_n = float(force_n)
         self._future = None
@@ -70,10 +90,12 @@ class FrankaGripper(Gripper):
         self._flush()
 
     def _flush(self) -> None:
-        if self._pending is None or (self._future is not None and not self._future.wait(0)):
+        if self._pending is None:
+            return
+        if self._future is not None and not _franky_call(lambda: self._future.wait(0), self.device):
             return
         command, self._pending = self._pending, None
-        self._future = command()
+        self._future = _franky_call(command, self.device)
 
     def move_to_position(self, width_m: float) -> None:
         width_m = self._check_width(width_m)
@@ -86,7 +108,7 @@ class FrankaGripper(Gripper):
 
     def width(self) -> float:
         self._flush()
-        return float(self._gripper.width)
+        return float(_franky_call(lambda: self._gripper.width, self.device))
 
 
 class FrankaArm(RobotArm):
@@ -125,18 +147,20 @@ class FrankaArm(RobotArm):
         self._tracking = None
         self.feedback_timeout_s = float(feedback_timeout_s)
         self._last_robot_time: tuple[float, int] | None = None
+        self.device = f"Franka at {host!r}"
 
     def connect(self) -> None:
         franky = _import_franky()
         config = franky.RealtimeConfig.Enforce if self.realtime else franky.RealtimeConfig.Ignore
         try:
-            self.robot = franky.Robot(self.host, realtime_config=config)
-            self.robot.relative_dynamics_factor = self.relative_dynamics_factor
+            self.robot = _franky_call(lambda: franky.Robot(self.host, realtime_config=config), self.device)
+            _franky_call(lambda: setattr(self.robot, "relative_dynamics_factor", self.relative_dynamics_factor),
+                         self.device)
             if self.with_gripper:
                 self.gripper = FrankaGripper(self.host)
-        except franky.NetworkException as err:
-            raise RobotConnectionError(f"cannot reach the Franka at {self.host!r}: {err}") from err
-        if self.robot.has_errors:
+        except RobotConnectionError as err:
+            raise RobotConnectionError(f"cannot reach the Franka at {self.host!r}: {err.__cause__}") from err
+        if _franky_call(lambda: self.robot.has_errors, self.device):
             self.clear_errors()
 
     def disconnect(self) -> None:
@@ -153,13 +177,12 @@ class FrankaArm(RobotArm):
     def get_state(self) -> ArmState:
         if self.robot is None:
             raise RobotConnectionError("FrankaArm is not connected; call connect() first")
-        franky = _import_franky()
         try:
-            rs = self.robot.state
-            cart = self.robot.current_cartesian_state
-            moving_error = self._poll_errors()
-        except (franky.NetworkException, RuntimeError) as err:
+            rs = _franky_call(lambda: self.robot.state, self.device)
+            cart = _franky_call(lambda: self.robot.current_cartesian_state, self.device)
+        except RobotError as err:  # any failure to read the state is a lost link here
             raise RobotConnectionError(f"lost the Franka at {self.host!r}: {err}") from err
+        moving_error = self._poll_errors()
         self._check_fresh(rs.time.to_msec())
         pose = cart.pose.end_effector_pose
         errs = rs.current_errors
@@ -187,18 +210,18 @@ class FrankaArm(RobotArm):
             )
 
     def _poll_errors(self) -> str:
-        """Name of the exception an asynchronous motion died with, or ``""``."""
-        franky = _import_franky()
+        """Name of the exception an asynchronous motion died with, or ``""``; a lost link raises."""
         if self._tracking is None:
             return ""
         try:
-            self.robot.poll_motion()  # re-raises what killed an asynchronous motion
-        except Exception as err:
+            _franky_call(self.robot.poll_motion, self.device)  # re-raises what killed an asynchronous motion
+        except RobotConnectionError:
             self._tracking = None
-            if isinstance(err, franky.NetworkException) or "Net Exception" in str(err):
-                raise
-            return f"motion aborted: {type(err).__name__}: {err}"
-        if not self.robot.is_in_control:
+            raise
+        except RobotError as err:
+            self._tracking = None
+            return f"motion aborted: {type(err.__cause__).__name__}: {err.__cause__}"
+        if not _franky_call(lambda: self.robot.is_in_control, self.device):
             self._tracking = None
         return ""
 
@@ -211,7 +234,8 @@ class FrankaArm(RobotArm):
         if self._tracking is not None:
             franky = _import_franky()
             gains = self.phase_gains[phase]
-            self._tracking.set_gains(franky.CartesianImpedanceGains(gains.translational, gains.rotational))
+            self._run(lambda: self._tracking.set_gains(franky.CartesianImpedanceGains(gains.translational,
+                                                                                       gains.rotational)))
 
     def set_cartesian_target(self, pos, quat) -> None:
         franky = _import_franky()
@@ -230,7 +254,7 @@ class FrankaArm(RobotArm):
             self._run(lambda: self.robot.move(motion, asynchronous=True))
             self._tracking = motion
         else:
-            self._tracking.set_reference(reference)
+            self._run(lambda: self._tracking.set_reference(reference))
 
     def move_to_joint_positions(self, q, timeout_s: float = 20.0) -> None:
         franky = _import_franky()
@@ -251,18 +275,11 @@ class FrankaArm(RobotArm):
             raise RobotError(f"Franka did not reach {what} within {timeout_s} s")
 
     def _run(self, call):
-        franky = _import_franky()
         try:
-            return call()
-        except (ValueError, TypeError):
-            raise
-        except Exception as err:
+            return _franky_call(call, self.device)
+        except RobotError:
             self._tracking = None
-            # franky reports a dead UDP link as NetworkException or RuntimeError("Net Exception").
-            if isinstance(err, franky.NetworkException) or "Net Exception" in str(err):
-                raise RobotConnectionError(f"lost the Franka at {self.host!r}: {err}") from err
-            # ControlException (reflexes, preemption), InvalidMotionTypeException, planner failures, ...
-            raise RobotError(f"Franka refused or aborted the motion: {type(err).__name__}: {err}") from err
+            raise
 
     def stop(self) -> None:
         """Stop the running motion; libfranka then holds the current pose."""
