@@ -255,9 +255,10 @@ def test_env_watchdog_stops_arm_when_policy_goes_quiet(piper_double, can_channel
     try:
         td = env.reset()
         env.step(td.set("action", torch.tensor([0.5, 0, 0, 0])))
-        t0 = time.time()
-        time.sleep(0.6)  # the policy stops sending
-        assert env.watchdog.fired
+        t0 = time.time()  # the policy stops sending
+        assert piper_double.wait_for(lambda: env.watchdog.fired and len(_hold_frames_after(piper_double, t0)) >= 3,
+                                     timeout_s=3.0), "the watchdog did not stop the arm"
+        time.sleep(0.3)  # more watchdog periods pass
         assert _hold_frames_after(piper_double, t0) == [0x155, 0x156, 0x157], "one hold-position command"
     finally:
         env.close()
@@ -286,7 +287,7 @@ def test_env_arm_error_raises_and_stops(piper_double, can_channel):
     try:
         td = env.reset()
         piper_double.arm_status = 0x07  # collision reported by the firmware
-        time.sleep(0.05)
+        assert piper_double.wait_for(lambda: env.arm.get_state().has_error)
         t0 = time.time()
         with pytest.raises(RobotError, match="COLLISION"):
             env.step(td.set("action", torch.tensor([0.5, 0, 0, 0])))
@@ -304,11 +305,11 @@ def test_env_after_a_caught_error_refuses_steps_until_reset_rearms_the_watchdog(
     try:
         td = env.reset()
         piper_double.arm_status = 0x07  # collision
-        time.sleep(0.05)
+        assert piper_double.wait_for(lambda: env.arm.get_state().has_error)
         with pytest.raises(RobotError, match="COLLISION"):
             env.step(td.set("action", torch.tensor([0.5, 0, 0, 0])))
         piper_double.arm_status = 0x00  # the fault clears by itself; the caller carries on
-        time.sleep(0.05)
+        assert piper_double.wait_for(lambda: not env.arm.get_state().has_error)
         piper_double.clear_received()
         with pytest.raises(RuntimeError, match="RobotError.*COLLISION.*call reset"):
             env.step(td.set("action", torch.tensor([0.5, 0, 0, 0])))
@@ -316,10 +317,9 @@ def test_env_after_a_caught_error_refuses_steps_until_reset_rearms_the_watchdog(
         assert not piper_double.frames(0x152), "no target may reach an arm whose watchdog is off"
         td = env.reset()  # re-arms the watchdog
         env.step(td.set("action", torch.tensor([0.5, 0, 0, 0])))
-        t0 = time.time()
-        time.sleep(0.6)  # the policy goes quiet: the re-armed watchdog stops the arm
-        assert env.watchdog.fired
-        assert _hold_frames_after(piper_double, t0) == [0x155, 0x156, 0x157]
+        t0 = time.time()  # the policy goes quiet: the re-armed watchdog stops the arm
+        assert piper_double.wait_for(lambda: env.watchdog.fired and len(_hold_frames_after(piper_double, t0)) >= 3,
+                                     timeout_s=3.0), "the re-armed watchdog did not stop the arm"
     finally:
         env.close()
 
