@@ -1,5 +1,6 @@
 """RunCheckpointer: full-state round trip, rotation, damaged checkpoints, killed saves."""
 
+import json
 import os
 import random
 import signal
@@ -230,3 +231,87 @@ def test_terminate_as_interrupt_runs_finally():
             finally:
                 ran.append(True)
     assert ran == [True]
+
+
+class _RunsCode:
+    """Unpickling this touches ``marker``: the stand-in for an attacker's payload."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def _republish_integrity(path):
+    # An attacker who can replace a file can rewrite integrity.json too: it detects damage, not tampering.
+    from torchrl_serl.training.checkpoint import _INTEGRITY, _inventory
+
+    (path / _INTEGRITY).write_text(json.dumps(_inventory(path)))
+
+
+def test_replaced_prefetch_pickle_is_refused_on_resume_without_running_it(tmp_path):
+    import pickle
+
+    from torchrl_serl.data.checkpoint import UnsafeFileError
+
+    loss, optim, _, rb, ckpt = _make(tmp_path)
+    rb.extend(_batch(5))
+    path = ckpt.save(5)
+    prefetch = next(path.rglob("prefetch.pkl"))
+    marker = tmp_path / "ran"
+    prefetch.write_bytes(pickle.dumps({"version": 1, "queue": [_RunsCode(marker)]}))
+    _republish_integrity(path)
+    *_, ckpt2 = _make(tmp_path)
+    with pytest.raises(UnsafeFileError, match="prefetch.pkl holds pickled objects"):
+        ckpt2.resume()  # not skipped with a warning: a tampered checkpoint needs the user
+    assert not marker.exists(), "resume unpickled the replaced prefetch.pkl"
+
+
+def test_non_tensor_state_field_is_refused_without_running_it(tmp_path):
+    from tensordict import NonTensorData
+
+    from torchrl_serl.data.checkpoint import UnsafeFileError
+
+    *_, ckpt = _make(tmp_path)
+    path = ckpt.save(5)
+    state_dir = next(p.parent for p in path.rglob("meta.json") if p.parent.name == "state" and "loss" in str(p))
+    marker = tmp_path / "ran"
+    state = TensorDict.load_memmap(state_dir).clone()
+    state["payload"] = NonTensorData(_RunsCode(marker))
+    import shutil
+
+    shutil.rmtree(state_dir)
+    state.memmap(state_dir)
+    _republish_integrity(path)
+    *_, ckpt2 = _make(tmp_path)
+    with pytest.raises(UnsafeFileError, match="'payload'.*NonTensorData"):
+        ckpt2.load(path)
+    assert not marker.exists()
+
+
+def _buffer_run(tmp_path, capacity):
+    from torchrl.data import LazyMemmapStorage
+
+    scratch = tmp_path / f"scratch{len(list(tmp_path.glob('scratch*')))}"
+    rb = TensorDictReplayBuffer(storage=LazyMemmapStorage(capacity, scratch_dir=scratch), batch_size=8)
+    return rb, RunCheckpointer(tmp_path / "ckpt", buffer=rb)
+
+
+def test_buffer_checkpoint_writes_filled_rows_and_names_the_capacity_option(tmp_path):
+    rb, ckpt = _buffer_run(tmp_path, 100_000)
+    rb.extend(_batch(600))
+    path = ckpt.save(600)
+    on_disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    row_bytes = (3 + 2 + 3 + 1) * 4 + 2  # float32 obs, action, next obs, reward; two bools
+    assert on_disk < 600 * row_bytes * 1.5 + 100_000, on_disk  # 600 rows, not 100,000
+    rb2, ckpt2 = _buffer_run(tmp_path, 100_000)
+    assert ckpt2.resume().step == 600 and len(rb2) == 600
+    assert torch.equal(rb2.storage.get(torch.arange(600))["observation"], rb.storage.get(torch.arange(600))["observation"])
+    from torchrl_serl.data.checkpoint import BufferCapacityError
+
+    _, ckpt3 = _buffer_run(tmp_path, 250)
+    with pytest.raises(BufferCapacityError, match=r"capacity 100000 \(600 rows filled\).*capacity 250.*--buffer_size 100000"):
+        ckpt3.resume()  # a settings mismatch, not damage: no fall back to older checkpoints

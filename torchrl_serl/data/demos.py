@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict, TensorDictBase, is_non_tensor, is_tensor_collection
 from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase
+
+from torchrl_serl.data.checkpoint import UnsafeFileError, load_tensor_memmap
 
 DEMO_FORMAT = "torchrl-serl-demos"
 DEMO_FORMAT_VERSION = 1
@@ -21,6 +23,19 @@ _DATA = "transitions"
 
 def _key_names(data: TensorDictBase) -> list[str]:
     return sorted(".".join(k) if isinstance(k, tuple) else k for k in data.keys(True, True))
+
+
+def _non_tensor_keys(data: TensorDictBase, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Names of the fields that are not tensors (``NonTensorData`` and the like), nested ones included."""
+    found = []
+    for key, value in data.items():
+        if isinstance(value, torch.Tensor):
+            continue
+        if is_tensor_collection(value) and not is_non_tensor(value):
+            found += _non_tensor_keys(value, (*prefix, key))
+        else:
+            found.append(".".join((*prefix, key)))
+    return sorted(found)
 
 
 def save_demos(
@@ -46,6 +61,9 @@ def save_demos(
     path = Path(path)
     if transitions.ndim != 1 or transitions.shape[0] == 0:
         raise ValueError(f"transitions must be a non-empty flat [N] TensorDict, got batch size {tuple(transitions.batch_size)}")
+    non_tensor = _non_tensor_keys(transitions)
+    if non_tensor:
+        raise TypeError(f"demo fields must be tensors (loading anything else would unpickle it), got {non_tensor}")
     if ("next", "done") not in transitions.keys(True, True):
         raise KeyError("transitions must be TED (root obs/action, ('next', ...) entries incl. ('next', 'done'))")
     if path.exists() and not overwrite:
@@ -84,6 +102,9 @@ def save_demos(
 def load_demos(path: str | Path, expected_keys: Sequence[str] | TensorDictBase | None = None) -> tuple[TensorDict, dict]:
     """Load demos written by :func:`save_demos`: ``(transitions [N] (memory-mapped), metadata)``.
 
+    Only tensor fields load: a folder whose memmap holds a pickled (non-tensor) field raises
+    :class:`~torchrl_serl.data.checkpoint.UnsafeFileError` before anything is unpickled.
+
     Args:
         path: the demo directory.
         expected_keys: the online data's keys (a TensorDict such as ``env.fake_tensordict()`` or a
@@ -110,7 +131,9 @@ def load_demos(path: str | Path, expected_keys: Sequence[str] | TensorDictBase |
             found = file.stat().st_size if file.is_file() else "missing"
             raise ValueError(f"corrupt demo file {path}: {_DATA}/{name} has {found} bytes, expected {size}")
     try:
-        data = TensorDict.load_memmap(path / _DATA)
+        data = load_tensor_memmap(path / _DATA, f"demo file {path}")  # tensors only: nothing is unpickled
+    except UnsafeFileError:
+        raise
     except Exception as err:  # noqa: BLE001 - any failure to map the files means the data is damaged
         raise ValueError(f"corrupt demo file {path}: cannot map {_DATA}/ ({type(err).__name__}: {err})") from None
     if data.shape[0] != meta["num_transitions"] or _key_names(data) != meta["keys"]:

@@ -14,7 +14,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import LazyMemmapStorage, OfflineToOnlineReplayBuffer, TensorDictReplayBuffer
 
-from torchrl_serl.data.checkpoint import FilledRowsCheckpointer
+from torchrl_serl.data.checkpoint import BufferCapacityError, FilledRowsCheckpointer, check_safe_to_load
 from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 
 # Keys the buffers add themselves; they are not part of the data contract between demos and online.
@@ -224,7 +224,12 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         }
 
     def load(self, path: str | Path) -> None:
-        """Restore the checkpoint that ``path/LATEST`` names (written by :meth:`save`)."""
+        """Restore the checkpoint that ``path/LATEST`` names (written by :meth:`save`).
+
+        Raises :class:`~torchrl_serl.data.checkpoint.UnsafeFileError` before loading anything if a file
+        in it would run code when loaded (pickled objects, non-tensor fields), and
+        :class:`~torchrl_serl.data.checkpoint.BufferCapacityError` when it was saved with other capacities.
+        """
         path = Path(path)
         latest = path / _LATEST
         if not latest.is_file():
@@ -233,16 +238,23 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         with open(version / "meta.json") as f:
             meta = json.load(f)
         mine = self._meta()
-        for key in ("capacity", "demo_capacity", "pixel_keys"):
+        for key in ("capacity", "demo_capacity"):
             if meta[key] != mine[key]:
-                raise ValueError(f"checkpoint {version} has {key}={meta[key]!r}, this buffer has {mine[key]!r}")
+                option = " (the recipes' --buffer_size)" if key == "capacity" else ""
+                raise BufferCapacityError(
+                    f"checkpoint {version} has {key}={meta[key]!r}, this buffer has {mine[key]!r}: resume with the "
+                    f"{key}{option} the run was started with"
+                )
+        if meta["pixel_keys"] != mine["pixel_keys"]:
+            raise ValueError(f"checkpoint {version} has pixel_keys={meta['pixel_keys']!r}, this buffer has {mine['pixel_keys']!r}")
+        check_safe_to_load(version, f"replay-buffer checkpoint {version}")
         for side, buffer in (("online", self._online_buffer), ("demos", self._offline_buffer)):
             if (version / side).is_dir():
                 buffer.loads(version / side)
             else:
                 buffer.empty()
         if (version / "transform.pt").exists() and isinstance(self._transform, torch.nn.Module):
-            self._transform.load_state_dict(torch.load(version / "transform.pt"))
+            self._transform.load_state_dict(torch.load(version / "transform.pt", weights_only=True))
         self._offline_fraction = meta["demo_fraction"]
         self._base_offline_fraction = meta["base_demo_fraction"]
         self._batch_size = meta["batch_size"]

@@ -48,6 +48,10 @@ from torchrl.checkpoint import (
     CheckpointRotation,
     GlobalRNGState,
 )
+from torchrl.data.replay_buffers.checkpointers import TensorStorageCheckpointer
+from torchrl.data.replay_buffers.storages import TensorStorage
+
+from torchrl_serl.data.checkpoint import BufferCapacityError, FilledRowsCheckpointer, UnsafeFileError, check_safe_to_load
 
 _PREFIX = "checkpoint"
 _INTEGRITY = "integrity.json"
@@ -74,6 +78,29 @@ def _adapter_for(value: Any) -> CheckpointAdapter | None:
     has = lambda name: callable(getattr(value, name, None))  # noqa: E731
     if has("save") and has("load") and not has("dump") and not has("state_dict"):
         return _SaveLoadAdapter()
+    return None
+
+
+def _write_filled_rows_only(value: Any) -> None:
+    """Give a TorchRL buffer on a TensorDict storage the :class:`FilledRowsCheckpointer`.
+
+    TorchRL's default checkpointer writes the whole preallocated storage (124 MB for 600 state
+    transitions in a 1M buffer) and, loaded into a buffer of another capacity, fails with a tensor
+    size mismatch; the filled-rows one writes ``len`` rows and names the capacity option. A storage
+    with its own checkpointer or hooks is left alone.
+    """
+    storage = getattr(value, "_storage", None)
+    checkpointer = getattr(storage, "checkpointer", None)
+    if (isinstance(storage, TensorStorage) and type(checkpointer) is TensorStorageCheckpointer
+            and not checkpointer._save_hooks and not checkpointer._load_hooks):
+        storage.checkpointer = FilledRowsCheckpointer()
+
+
+def _find_in_causes(err: BaseException | None, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    while err is not None:
+        if isinstance(err, kinds):
+            return err
+        err = err.__cause__ or err.__context__
     return None
 
 
@@ -154,6 +181,7 @@ class RunCheckpointer:
         self.keep_last = keep_last
         self.checkpoint = Checkpoint(rng=GlobalRNGState())
         for name, value in components.items():
+            _write_filled_rows_only(value)
             self.checkpoint.register(name, value, adapter=_adapter_for(value))
         self.rotation = CheckpointRotation(self.directory, keep_last=keep_last, prefix=_PREFIX)
         self._remove_stale_stages()
@@ -202,7 +230,13 @@ class RunCheckpointer:
         return self.rotation.checkpoints()
 
     def load(self, path: str | os.PathLike) -> ResumeInfo:
-        """Restore every component from ``path``; :class:`CheckpointError` if it is damaged."""
+        """Restore every component from ``path``; :class:`CheckpointError` if it is damaged.
+
+        Raises :class:`~torchrl_serl.data.checkpoint.UnsafeFileError` (before loading anything) when a
+        file in it would run code when loaded (pickled objects in ``prefetch.pkl``, non-tensor fields),
+        and :class:`~torchrl_serl.data.checkpoint.BufferCapacityError` when a replay buffer was saved
+        with another capacity. :meth:`resume` does not skip past either: both need the user.
+        """
         path = Path(path)
         try:
             manifest = Checkpoint.manifest(path)
@@ -211,6 +245,7 @@ class RunCheckpointer:
         except (CheckpointError, OSError, ValueError, TypeError) as err:
             raise CheckpointError(f"corrupt checkpoint {path}: unreadable manifest ({err})") from err
         self._verify(path)
+        check_safe_to_load(path, f"checkpoint {path}")
         saved = set(manifest["components"])
         absent = [n for n, v in self.checkpoint.components.items() if n not in saved and not _is_empty_buffer(v)]
         if absent:
@@ -218,6 +253,9 @@ class RunCheckpointer:
         try:
             self.checkpoint.load(path, components=saved & set(self.checkpoint.components))
         except Exception as err:
+            mismatch = _find_in_causes(err, (BufferCapacityError, UnsafeFileError))
+            if mismatch is not None:
+                raise type(mismatch)(str(mismatch)) from err
             raise CheckpointError(f"cannot restore checkpoint {path}: {err}") from err
         metadata = manifest.get("metadata", {})
         return ResumeInfo(path=path, step=int(metadata["step"]), counters=dict(metadata.get("counters", {})))
