@@ -137,3 +137,22 @@ def test_online_demo_buffer_of_another_capacity_names_the_option(tmp_path):
     with pytest.raises(BufferCapacityError, match=r"capacity=200, this buffer has 500.*--buffer_size"):
         OnlineDemoReplayBuffer(500, 100, scratch_dir=tmp_path / "r", batch_size=8).load(tmp_path / "ckpt")
 
+
+def test_pretrained_pickle_needs_trust_pickle_and_hostile_ones_never_run(tmp_path):
+    # --drq.pretrained_path x.pkl reaches load_pretrained: a planted pickle must not run.
+    from torchrl_serl.modules.encoders import MultiCameraEncoder
+    from torchrl_serl.modules.encoders.flax_convert import to_serl_resnet10
+    from torchrl_serl.modules.encoders.resnet import resnet10
+
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "resnet10_params.pkl"
+    hostile.write_bytes(pickle.dumps({"conv_init": RunsCode(marker)}))
+    enc = MultiCameraEncoder(resnet10(), camera_keys=("front",), image_size=64)
+    with pytest.raises(PermissionError, match="trust_pickle=True"):
+        enc.load_pretrained(hostile)
+    assert not marker.exists()
+    trusted = tmp_path / "serl_release.pkl"
+    source = resnet10()
+    trusted.write_bytes(pickle.dumps(to_serl_resnet10(source.state_dict())))
+    enc.load_pretrained(trusted, trust_pickle=True)  # the user vouches for this file
+    assert torch.equal(enc.trunk("front").conv_init.weight, source.conv_init.weight)

@@ -112,15 +112,27 @@ def to_serl_resnet10(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return tree
 
 
-def load_serl_resnet10_params(path: str | Path) -> dict[str, torch.Tensor]:
+def load_serl_resnet10_params(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a local SERL ``resnet10_params.pkl`` and convert it (nothing is downloaded).
 
-    The release file is a pickle of the Flax tree; unpickling runs code, so only load files you
-    trust. A pickle that stores ``jax`` arrays needs ``jax`` importable to load.
+    The release file is a pickle of the Flax tree, and unpickling runs whatever code the file
+    names: it is refused unless ``trust_pickle=True``, which you pass only for a file you trust
+    (SERL's own release). Convert it once, ``torch.save`` the result, and load that ``.pt``
+    (read with ``weights_only=True``) from then on. A pickle that stores ``jax`` arrays needs
+    ``jax`` importable to load.
+
+    Raises:
+        PermissionError: ``trust_pickle`` is ``False``; nothing was read.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"SERL ResNet-10 params not found at {path} (nothing is downloaded)")
+    if not trust_pickle:
+        raise PermissionError(
+            f"{path} is a pickle, and unpickling runs any code the file names; refusing to load it. Pass "
+            "trust_pickle=True (load_pretrained(path, trust_pickle=True)) only for a file you trust, such as "
+            "SERL's own resnet10_params.pkl, or load a torch.save-d state_dict (.pt) instead"
+        )
     with open(path, "rb") as f:
         try:
             params = pickle.load(f)

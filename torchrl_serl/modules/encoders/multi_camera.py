@@ -200,13 +200,13 @@ class MultiCameraEncoder(TensorDictModuleBase):
         tensordict.set(self.out_key, self.forward_features(features, obs))
         return tensordict
 
-    def load_pretrained(self, path: str | Path) -> None:
+    def load_pretrained(self, path: str | Path, *, trust_pickle: bool = False) -> None:
         """Load trunk weights from a local file into every trunk (nothing is downloaded).
 
         ``*.pkl``/``*.pickle``: SERL's published Flax ResNet-10 params (``resnet10_params.pkl``),
         converted by :func:`~torchrl_serl.modules.encoders.flax_convert.load_serl_resnet10_params`.
-        Anything else: a ``torch.save``-d trunk ``state_dict``. Pickles run code when loaded:
-        only load files you trust.
+        Unpickling runs code, so these are refused (``PermissionError``) unless ``trust_pickle=True``.
+        Anything else: a ``torch.save``-d trunk ``state_dict``, read with ``weights_only=True``.
         """
         path = Path(path).expanduser()
         if not path.is_file():
@@ -214,7 +214,7 @@ class MultiCameraEncoder(TensorDictModuleBase):
         if path.suffix in (".pkl", ".pickle"):
             from torchrl_serl.modules.encoders.flax_convert import load_serl_resnet10_params
 
-            state = load_serl_resnet10_params(path)
+            state = load_serl_resnet10_params(path, trust_pickle=trust_pickle)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         for trunk in self.trunks.values():
