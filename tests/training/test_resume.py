@@ -122,3 +122,25 @@ def test_sigint_saves_a_checkpoint_at_the_current_step(tmp_path):
     step = checkpoint_summary(saved[0])["step"]
     assert 20 <= step < 1000
     assert checkpoint_summary(saved[0])["counters"]["updates"] == step - START + 1
+
+
+@pytest.mark.timeout(240)
+def test_resume_with_another_buffer_size_names_the_option_and_saves_only_filled_rows(tmp_path):
+    run_dir = tmp_path / "sac_state_sim_seed0"
+    tiny = [a for a in TINY if a not in ("--buffer_size", "500")]
+    first = subprocess.run(
+        [sys.executable, str(RECIPE), "--logdir", str(tmp_path), "--total_steps", "20", "--checkpoint_every", "20",
+         "--buffer_size", "100000", *tiny],
+        capture_output=True, text=True, timeout=180, env=_env(),
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    saved = max(run_dir.glob("checkpoints/checkpoint-*"))
+    buffer_bytes = sum(f.stat().st_size for f in saved.rglob("*") if f.is_file() and "buffer" in str(f.relative_to(saved)))
+    assert buffer_bytes < 200_000, f"{buffer_bytes} bytes: the whole 100k-row storage was written, not its 20 rows"
+    resumed = subprocess.run(
+        [sys.executable, str(RECIPE), "--logdir", str(tmp_path), "--total_steps", "40", "--checkpoint_every", "20",
+         "--buffer_size", "250", "--resume", *tiny],
+        capture_output=True, text=True, timeout=180, env=_env(),
+    )
+    assert resumed.returncode != 0
+    assert "BufferCapacityError" in resumed.stderr and "--buffer_size 100000" in resumed.stderr, resumed.stderr[-3000:]
