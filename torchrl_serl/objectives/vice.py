@@ -10,7 +10,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives.common import LossModule
 
-from torchrl_serl.envs.transforms.random_shift import random_shift
+from torchrl_serl.modules.augmentation import random_shift
 from torchrl_serl.modules.classifier import SuccessClassifier
 
 
