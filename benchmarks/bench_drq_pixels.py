@@ -13,6 +13,11 @@ its optimizer steps and the soft target update.
   the actor and the critic networks, as a TorchRL user wires it (the loss then runs the encoder in
   every network call, and vmaps the 10 critics with their own encoder copies); augmentation applied
   to the batch before the loss; critic-only updates with ``SACLoss.qvalue_v2_loss``.
+- ``cached`` (this package, ``--drq.feature_views K``): the frozen trunk ran once per frame when
+  the frame was collected, as ``K`` views stored as float16 features; the loss draws one cached
+  view per sample and trains the head only (no trunk call in the learner). Not SERL's exact
+  augmentation: see docs/results.md. Its row also reports the bytes a stored transition takes
+  (``FrameDedupReplayBuffer``: each frame's features once).
 - ``stock-shared``: the same ``SACLoss`` on embeddings from one encoder call per batch outside the
   loss (obs with gradients, next obs without; the actor reads a detached copy): the work sharing a
   TorchRL user can wire by hand, so the frozen trunk also runs once per augmented image. Ratios
@@ -81,7 +86,7 @@ def make_pool(batch: int, n: int, device: torch.device) -> list[TensorDict]:
 
 def augment_batch(td: TensorDict, pad: int = 4) -> TensorDict:
     """Random shift of every image of obs and next obs (what a stock pipeline does before the loss)."""
-    from torchrl_serl.envs.transforms.random_shift import random_shift
+    from torchrl_serl.modules.augmentation import random_shift
 
     td = td.clone(False)
     for c in CAMERAS:
@@ -90,7 +95,51 @@ def augment_batch(td: TensorDict, pad: int = 4) -> TensorDict:
     return td
 
 
-def build_serl(device, channels_last: bool, capturable: bool):
+def cached_pool(pool: list[TensorDict], num_views: int, channels_last: bool) -> list[TensorDict]:
+    """The pool's batches with each camera's images replaced by float16 trunk features of
+    ``num_views`` views (what :class:`~torchrl_serl.envs.transforms.TrunkFeatures` stores)."""
+    from torchrl_serl.modules.encoders import resnet10
+    from torchrl_serl.modules.encoders.cached_features import encode_views, feature_key
+
+    trunk = resnet10(channels_last=channels_last).eval().to(pool[0].device)
+    out = []
+    for td in pool:
+        td = td.clone()
+        for sub in (td, td["next"]):
+            for c in CAMERAS:
+                sub[feature_key(c)] = encode_views(trunk, sub.pop(c), num_views)
+        out.append(td)
+    return out
+
+
+def cached_bytes_per_transition(num_views: int, channels_last: bool) -> float:
+    """Bytes per transition of a FrameDedupReplayBuffer holding 1000 steps of cached features."""
+    import tempfile
+
+    from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
+    from torchrl_serl.modules.encoders import resnet10
+    from torchrl_serl.modules.encoders.cached_features import feature_key
+
+    feat_shape = (num_views, *resnet10().output_shape(IMAGE_SIZE))
+    t = 1000
+    frames = {c: torch.zeros(t + 1, *feat_shape, dtype=torch.float16) for c in CAMERAS}
+    data = TensorDict(
+        {**{feature_key(c): frames[c][:-1] for c in CAMERAS}, "observation": torch.zeros(t, PROPRIO_DIM),
+         "action": torch.zeros(t, ACTION_DIM),
+         "next": TensorDict({**{feature_key(c): frames[c][1:] for c in CAMERAS},
+                             "observation": torch.zeros(t, PROPRIO_DIM), "reward": torch.zeros(t, 1),
+                             "done": torch.zeros(t, 1, dtype=torch.bool),
+                             "terminated": torch.zeros(t, 1, dtype=torch.bool)}, batch_size=[t])},
+        batch_size=[t],
+    )
+    data["next", "done"][99::100] = True  # 100-step episodes, as the pick tasks
+    with tempfile.TemporaryDirectory() as tmp:
+        buffer = FrameDedupReplayBuffer(2 * t, [feature_key(c) for c in CAMERAS], tmp)
+        buffer.extend(data)
+        return buffer.bytes_per_transition()
+
+
+def build_serl(device, channels_last: bool, capturable: bool, num_views: int = 0):
     from torchrl.objectives import SoftUpdate
 
     from torchrl_serl.modules.drq_networks import make_drq_networks
@@ -102,7 +151,8 @@ def build_serl(device, channels_last: bool, capturable: bool):
         encoder="resnet10", num_critics=NUM_CRITICS, channels_last=channels_last, actor_kwargs={"device": device},
     )
     actor, qvalue, encoder = actor.to(device), qvalue.to(device), encoder.to(device)
-    loss = DrQLoss(actor, qvalue, encoder, augment=True, critic_subset=2, check_inputs=False)
+    loss = DrQLoss(actor, qvalue, encoder, augment=True, critic_subset=2, check_inputs=False,
+                   cached_features=num_views > 0)
     loss.make_value_estimator(gamma=0.96)
     critic_params = [*loss.qvalue_network_params.values(True, True)] + [
         p for p in loss.encoder_params.values(True, True) if p.requires_grad
@@ -216,6 +266,9 @@ def run_one(args) -> dict:
     batch = int(batch)
     if impl == "serl":  # augments inside the loss
         loss, opts, updater, critic_fn, full_fn = build_serl(device, not args.no_channels_last, args.cudagraphs)
+    elif impl == "cached":  # draws a cached view inside the loss
+        loss, opts, updater, critic_fn, full_fn = build_serl(device, not args.no_channels_last, args.cudagraphs,
+                                                             num_views=args.views)
     elif impl == "stock-shared":
         loss, opts, updater, critic_fn, full_fn = build_stock_shared(device, args.cudagraphs)
     else:
@@ -224,9 +277,11 @@ def run_one(args) -> dict:
         critic_fn, full_fn = torch.compile(critic_fn), torch.compile(full_fn)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     pool = make_pool(batch, 4, device)
+    if impl == "cached":
+        pool = cached_pool(pool, args.views, not args.no_channels_last)
     counter = [0]
     # stock: augmentation before the loss, as a TorchRL pipeline does (inside the graph with CUDA graphs)
-    augment = augment_batch if impl != "serl" else (lambda td: td)
+    augment = augment_batch if impl.startswith("stock") else (lambda td: td)
 
     def next_batch():
         td = pool[counter[0] % len(pool)].clone()  # stock SACLoss writes td_error into its input
@@ -287,6 +342,8 @@ def run_one(args) -> dict:
         "first_step_s": first_step_s if args.warmup else float("nan"), "warmup_s": warmup_s,
         "loss_qvalue": float(out["loss_qvalue"].detach()),
     }
+    if impl == "cached":
+        result["bytes_per_transition"] = cached_bytes_per_transition(args.views, not args.no_channels_last)
     if device.type == "cuda":
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -299,7 +356,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
-    parser.add_argument("--impls", nargs="+", default=["serl", "stock"], choices=["serl", "stock", "stock-shared"])
+    parser.add_argument("--impls", nargs="+", default=["serl", "stock"], choices=["serl", "cached", "stock", "stock-shared"])
+    parser.add_argument("--views", type=int, default=2, help="cached: trunk views stored per frame (K)")
     parser.add_argument("--steps", type=int, default=3, help="timed learner steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed learner steps (compilation happens here)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
@@ -335,7 +393,8 @@ def main() -> None:
                 print(rows[-1], file=sys.stderr, flush=True)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{args.threads} threads"
     print(f"\nW2 DrQ learner steps/s (3 critic + 1 full update), {device}, bf16={args.bf16}, cudagraphs={args.cudagraphs}")
-    print(f"{'batch':>5} {'mode':>9} {'impl':>12} {'steps/s':>9} {'x best stock':>12} {'x best stock compiled':>21} {'1st step s':>11} {'peak MB':>9}")
+    print(f"{'batch':>5} {'mode':>9} {'impl':>12} {'steps/s':>9} {'x best stock':>12} {'x best stock compiled':>21} "
+          f"{'x serl':>7} {'1st step s':>11} {'peak MB':>9} {'B/transition':>12}")
     for row in rows:
         if "error" in row:
             print(f"{row['batch']:>5} {row['mode']:>9} {row['impl']:>12}  ERROR {row['error']}")
@@ -346,9 +405,13 @@ def main() -> None:
             return f"{row['steps_per_s'] / max(stock):.2f}" if stock else "-"
 
         ratio, ratio_c = best_stock(row["mode"]), best_stock("compiled")
+        exact = [r["steps_per_s"] for r in rows if r.get("batch") == row["batch"] and r.get("mode") == row["mode"]
+                 and r["impl"] == "serl" and "error" not in r]
+        ratio_serl = f"{row['steps_per_s'] / exact[0]:.1f}" if exact else "-"
+        stored = f"{row['bytes_per_transition']:.0f}" if "bytes_per_transition" in row else "-"
         print(
             f"{row['batch']:>5} {row['mode']:>9} {row['impl']:>12} {row['steps_per_s']:>9.4f} {ratio:>12} {ratio_c:>21} "
-            f"{row['first_step_s']:>11.1f} {row['peak_mem_mb']:>9.0f}"
+            f"{ratio_serl:>7} {row['first_step_s']:>11.1f} {row['peak_mem_mb']:>9.0f} {stored:>12}"
         )
 
 

@@ -22,6 +22,8 @@ from torchrl.data.replay_buffers.samplers import RandomSampler
 
 from torchrl_serl.data.checkpoint import FilledRowsCheckpointer
 
+# Frames (uint8) or cached trunk features (half precision): what a pixel key may hold.
+_COMPACT_DTYPES = (torch.uint8, torch.float16, torch.bfloat16)
 # Storage flag: True where row i is a transition whose next frames are in row i + 1.
 HAS_NEXT = "_has_next_frame"
 
@@ -102,7 +104,8 @@ class FrameDedupReplayBuffer(TensorDictReplayBuffer):
 
     Args:
         capacity: storage rows.
-        pixel_keys: camera keys (uint8 ``[*B, C, H, W]``) stored once.
+        pixel_keys: camera keys (uint8 ``[*B, C, H, W]``) or cached trunk features (float16/bfloat16
+            ``[*B, K, C, h, w]``, see :class:`~torchrl_serl.envs.transforms.TrunkFeatures`) stored once.
         scratch_dir: where the memory-mapped files live.
         generator: ``torch.Generator`` driving sampling (checkpointed with the buffer).
         batch_size: default ``sample`` size.
@@ -157,8 +160,11 @@ class FrameDedupReplayBuffer(TensorDictReplayBuffer):
             for k in (key, _next(key)):
                 if k not in keys:
                     raise KeyError(f"pixel key {k!r} missing from the transitions (keys: {sorted(map(str, keys))})")
-                if data.get(k).dtype != torch.uint8:
-                    raise TypeError(f"pixel key {k!r} must be uint8 (4x smaller than float), got {data.get(k).dtype}")
+                if data.get(k).dtype not in _COMPACT_DTYPES:
+                    raise TypeError(
+                        f"pixel key {k!r} must be uint8 frames or float16/bfloat16 cached features "
+                        f"(compact storage), got {data.get(k).dtype}"
+                    )
         if ("next", "done") not in keys:
             raise KeyError("transitions need ('next', 'done') to know where trajectories end")
 

@@ -9,7 +9,8 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 
-from torchrl_serl.envs.transforms.random_shift import random_shift
+from torchrl_serl.modules.augmentation import random_shift
+from torchrl_serl.modules.encoders.cached_features import feature_key, select_views
 from torchrl_serl.modules.encoders.multi_camera import MultiCameraEncoder
 from torchrl_serl.objectives.sac import SERLSACLoss, _tracing_or_capturing, non_finite_entries
 
@@ -41,6 +42,13 @@ class DrQLoss(SERLSACLoss):
     SERL's pixel schedule (critic:actor ratio 4): three :meth:`loss_critic` updates then one
     :meth:`forward` (critic + actor + temperature on the same augmented batch).
 
+    **Cached features** (``cached_features=True``, frozen trunk only; an option, not SERL's exact
+    algorithm): the batch carries each camera's trunk features of ``K`` views per frame
+    (``<camera>_features`` ``[B, K, C, h, w]``, written once per frame by
+    :class:`~torchrl_serl.envs.transforms.TrunkFeatures`) instead of images. The loss draws one
+    view per sample, independently for obs and next obs, in place of a fresh random shift, and
+    runs only the trainable head: no trunk call in the learner.
+
     Args:
         actor_network: probabilistic actor reading ``embedding`` (see
             :func:`~torchrl_serl.modules.drq_networks.make_drq_networks`).
@@ -52,6 +60,7 @@ class DrQLoss(SERLSACLoss):
         augment: random-shift images inside the loss (default ``True``).
         pad: shift range in px (SERL: 4).
         generator: optional ``torch.Generator`` for the shifts (eager mode).
+        cached_features: read cached trunk features of ``K`` views instead of images (see above).
         **sac_kwargs: :class:`SERLSACLoss` options (``critic_subset``, ``alpha_init``, ...).
 
     Input keys (``set_keys``): ``image_keys`` (tuple, default the encoder's ``camera_keys``; uint8
@@ -96,10 +105,13 @@ class DrQLoss(SERLSACLoss):
         augment: bool = True,
         pad: int = 4,
         generator: torch.Generator | None = None,
+        cached_features: bool = False,
         **sac_kwargs,
     ) -> None:
         if not isinstance(encoder, MultiCameraEncoder):
             raise TypeError(f"encoder must be a MultiCameraEncoder, got {type(encoder).__name__}")
+        if cached_features and not encoder.freeze_trunk:
+            raise ValueError("cached_features=True needs a frozen trunk: a trained trunk changes its features")
         if list(actor_network.in_keys) != [encoder.out_key]:
             raise ValueError(
                 f"the actor must read only the encoder's {encoder.out_key!r}, its in_keys are {actor_network.in_keys}"
@@ -123,8 +135,10 @@ class DrQLoss(SERLSACLoss):
         self.augment = augment
         self.pad = pad
         self.generator = generator
+        self.cached_features = cached_features
         self.uses_state = encoder.proprio_key is not None
-        self.set_keys(image_keys=tuple(encoder.camera_keys), embedding=encoder.out_key)
+        image_keys = tuple(feature_key(k) for k in encoder.camera_keys) if cached_features else encoder.camera_keys
+        self.set_keys(image_keys=tuple(image_keys), embedding=encoder.out_key)
         if self.uses_state:
             self.set_keys(observation=encoder.proprio_key)
 
@@ -177,6 +191,15 @@ class DrQLoss(SERLSACLoss):
             for k in keys.image_keys:
                 key = (*prefix, *((k,) if isinstance(k, str) else k))
                 img = tensordict.get(key)
+                if self.cached_features:
+                    shape = self.encoder.trunk(self.encoder.camera_keys[0]).output_shape(size)
+                    if img.ndim != 5 or img.shape[0] != b or tuple(img.shape[2:]) != tuple(shape) \
+                            or not img.is_floating_point():
+                        raise ValueError(
+                            f"cached features {key} must be floating [B, K, C, h, w] = [{b}, K, {', '.join(map(str, shape))}], "
+                            f"got {img.dtype} {tuple(img.shape)}"
+                        )
+                    continue
                 if img.shape != (b, 3, size, size) or img.dtype != torch.uint8:
                     raise ValueError(
                         f"image {key} must be uint8 [B, 3, {size}, {size}] = [{b}, 3, {size}, {size}], "
@@ -192,13 +215,16 @@ class DrQLoss(SERLSACLoss):
             raise ValueError(f"DrQLoss: non-finite values (NaN/inf) in batch entries {bad}")
 
     def _images(self, tensordict: TensorDictBase, with_next: bool) -> TensorDict:
-        """Camera images keyed like the encoder, ``[B, ...]`` or ``[2, B, ...]`` (obs, next), augmented."""
+        """Camera images keyed like the encoder, ``[B, ...]`` or ``[2, B, ...]`` (obs, next), augmented.
+        With cached features: one drawn view of each frame's features instead."""
         images = {}
         for cam, key in zip(self.encoder.camera_keys, self.tensor_keys.image_keys):
             x = tensordict.get(key)
             if with_next:
                 x = torch.stack([x, tensordict.get(("next", key))])
-            if self.augment:
+            if self.cached_features:
+                x = select_views(x, self.generator)
+            elif self.augment:
                 # One gather per camera shifts obs and next obs of every sample independently.
                 x = random_shift(x, self.pad, self.generator)
             images[cam] = x
@@ -226,7 +252,10 @@ class DrQLoss(SERLSACLoss):
         emb_key = keys.embedding
         images = self._images(tensordict, with_next)
         state = tensordict.get(keys.observation) if self.uses_state else None
-        if with_next and self.frozen_trunk:
+        if self.cached_features:
+            feats = images  # the trunk ran once per frame, when the frame was collected
+            feats_obs, feats_next, feats_next_target = (feats[0], feats[1], feats[1]) if with_next else (feats,) * 3
+        elif with_next and self.frozen_trunk:
             feats = self._encode_trunk(self.encoder_params, images)  # [2, B]: obs and next, one call
             feats_obs, feats_next, feats_next_target = feats[0], feats[1], feats[1]
         elif with_next:
