@@ -13,13 +13,17 @@ arms (``--robot.real true`` for the hardware, with ``--intervention spacemouse``
 
 from __future__ import annotations
 
+import functools
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from torchrl.collectors import AsyncCollector
 from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.intervention_router import InterventionRouter
 from torchrl_serl.envs.transforms.intervention import Intervention
+from torchrl_serl.modules.encoders.cached_features import feature_key
 from torchrl_serl.training.builders import (
     SACUpdater,
     make_collector,
@@ -29,6 +33,7 @@ from torchrl_serl.training.builders import (
     make_intervention_source,
     make_pixel_replay_buffer,
     make_sac_optimizers,
+    make_trunk_features,
     online_size,
     parameters_checksum,
     seed_everything,
@@ -55,6 +60,15 @@ class Config(RunConfig):
     intervention: str = "none"
     """Human intervention device while training (``none``, ``spacemouse``, ``keyboard``); needs ``--demos``:
     intervened steps are added to the demo side."""
+    async_collector: bool = True
+    """Simulation: step the env in its own process (TorchRL ``AsyncCollector``) while the learner
+    trains, so wall clock is the slower of the two, not their sum. Real arms and interventions
+    run in this process (synchronous)."""
+    frames_per_batch: int = 10
+    """Env steps per collector batch (the learner's weights reach the actor between batches)."""
+    updates_per_step: float = 1.0
+    """Learner steps (each ``drq.utd_ratio`` critic updates) per env step; SERL: 1. The learner
+    makes ``round(updates_per_step * frames_per_batch)`` per batch."""
 
 
 def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", description: str = __doc__) -> None:
@@ -68,16 +82,45 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
     exp_name = cfg.exp_name or f"{recipe}_seed{cfg.seed}"
     seed_everything(cfg.seed)
 
+    cached = cfg.drq.feature_views > 0
+    run_async = cfg.async_collector and not cfg.robot.real and cfg.intervention == "none"
+    start_time = time.perf_counter()
+
     with ExitStack() as stack:
-        # env (real arm or simulation), agent, buffer, collector
-        env = make_env(cfg.env, cfg.robot, seed=cfg.seed, device=cfg.device)
-        if cfg.intervention != "none":
-            env = TransformedEnv(env, Intervention(make_intervention_source(cfg.intervention, stack)))
-        # a real arm is evaluated by the operator's episodes, not by a second robot
-        eval_env = None if cfg.robot.real else make_env(cfg.env, None, seed=cfg.seed + 1_000_000, device=cfg.device)
-        proprio_dim = env.observation_spec["observation"].shape[-1]
-        action_dim = env.action_spec.shape[-1]
+        # agent first: a cached-feature env needs its frozen trunk
+        probe_env = make_env(cfg.env, cfg.robot, seed=cfg.seed, device=cfg.device) if not run_async else None
+        specs_env = probe_env if probe_env is not None else make_env(cfg.env, None, seed=cfg.seed)
+        proprio_dim = specs_env.observation_spec["observation"].shape[-1]
+        action_dim = specs_env.action_spec.shape[-1]
+        if probe_env is None:
+            specs_env.close()
         agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device)
+        # with cached features the env encodes each frame once (TrunkFeatures) and the buffer
+        # stores the features, not the images
+        pixel_keys = tuple(feature_key(k) for k in CAMERAS) if cached else CAMERAS
+        stored = functools.partial(transitions, drop_images=CAMERAS if cached else ())
+
+        def with_features(env, seed, num_views=None):
+            return TransformedEnv(env, make_trunk_features(agent, cfg.drq, seed, num_views)) if cached else env
+
+        # env (real arm or simulation) and collector: in a process of its own when asynchronous
+        if run_async:
+            features = make_trunk_features(agent, cfg.drq, cfg.seed) if cached else None
+            env_fn = functools.partial(_make_collector_env, cfg.env, features, cfg.seed)
+            collector = AsyncCollector(env_fn, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+                                       init_random_frames=cfg.random_steps)
+        else:
+            env = with_features(probe_env, cfg.seed)
+            if cfg.intervention != "none":
+                env = TransformedEnv(env, Intervention(make_intervention_source(cfg.intervention, stack)))
+            collector = make_collector(env, agent.policy, frames_per_batch=cfg.frames_per_batch,
+                                       random_steps=cfg.random_steps)
+        # a real arm is evaluated by the operator's episodes, not by a second robot
+        eval_env = None
+        if not cfg.robot.real:
+            # the policy acts on view 0: the evaluation env encodes only that one
+            eval_env = with_features(make_env(cfg.env, None, seed=cfg.seed + 1_000_000, device=cfg.device),
+                                     cfg.seed + 1_000_000, num_views=1)
         optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
         updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                              compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
@@ -86,17 +129,20 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
             use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
         )
         if cfg.demos:
+            encode = None
+            if cached:
+                demo_features = make_trunk_features(agent, cfg.drq, cfg.seed + 2_000_000)
+                encode = lambda demos: stored(demo_features.encode_transitions(demos))  # noqa: E731
             buffer = make_demo_replay_buffer(
                 cfg.buffer_size, cfg.drq.batch_size, cfg.demos, scratch_dir=logger.run_dir / "replay",
-                demo_fraction=cfg.demo_fraction, pixel_keys=CAMERAS, seed=cfg.seed,
+                demo_fraction=cfg.demo_fraction, pixel_keys=pixel_keys, seed=cfg.seed, encode=encode,
             )
         else:
             buffer = make_pixel_replay_buffer(
-                cfg.buffer_size, cfg.drq.batch_size, logger.run_dir / "replay", pixel_keys=CAMERAS, seed=cfg.seed
+                cfg.buffer_size, cfg.drq.batch_size, logger.run_dir / "replay", pixel_keys=pixel_keys, seed=cfg.seed
             )
         # intervened steps also go to the demo side (SERL/HIL-SERL)
         router = InterventionRouter(buffer) if cfg.intervention != "none" else None
-        collector = make_collector(env, agent.policy, frames_per_batch=1, random_steps=cfg.random_steps)
         checkpointer = RunCheckpointer(
             logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
             loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers,
@@ -106,15 +152,20 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
             step, updates = info.step, info.counters["updates"]
             episodes, interventions = info.counters["episodes"], info.counters["interventions"]
             logger.truncate_after(step)
-            env.set_seed(cfg.seed + step)
+            if not run_async:
+                env.set_seed(cfg.seed + step)
             collector.reset()
             print(f"resumed step={step} buffer={online_size(buffer)} updates={updates} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
         tracker = EpisodeTracker()
         train_metrics: dict[str, float] = {}
+        owed_updates = 0.0  # learner steps due but not made yet (fractional updates_per_step)
 
         def save() -> None:
             checkpointer.save(step, updates=updates, episodes=episodes, interventions=interventions)
+
+        def due(every: int, frames: int) -> bool:  # did the last batch cross a multiple of `every`?
+            return every > 0 and step // every != (step - frames) // every
 
         with GracefulStop() as stop:
             try:
@@ -122,31 +173,38 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
                     if step >= cfg.total_steps:
                         break
                     if router is not None:
-                        interventions += router.extend(transitions(batch))
+                        interventions += router.extend(stored(batch))
                     else:
-                        buffer.extend(transitions(batch))
-                    step += batch.numel()
-                    for episode in tracker.update(batch):
+                        buffer.extend(stored(batch))
+                    frames = batch.numel()
+                    step += frames
+                    for episode in tracker.update(batch.reshape(-1)):
                         episodes += 1
                         logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
                                     "train/episode_length": episode["length"]}, step)
                         logger.progress(step, success=episode["success"], ret=episode["return"])
 
-                    if step >= cfg.training_starts:
-                        train_metrics = updater.update(buffer.sample)
-                        updates += 1
+                    if step >= cfg.training_starts:  # SERL: one learner step per env step from training_starts on
+                        owed_updates += cfg.updates_per_step * (step - max(step - frames, cfg.training_starts - 1))
+                        while owed_updates >= 1:
+                            train_metrics = updater.update(buffer.sample)
+                            updates += 1
+                            owed_updates -= 1
                         collector.update_policy_weights_()
 
-                    if step % cfg.log_every == 0:
+                    minutes = (time.perf_counter() - start_time) / 60
+                    if due(cfg.log_every, frames):
+                        learning_steps = max(step - cfg.training_starts + 1, 1)
                         logger.log({**train_metrics, "train/updates": updates, "train/interventions": interventions,
-                                    "train/buffer_size": online_size(buffer)}, step)
+                                    "train/buffer_size": online_size(buffer), "time/minutes": minutes,
+                                    "train/updates_per_step": updates / learning_steps}, step)
                         logger.progress(step)
-                    if eval_env is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                    if eval_env is not None and due(cfg.eval_every, frames):
                         video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
                         metrics = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
-                        logger.log(metrics, step)
+                        logger.log({**metrics, "time/minutes": minutes}, step)
                         logger.progress(step, eval_success=metrics["eval/success_rate"])
-                    if step % cfg.checkpoint_every == 0:
+                    if due(cfg.checkpoint_every, frames):
                         save()
                     if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
                         break
@@ -156,6 +214,12 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
                 if eval_env is not None:
                     eval_env.close()
                 logger.close()
+
+
+def _make_collector_env(env_cfg: EnvConfig, trunk_features, seed: int):
+    """The simulated task, built inside the collector's process (with its TrunkFeatures copy)."""
+    env = make_env(env_cfg, None, seed=seed)
+    return TransformedEnv(env, trunk_features) if trunk_features is not None else env
 
 
 if __name__ == "__main__":

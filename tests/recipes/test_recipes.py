@@ -21,6 +21,7 @@ TINY_DRQ = [
     "--random_steps", "4", "--training_starts", "4", "--drq.batch_size", "4", "--drq.hidden", "16,16",
     "--drq.num_critics", "2", "--drq.utd_ratio", "2", "--drq.encoder", "small", "--env.image_size", "32",
     "--env.max_episode_steps", "6", "--buffer_size", "64", "--log_every", "4", "--progress", "false",
+    "--frames_per_batch", "1",
 ]
 
 
@@ -97,6 +98,22 @@ def test_drq_sim_with_pixel_demos_and_resume(tmp_path, demos):
     run("drq_sim", "--total_steps", 16, "--resume", *common)
     run_dir = tmp_path / "drq_sim_seed0"
     assert checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")["counters"]["updates"] == 16 - 4 + 1
+
+
+def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos):
+    """Frozen ResNet-10 run once per frame in the collector's process (2 views), demos encoded
+    once, the learner on cached features at half a learner step per env step."""
+    tiny = list(TINY_DRQ)
+    tiny[tiny.index("--drq.encoder") + 1] = "resnet10"
+    tiny[tiny.index("--frames_per_batch") + 1] = "4"
+    run("drq_sim", "--logdir", tmp_path, "--demos", demos / "pixels", "--total_steps", 16, "--eval_every", 16,
+        "--eval_episodes", 1, "--checkpoint_every", 16, "--drq.feature_views", 2, "--updates_per_step", 0.5, *tiny)
+    run_dir = tmp_path / "drq_sim_seed0"
+    summary = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")
+    assert summary["counters"]["updates"] == 6  # floor(0.5 * (16 - 4 + 1))
+    assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [16]
+    ratio = read_scalar_csv(run_dir / "scalars" / "train" / "updates_per_step.csv")[1]
+    assert ratio[-1] == pytest.approx(6 / 13)
 
 
 def test_bc_trains_from_demo_files_and_evaluates(tmp_path, demos):

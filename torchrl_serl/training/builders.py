@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictSequential
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, TensorDictReplayBuffer
@@ -184,9 +185,16 @@ def make_drq_agent(
     device: str | torch.device = "cpu",
 ) -> SACAgent:
     """SERL's DrQ: shared multi-camera encoder (frozen ResNet-10 by default), ensemble critic,
-    :class:`~torchrl_serl.objectives.drq.DrQLoss` with random-shift augmentation inside the loss."""
+    :class:`~torchrl_serl.objectives.drq.DrQLoss` with random-shift augmentation inside the loss.
+
+    With ``cfg.feature_views = K >= 1`` the loss reads cached trunk features of ``K`` views and
+    the policy reads view 0 of them: the env needs :func:`make_trunk_features` on top."""
     from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
+    from torchrl_serl.modules.encoders.cached_features import CachedFeaturesEncoder
     from torchrl_serl.objectives.drq import DrQLoss
+
+    if cfg.feature_views < 0:
+        raise ValueError(f"drq.feature_views must be >= 0 (0: exact path), got {cfg.feature_views}")
 
     actor, critic, encoder = make_drq_networks(
         camera_keys=camera_keys,
@@ -206,16 +214,35 @@ def make_drq_agent(
         encoder,
         augment=cfg.augment_pad > 0,
         pad=cfg.augment_pad,
+        cached_features=cfg.feature_views > 0,
         critic_subset=cfg.critic_subsample,
         backup_entropy=cfg.backup_entropy,
         alpha_init=cfg.alpha_init,
         target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
     )
     loss.make_value_estimator(gamma=cfg.discount)
-    return SACAgent(
-        policy=make_drq_policy(actor, encoder), actor=actor, critic=critic, loss=loss,
-        target_updater=SoftUpdate(loss, tau=cfg.tau),
-    )
+    if cfg.feature_views > 0:
+        policy = TensorDictSequential(CachedFeaturesEncoder(encoder), actor)
+    else:
+        policy = make_drq_policy(actor, encoder)
+    return SACAgent(policy=policy, actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+
+
+def make_trunk_features(agent: SACAgent, cfg: DrQConfig, seed: int, num_views: int | None = None):
+    """The env transform that encodes each frame once for a cached-feature agent
+    (``cfg.feature_views >= 1``): :class:`~torchrl_serl.envs.transforms.TrunkFeatures` with a
+    copy of the agent's frozen trunk, so the transform can live in a collector process.
+    ``num_views`` overrides ``cfg.feature_views`` (an evaluation env needs only view 0)."""
+    import copy
+
+    from torchrl_serl.envs.transforms.trunk_features import TrunkFeatures
+
+    if cfg.feature_views < 1:
+        raise ValueError("make_trunk_features needs drq.feature_views >= 1")
+    encoder = agent.loss.encoder
+    trunk = copy.deepcopy(encoder.trunk(encoder.camera_keys[0])).cpu()
+    views = cfg.feature_views if num_views is None else num_views
+    return TrunkFeatures(trunk, encoder.camera_keys, encoder.image_size, views, cfg.augment_pad, seed=seed)
 
 
 def make_sac_optimizers(loss: nn.Module, cfg: SACConfig, capturable: bool = False) -> dict[str, torch.optim.Optimizer]:
@@ -395,10 +422,13 @@ def make_demo_replay_buffer(
     pixel_keys: tuple[str, ...] = (),
     seed: int = 0,
     transform=None,
+    encode: Callable[[TensorDictBase], TensorDictBase] | None = None,
 ):
     """RLPD buffer: online transitions + the demos at ``demos_path``, each batch exactly
     ``demo_fraction`` demos (:class:`~torchrl_serl.data.OnlineDemoReplayBuffer`, memory-mapped under
-    ``scratch_dir``). Interventions can be appended later with ``extend_demos``.
+    ``scratch_dir``). Interventions can be appended later with ``extend_demos``. ``encode`` maps the
+    demo transitions before they are stored (e.g. :meth:`TrunkFeatures.encode_transitions` then
+    dropping the images).
 
     ``scratch_dir`` is working memory, emptied here: a resumed run refills it from its checkpoint.
     """
@@ -407,6 +437,8 @@ def make_demo_replay_buffer(
 
     demos, _ = load_demos(demos_path)
     demos = transitions(demos)
+    if encode is not None:
+        demos = encode(demos)
     _clear_scratch_dir(scratch_dir)
     buffer = OnlineDemoReplayBuffer(
         capacity,
@@ -450,9 +482,11 @@ def online_size(buffer) -> int:
     return len(online if online is not None else buffer)
 
 
-def transitions(batch: TensorDictBase) -> TensorDictBase:
-    """A collector batch without the keys the learner never reads, flattened to ``[N]``."""
-    return batch.exclude(*_NOT_STORED).reshape(-1)
+def transitions(batch: TensorDictBase, drop_images: Iterable[str] = ()) -> TensorDictBase:
+    """A collector batch without the keys the learner never reads, flattened to ``[N]``.
+    ``drop_images``: camera keys not stored either (a cached-feature learner reads only features)."""
+    drop_images = list(drop_images)
+    return batch.exclude(*_NOT_STORED, *drop_images, *[("next", k) for k in drop_images]).reshape(-1)
 
 
 def make_collector(
@@ -492,6 +526,7 @@ __all__ = [
     "make_pixel_replay_buffer",
     "make_sac_optimizers",
     "make_sim_env",
+    "make_trunk_features",
     "online_size",
     "parameters_checksum",
     "seed_everything",

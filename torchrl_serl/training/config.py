@@ -74,6 +74,11 @@ class DrQConfig(SACConfig):
     """Local trunk weights (SERL ``resnet10_params.pkl`` or a torch state_dict); never downloaded."""
     augment_pad: int = 4
     """Random-shift padding in px (0 disables augmentation)."""
+    feature_views: int = 0
+    """0: SERL's exact path (the frozen trunk runs on every augmented image of every update).
+    K >= 1: encode each frame once when collected, as K views (view 0 unshifted, K-1 shifted by
+    up to ``augment_pad`` px); the learner draws one cached view per sample and trains only the
+    head (frozen trunk only; an option that changes SERL's augmentation, see docs/results.md)."""
 
 
 @dataclass
