@@ -40,7 +40,7 @@ class Config:
     out: str = "trunks/panda_resnet10.pt"
     """Where to write the trunk state_dict (``--drq.pretrained_path``)."""
     frames: int = 4000
-    """Frames to render for training (+ 10% held out)."""
+    """Frames to render for training (one tenth more are rendered and held out)."""
     iterations: int = 400
     batch_size: int = 32
     lr: float = 3e-4

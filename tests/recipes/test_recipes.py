@@ -5,18 +5,20 @@ without paying the interpreter start-up six times); ``tests/training/test_resume
 ``sac_state_sim.py`` as a real subprocess, including SIGKILL/SIGINT.
 """
 
+import json
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from torchrl_serl.data.demos import load_demos
-from torchrl_serl.training.checkpoint import checkpoint_summary
+from torchrl_serl.training.checkpoint import CheckpointError, checkpoint_summary
 from torchrl_serl.training.plot import read_scalar_csv
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-ALL = ["sac_state_sim", "drq_sim", "drq_piper", "drq_franka", "bc", "record_demos"]
+ALL = ["sac_state_sim", "drq_sim", "drq_piper", "drq_franka", "bc", "record_demos", "pretrain_trunk"]
 TINY_DRQ = [
     "--random_steps", "4", "--training_starts", "4", "--drq.batch_size", "4", "--drq.hidden", "16,16",
     "--drq.num_critics", "2", "--drq.utd_ratio", "2", "--drq.encoder", "small", "--env.image_size", "32",
@@ -100,7 +102,7 @@ def test_drq_sim_with_pixel_demos_and_resume(tmp_path, demos):
     assert checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")["counters"]["updates"] == 16 - 4 + 1
 
 
-def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos):
+def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos, capsys):
     """Frozen ResNet-10 run once per frame in the collector's process (2 views), demos encoded
     once, the learner on cached features at half a learner step per env step."""
     tiny = list(TINY_DRQ)
@@ -114,6 +116,26 @@ def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos):
     assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [16]
     ratio = read_scalar_csv(run_dir / "scalars" / "train" / "updates_per_step.csv")[1]
     assert ratio[-1] == pytest.approx(6 / 13)
+    # recipes/eval.py rebuilds the agent from config.json and evaluates the newest checkpoint
+    run("eval", "--run", run_dir, "--episodes", 1)
+    assert "env step 16): eval/success_rate=" in capsys.readouterr().out
+    config = json.loads((run_dir / "config.json").read_text())
+    config["drq"]["num_critics"] = 3
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not fit the networks"):
+        run("eval", "--run", run_dir, "--episodes", 1)
+
+
+def test_pretrain_trunk_writes_a_trunk_that_drq_loads(tmp_path, capsys):
+    out = tmp_path / "trunk.pt"
+    run("pretrain_trunk", "--out", out, "--frames", 24, "--iterations", 2, "--batch_size", 4,
+        "--env.image_size", 32, "--env.max_episode_steps", 8)
+    assert "held-out mean error: cube" in capsys.readouterr().out
+    from torchrl_serl.modules.drq_networks import make_drq_networks
+
+    _, _, encoder = make_drq_networks(image_size=32, pretrained_path=out, num_critics=2, hidden=(8, 8))
+    trained = torch.load(out, weights_only=True)
+    assert all(torch.equal(encoder.trunk("front").state_dict()[k], v) for k, v in trained.items())
 
 
 def test_bc_trains_from_demo_files_and_evaluates(tmp_path, demos):
