@@ -40,8 +40,17 @@ from torchrl_serl.training.builders import (
     transitions,
 )
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
-from torchrl_serl.training.config import DrQConfig, EnvConfig, RobotConfig, RunConfig, config_to_dict, parse_config
+from torchrl_serl.training.config import (
+    DrQConfig,
+    EnvConfig,
+    RobotConfig,
+    RunConfig,
+    apply_overrides,
+    build_parser,
+    config_to_dict,
+)
 from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 
 CAMERAS = ("front", "wrist")
@@ -60,6 +69,12 @@ class Config(RunConfig):
     intervention: str = "none"
     """Human intervention device while training (``none``, ``spacemouse``, ``keyboard``); needs ``--demos``:
     intervened steps are added to the demo side."""
+    preset: str = "auto"
+    """``serl``: SERL's configuration as is (on CUDA with whole-update CUDA graphs); ``cpu``: what
+    learns on a 2-core CPU within the hour (docs/results.md): a ResNet-10 pretrained here on
+    simulated frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner
+    steps per env step, 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
+    CUDA is available, else ``cpu``. Options given on the command line override the preset."""
     async_collector: bool = True
     """Simulation: step the env in its own process (TorchRL ``AsyncCollector``) while the learner
     trains, so wall clock is the slower of the two, not their sum. Real arms and interventions
@@ -72,7 +87,7 @@ class Config(RunConfig):
 
 
 def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", description: str = __doc__) -> None:
-    cfg = parse_config(config_cls, argv, description=description)
+    cfg = parse_with_preset(config_cls, argv, description)
     if cfg.intervention not in _INTERVENTIONS:
         raise ValueError(f"--intervention must be one of {_INTERVENTIONS}, got {cfg.intervention!r}")
     if cfg.intervention != "none" and not cfg.demos:
@@ -82,6 +97,12 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
     exp_name = cfg.exp_name or f"{recipe}_seed{cfg.seed}"
     seed_everything(cfg.seed)
 
+    if cfg.drq.pretrained_path == "auto":
+        cfg.drq.pretrained_path = str(cached_pretrained_trunk(cfg.env, seed=cfg.seed))
+    if cfg.demos == "auto":
+        if cfg.robot.real:
+            raise ValueError("--demos auto records scripted demos in the simulation; on a real arm pass a demo folder")
+        cfg.demos = str(cached_scripted_demos(cfg.env, episodes=20, seed=cfg.seed))
     cached = cfg.drq.feature_views > 0
     run_async = cfg.async_collector and not cfg.robot.real and cfg.intervention == "none"
     start_time = time.perf_counter()
@@ -214,6 +235,39 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
                 if eval_env is not None:
                     eval_env.close()
                 logger.close()
+
+
+PRESETS = ("auto", "serl", "cpu")
+# What the CPU preset changes (docs/results.md: learns PandaPickCube from pixels within the hour on 2 cores).
+CPU_PRESET = {
+    "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
+    "eval_every": 5_000, "eval_episodes": 20,
+}
+
+
+def parse_with_preset(config_cls: type[Config], argv, description: str) -> Config:
+    """The recipe's config: the chosen preset's values, then the options given on the command line."""
+    import torch
+
+    given = vars(build_parser(config_cls, description).parse_args(argv))
+    preset = given.get("preset", "auto")
+    if preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {PRESETS}, got {preset!r}")
+    if preset == "auto":
+        preset = "serl" if torch.cuda.is_available() else "cpu"
+    overrides = {}
+    if preset == "serl" and torch.cuda.is_available() and "device" not in given:
+        overrides = {"device": "cuda", "cudagraphs": True}
+    elif preset == "cpu":
+        overrides = dict(CPU_PRESET)
+        if not given.get("robot.real", False):
+            overrides["demos"] = "auto"
+    cfg = apply_overrides(apply_overrides(config_cls(), overrides), given)
+    chosen = {k: v for k, v in overrides.items() if k not in given}
+    print(f"preset {preset}: " + (", ".join(f"--{k} {v}" for k, v in chosen.items()) or "SERL's defaults")
+          + " (any option on the command line overrides it; --preset serl for SERL's exact configuration)",
+          flush=True)
+    return cfg
 
 
 def _make_collector_env(env_cfg: EnvConfig, trunk_features, seed: int):

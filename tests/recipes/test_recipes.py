@@ -23,7 +23,7 @@ TINY_DRQ = [
     "--random_steps", "4", "--training_starts", "4", "--drq.batch_size", "4", "--drq.hidden", "16,16",
     "--drq.num_critics", "2", "--drq.utd_ratio", "2", "--drq.encoder", "small", "--env.image_size", "32",
     "--env.max_episode_steps", "6", "--buffer_size", "64", "--log_every", "4", "--progress", "false",
-    "--frames_per_batch", "1",
+    "--frames_per_batch", "1", "--preset", "serl",
 ]
 
 
@@ -124,6 +124,39 @@ def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos, c
     (run_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="does not fit the networks"):
         run("eval", "--run", run_dir, "--episodes", 1)
+
+
+def test_drq_preset_cpu_without_cuda_and_command_line_wins(monkeypatch, capsys):
+    import drq_sim
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = drq_sim.parse_with_preset(drq_sim.Config, ["--updates_per_step", "0.3"], "")
+    assert "preset cpu" in capsys.readouterr().out
+    assert (cfg.drq.feature_views, cfg.drq.pretrained_path, cfg.demos) == (2, "auto", "auto")
+    assert cfg.updates_per_step == 0.3  # given on the command line
+    real = drq_sim.parse_with_preset(drq_sim.Config, ["--robot.real", "true"], "")
+    assert real.demos == ""  # scripted demos exist only in the simulation
+    serl = drq_sim.parse_with_preset(drq_sim.Config, ["--preset", "serl"], "")
+    assert (serl.drq.feature_views, serl.updates_per_step, serl.device) == (0, 1.0, "cpu")
+    with pytest.raises(ValueError, match="--preset"):
+        drq_sim.parse_with_preset(drq_sim.Config, ["--preset", "fast"], "")
+
+
+def test_sim_cache_pretrains_and_records_once(tmp_path, monkeypatch):
+    from torchrl_serl.data.demos import load_demos
+    from torchrl_serl.training.config import EnvConfig
+    from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
+
+    monkeypatch.setenv("TORCHRL_SERL_CACHE", str(tmp_path))
+    env_cfg = EnvConfig(pixels=True, image_size=32, max_episode_steps=40)
+    trunk = cached_pretrained_trunk(env_cfg, frames=20, iterations=1, batch_size=2)
+    assert trunk.parent == tmp_path / "trunks" and trunk.is_file()
+    mtime = trunk.stat().st_mtime_ns
+    assert cached_pretrained_trunk(env_cfg, frames=20, iterations=1) == trunk and trunk.stat().st_mtime_ns == mtime
+    demos = cached_scripted_demos(env_cfg, episodes=1)
+    data, meta = load_demos(demos)
+    assert meta["num_episodes"] == 1 and bool(data["next", "success"].any())
+    assert cached_scripted_demos(env_cfg, episodes=1) == demos
 
 
 def test_pretrain_trunk_writes_a_trunk_that_drq_loads(tmp_path, capsys):
