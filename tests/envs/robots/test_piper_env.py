@@ -86,13 +86,21 @@ def test_piper_env_reset_steps_close(piper_double, can_channel):
 
         actions = [[1.0, 0.0, -0.5, 0.5], [1.0, 0.5, -0.5, 0.5], [0.0, 0.0, 0.0, -1.0], [0.0, -1.0, 0.0, 0.0]]
         piper_double.clear_received()
+        clip, measured = env.safety.clip, []
+
+        def recording_clip(pos, quat, current_pos, current_quat):
+            measured.append(np.array(current_pos))  # the pose the env read just before commanding
+            return clip(pos, quat, current_pos, current_quat)
+
+        env.safety.clip = recording_clip
         prev = td
         for k, a in enumerate(actions):
             td = env.step(prev.set("action", torch.tensor(a)))
             nxt = td["next"]
             # The 0x152-0x154 triple of this step: measured position + action * 0.02 m, in 0.001 mm.
             xy, zrx, ryrz = (_i32_pairs(piper_double.frames(i))[k] for i in (0x152, 0x153, 0x154))
-            expected = prev["observation"][:3].double().numpy() + np.array(a[:3]) * 0.02
+            np.testing.assert_allclose(measured[k], prev["observation"][:3].double().numpy(), atol=2e-3)
+            expected = measured[k] + np.array(a[:3]) * 0.02
             np.testing.assert_allclose([xy[0], xy[1], zrx[0]], expected * 1e6, atol=2.0)
             # Orientation held at the home orientation measured at reset (RX, RY, RZ in 0.001 deg),
             # which is PIPER_HOME_Q's (180, 43.4, 180) deg up to the joint arrival tolerance.
