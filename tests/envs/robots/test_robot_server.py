@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from torchrl_serl.envs.robots.interfaces import RobotConnectionError
+from torchrl_serl.envs.robots.interfaces import RobotConnectionError, RobotError
 
 pytestmark = [pytest.mark.robots, pytest.mark.filterwarnings("ignore:The 'bustype' argument:DeprecationWarning")]
 
@@ -58,7 +58,8 @@ def test_remote_errors_are_clear(served, piper_double):
 
 def test_server_stops_arm_when_client_goes_quiet(served, piper_double):
     remote, server, _ = served
-    remote.get_state()
+    state = remote.get_state()
+    remote.set_cartesian_target(state.tcp_pos, state.tcp_quat)  # a motion command: this client controls the arm
     t0 = time.time()
 
     def held():
@@ -92,3 +93,99 @@ def test_env_over_remote_arm(served, piper_double):
     td = env.rollout(3, lambda td: td.set("action", torch.tensor([1.0, 0.0, 0.0, 0.0])))
     assert td.shape == (3,) and bool(td[-1]["next", "truncated"])
     assert float(td[-1]["next", "observation"][0]) > float(td[0]["observation"][0]) + 0.05
+
+
+def _raw_client(endpoint):
+    """A ZMQ client that skips RemoteArm's own checks, as a hostile or buggy one would."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def _ask(sock, request, timeout_s=2.0):
+    import json
+
+    sock.send(json.dumps(request).encode() if isinstance(request, dict) else request)
+    return json.loads(sock.recv()) if sock.poll(int(timeout_s * 1000)) else None
+
+
+def _pose_commands(double):
+    """Tool positions [m] of the end-pose commands (0x152 x, y; 0x153 z) the double received."""
+    import struct
+
+    xy = [struct.unpack(">ii", f) for f in double.frames(0x152)]
+    z = [struct.unpack(">ii", f)[0] for f in double.frames(0x153)]
+    return np.array([[x, y, zz] for (x, y), zz in zip(xy, z)]) / 1e6
+
+
+def test_server_binds_loopback_by_default():
+    import inspect
+
+    from torchrl_serl.envs.robots.server import ArmServer, make_parser
+
+    assert inspect.signature(ArmServer).parameters["bind"].default.startswith("tcp://127.0.0.1:")
+    assert make_parser().parse_args(["piper"]).bind.startswith("tcp://127.0.0.1:")
+
+
+def test_server_drops_oversized_messages_and_keeps_serving(served, piper_double):
+    remote, server, _ = served
+    piper_double.clear_received()
+    sock = _raw_client(server.endpoint)
+    huge = b'{"method": "set_cartesian_target", "args": [[0.2, 0, 0.3], [0, 0, 0, 1]], "pad": "' + b"x" * 2**20 + b'"}'
+    try:
+        assert _ask(sock, huge, timeout_s=0.5) is None, "a 1 MiB request was answered"
+    finally:
+        sock.close()
+    time.sleep(0.05)
+    assert not piper_double.frames(0x152), "the oversized command reached the arm"
+    assert remote.get_state().tcp_pos.shape == (3,)
+
+
+def test_server_clips_commands_from_any_client(served, piper_double):
+    _, server, arm = served
+    sock = _raw_client(server.endpoint)  # bypasses RealArmEnv and RemoteArm: the server's limits still hold
+    try:
+        start = arm.get_state()
+        piper_double.clear_received()
+        reply = _ask(sock, {"method": "set_cartesian_target", "args": [[1.0, 0.5, 0.9], start.tcp_quat.tolist()]})
+        assert reply["ok"], reply
+        assert piper_double.wait_for(lambda: len(piper_double.frames(0x153)) >= 1)
+        target = _pose_commands(piper_double)[-1]
+        assert np.linalg.norm(target - start.tcp_pos) <= server.safety.max_step_m + 1e-5
+        assert np.all(target <= server.safety.box_high_m + 1e-6)
+        piper_double.clear_received()
+        reply = _ask(sock, {"method": "move_to_cartesian_pose", "args": [[1.0, 0.5, 0.9], start.tcp_quat.tolist(), 5.0]},
+                     timeout_s=8.0)
+        assert reply["ok"], reply
+        np.testing.assert_allclose(arm.get_state().tcp_pos, server.safety.box_high_m, atol=0.003)  # the box corner
+        goals = _pose_commands(piper_double)
+        assert len(goals) and np.all(goals <= server.safety.box_high_m + 1e-6)
+        assert np.all(goals >= server.safety.box_low_m - 1e-6)
+    finally:
+        sock.close()
+
+
+def test_only_the_controlling_client_keeps_the_arm_alive(served, piper_double):
+    from torchrl_serl.envs.robots.remote import RemoteArm
+
+    remote, server, _ = served
+    monitor = RemoteArm(server.endpoint, timeout_s=0.5)
+    monitor.connect()
+    try:
+        state = remote.get_state()
+        remote.set_cartesian_target(state.tcp_pos, state.tcp_quat)  # the learner takes control
+        with pytest.raises(RobotError, match="another client controls the arm"):
+            monitor.set_cartesian_target(state.tcp_pos, state.tcp_quat)
+        deadline = time.monotonic() + 3.0
+        while server.idle_stops == 0 and time.monotonic() < deadline:
+            monitor.get_state()  # a monitor polling state must not keep a dead learner's arm moving
+            time.sleep(0.05)
+        assert server.idle_stops == 1
+        monitor.set_cartesian_target(state.tcp_pos, state.tcp_quat)  # control was released with the stop
+        with pytest.raises(RobotError, match="another client controls the arm"):
+            remote.set_cartesian_target(state.tcp_pos, state.tcp_quat)
+    finally:
+        monitor.disconnect()

@@ -300,8 +300,8 @@ class FrankaEnv(RealArmEnv):
 
     Args:
         host: FCI address (``"127.0.0.1"`` with ``realtime=False`` for franky-sim).
-        safety: defaults to SERL's pick-cube box ``x [0.2, 0.6], y [-0.3, 0.3], z [0.0, 0.5]`` m,
-            tool pointing down (``[1, 0, 0, 0]``).
+        safety: defaults to ``FrankaArm.default_safety()``: SERL's pick-cube box
+            ``x [0.2, 0.6], y [-0.3, 0.3], z [0.0, 0.5]`` m, tool pointing down (``[1, 0, 0, 0]``).
         arm_kwargs: extra ``FrankaArm`` arguments (``phase_gains``, ``relative_dynamics_factor``, ...).
     """
 
@@ -309,7 +309,7 @@ class FrankaEnv(RealArmEnv):
                  home_q=PANDA_HOME_Q, arm_kwargs: dict | None = None, **kwargs):
         arm = FrankaArm(host, realtime=realtime, **(arm_kwargs or {}))
         arm.connect()
-        super().__init__(arm, safety or SafetyLimits(), home_q=home_q, **kwargs)
+        super().__init__(arm, safety or arm.default_safety(), home_q=home_q, **kwargs)
 
 
 PIPER_HOME_Q = (0.0, 1.0, -1.0, 0.0, 0.9, 0.0)
@@ -320,8 +320,9 @@ class PiperEnv(RealArmEnv):
 
     Args:
         can_channel, bustype: CAN interface (``"can0"``, ``"socketcan"``; ``"virtual"`` in tests).
-        safety: defaults to the box ``x [0.1, 0.35], y [-0.2, 0.2], z [0.1, 0.4]`` m around the
-            home pose (tool at ~(0.19, 0, 0.36) m) with the home orientation as tilt centre.
+        safety: defaults to ``PiperArm.default_safety()``: the box ``x [0.1, 0.35], y [-0.2, 0.2],
+            z [0.1, 0.4]`` m around the home pose (tool at ~(0.19, 0, 0.36) m) with the home
+            orientation as tilt centre.
         arm_kwargs: extra ``PiperArm`` arguments (``speed_percent``, ``feedback_timeout_s``, ...).
     """
 
@@ -329,10 +330,4 @@ class PiperEnv(RealArmEnv):
                  home_q=PIPER_HOME_Q, arm_kwargs: dict | None = None, **kwargs):
         arm = PiperArm(can_channel, bustype=bustype, **(arm_kwargs or {}))
         arm.connect()
-        if safety is None:
-            # Home orientation of PIPER_HOME_Q (piper-sdk FK): RX=180, RY=43.4, RZ=180 deg.
-            from .rotations import euler_zyx_to_quat
-
-            safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
-                                  reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
-        super().__init__(arm, safety, home_q=home_q, **kwargs)
+        super().__init__(arm, safety or arm.default_safety(), home_q=home_q, **kwargs)

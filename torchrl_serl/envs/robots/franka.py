@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
-from .safety import check_finite_vector
+from .safety import SafetyLimits, check_finite_vector
 
 PANDA_HOME_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
 
@@ -148,6 +148,11 @@ class FrankaArm(RobotArm):
         self.feedback_timeout_s = float(feedback_timeout_s)
         self._last_robot_time: tuple[float, int] | None = None
         self.device = f"Franka at {host!r}"
+
+    @staticmethod
+    def default_safety() -> SafetyLimits:
+        """SERL's pick-cube box ``x [0.2, 0.6], y [-0.3, 0.3], z [0.0, 0.5]`` m, tool pointing down."""
+        return SafetyLimits()
 
     def connect(self) -> None:
         franky = _import_franky()

@@ -12,7 +12,7 @@ import numpy as np
 
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
 from .rotations import euler_zyx_to_quat, quat_to_euler_zyx
-from .safety import check_finite_vector
+from .safety import SafetyLimits, check_finite_vector
 
 MM_PER_M = 1000.0
 SDK_LINEAR_PER_M = 1e6  # SDK linear unit is 0.001 mm
@@ -98,6 +98,14 @@ class PiperArm(RobotArm):
         self.sdk = None
         self.gripper = PiperGripper(self, gripper_effort_nm)
         self._last_pose: tuple[float, np.ndarray, np.ndarray] | None = None
+
+    @staticmethod
+    def default_safety() -> SafetyLimits:
+        """The box ``x [0.1, 0.35], y [-0.2, 0.2], z [0.1, 0.4]`` m around the home pose (tool at
+        ~(0.19, 0, 0.36) m), tilting around the home orientation (piper-sdk FK of ``PIPER_HOME_Q``:
+        RX=180, RY=43.4, RZ=180 deg)."""
+        return SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
+                            reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
 
     # -- link -----------------------------------------------------------------------------
     def connect(self, timeout_s: float = 2.0) -> None:

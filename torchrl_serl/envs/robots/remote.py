@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
@@ -39,8 +40,9 @@ class RemoteArm(RobotArm):
         move_timeout_s: deadline of the blocking moves, on top of their own timeout.
 
     A call that misses its deadline raises ``RobotConnectionError`` and the socket is rebuilt
-    (a REQ socket cannot send again before it got its reply). The server stops the arm by
-    itself when the client goes quiet.
+    (a REQ socket cannot send again before it got its reply) under the same client identity, so
+    the server still sees the client that controls the arm. The server stops the arm by itself
+    when that client goes quiet.
     """
 
     def __init__(self, address: str, timeout_s: float = 0.5, move_timeout_s: float = 30.0):
@@ -50,6 +52,8 @@ class RemoteArm(RobotArm):
         self.address, self.timeout_s, self.move_timeout_s = address, float(timeout_s), float(move_timeout_s)
         self._ctx = zmq.Context.instance()
         self._sock = None
+        # One identity for this arm's life: the server keeps control with it across socket rebuilds.
+        self._client_id = f"remote-arm-{uuid.uuid4().hex}".encode()
         self.n_joints = 0
         self.gripper = None
 
@@ -58,6 +62,7 @@ class RemoteArm(RobotArm):
             self._sock.close(linger=0)
         self._sock = self._ctx.socket(self._zmq.REQ)
         self._sock.setsockopt(self._zmq.LINGER, 0)
+        self._sock.setsockopt(self._zmq.ROUTING_ID, self._client_id)
         self._sock.connect(self.address)
 
     def _call(self, method: str, *args, deadline_s: float | None = None):

@@ -90,6 +90,21 @@ class SafetyLimits:
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
 
+    def clip_to_workspace(self, pos, quat) -> tuple[np.ndarray, np.ndarray]:
+        """``pos [3]`` clipped into the box and ``quat [4]`` into the tilt cone, without step limits.
+
+        For the goal of a blocking move, which the arm's own planner reaches smoothly.
+
+        Raises:
+            ValueError: NaN/inf, non-real values or wrong shapes.
+        """
+        pos = np.clip(check_finite_vector("target position", pos, 3), self.box_low_m, self.box_high_m)
+        quat = normalize_quat(check_finite_vector("target quaternion", quat, 4))
+        tilt = quat_angle(self.reference_quat, quat)
+        if tilt > self.max_tilt_rad:
+            quat = quat_slerp(self.reference_quat, quat, self.max_tilt_rad / tilt)
+        return pos, quat
+
     def clip(self, pos, quat, current_pos, current_quat) -> tuple[np.ndarray, np.ndarray]:
         """Validated and clipped target.
 
@@ -111,20 +126,14 @@ class SafetyLimits:
         Raises:
             ValueError: NaN/inf, non-real values or wrong shapes; nothing should be sent to the arm then.
         """
-        pos = check_finite_vector("target position", pos, 3)
-        quat = normalize_quat(check_finite_vector("target quaternion", quat, 4))
+        pos, quat = self.clip_to_workspace(pos, quat)
         current_pos = check_finite_vector("current position", current_pos, 3)
         current_quat = normalize_quat(check_finite_vector("current quaternion", current_quat, 4))
 
-        pos = np.clip(pos, self.box_low_m, self.box_high_m)
         step = pos - current_pos
         dist = float(np.linalg.norm(step))
         if dist > self.max_step_m:
             pos = current_pos + step * (self.max_step_m / dist)
-
-        tilt = quat_angle(self.reference_quat, quat)
-        if tilt > self.max_tilt_rad:
-            quat = quat_slerp(self.reference_quat, quat, self.max_tilt_rad / tilt)
         turn = quat_angle(current_quat, quat)
         if turn > self.max_step_rad:
             quat = quat_slerp(current_quat, quat, self.max_step_rad / turn)

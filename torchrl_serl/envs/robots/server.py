@@ -1,26 +1,35 @@
-"""Robot server for the arm's real-time PC: wraps a ``RobotArm`` behind ZMQ REQ/REP.
+"""Robot server for the arm's real-time PC: wraps a ``RobotArm`` behind ZMQ, with its own safety.
 
-Why ZMQ REQ/REP rather than HTTP: one small JSON message each way per call, no per-request
-connection set-up, Nagle is off by default (stdlib HTTP costs ~44 ms a request on loopback
-unless TCP_NODELAY is set), and ``zmq.Poller`` gives the client a hard deadline on every call.
-The 1 kHz loop stays in the vendor library on this PC; the learner (``RemoteArm``) can live on
-another machine and restart without the arm being dropped. If no request arrives for
-``idle_stop_s`` the server stops the arm, so a crashed learner leaves it still.
+Why ZMQ rather than HTTP: one small JSON message each way per call, no per-request connection
+set-up, Nagle is off by default (stdlib HTTP costs ~44 ms a request on loopback unless
+TCP_NODELAY is set), and ``zmq.Poller`` gives the client a hard deadline on every call. The
+1 kHz loop stays in the vendor library on this PC; the learner (``RemoteArm``) can live on
+another machine and restart without the arm being dropped.
 
-Run on the robot PC::
+The server trusts no client: it binds loopback unless told otherwise, drops messages over
+``max_message_bytes``, clips every Cartesian target through its own ``SafetyLimits`` (step
+limits measured from the pose it reads just before sending), and lets one client at a time
+move the arm. That controlling client is the one whose motion command was accepted last; only
+its requests keep the arm alive, so a monitor polling ``get_state`` cannot hide a dead learner:
+when the controller sends nothing for ``idle_stop_s`` the server stops the arm and releases
+control. Any client may ``stop`` the arm.
 
-    python -m torchrl_serl.envs.robots.server franka --host 172.16.0.2 --bind tcp://0.0.0.0:5555
+Run on the robot PC (``--bind`` another interface only on the robot's private network)::
+
+    python -m torchrl_serl.envs.robots.server franka --host 172.16.0.2 --bind tcp://127.0.0.1:5555
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import threading
 import time
 
 import numpy as np
 
-from .interfaces import ArmState, RobotArm
+from .interfaces import ArmState, RobotArm, RobotError
+from .safety import SafetyLimits
 
 PROTOCOL_VERSION = 1
 
@@ -41,36 +50,64 @@ def state_from_dict(d: dict) -> ArmState:
                     errors=tuple(d["errors"]), timestamp=float(d["timestamp"]))
 
 
+# Requests that move the arm (or change how it moves): only the controlling client may send them.
+CONTROL_METHODS = frozenset({
+    "set_cartesian_target", "move_to_joint_positions", "move_to_cartesian_pose", "clear_errors", "set_phase",
+    "gripper_move", "gripper_open", "gripper_close",
+})
+# A request is a method name and a handful of numbers; anything much larger is not ours.
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
 class ArmServer:
-    """Serves one connected ``RobotArm`` on a ZMQ REP socket.
+    """Serves one connected ``RobotArm`` on a ZMQ ROUTER socket (``RemoteArm`` clients use REQ).
 
     Args:
         arm: the connected arm (``FrankaArm``, ``PiperArm``, ...).
-        bind: ZMQ endpoint, e.g. ``"tcp://0.0.0.0:5555"``; ``"tcp://127.0.0.1:*"`` picks a free port.
-        idle_stop_s: stop the arm when no request arrives for this long; ``None`` disables.
+        bind: ZMQ endpoint; loopback by default. ``"tcp://127.0.0.1:*"`` picks a free port.
+        idle_stop_s: stop the arm and release control when the controlling client sends nothing for
+            this long; ``None`` disables the stop (control then passes to any client that commands).
+        safety: limits applied to every Cartesian command from any client; defaults to
+            ``arm.default_safety()``. ``set_cartesian_target`` is clipped to the box and tilt cone
+            and to one step from the pose read just before sending; blocking ``move_to_cartesian_pose``
+            goals to the box and tilt cone. Joint moves are bounded by the driver's joint limits.
+        max_message_bytes: larger messages are dropped by ZMQ (the sender is disconnected).
     """
 
-    def __init__(self, arm: RobotArm, bind: str = "tcp://0.0.0.0:5555", idle_stop_s: float | None = 1.0):
+    def __init__(self, arm: RobotArm, bind: str = "tcp://127.0.0.1:5555", idle_stop_s: float | None = 1.0,
+                 *, safety: SafetyLimits | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES):
         import zmq
 
+        if safety is None:
+            default_safety = getattr(arm, "default_safety", None)
+            if default_safety is None:
+                raise TypeError(f"{type(arm).__name__} has no default_safety(); pass safety=SafetyLimits(...)")
+            safety = default_safety()
         self.arm = arm
+        self.safety = safety
         self.idle_stop_s = idle_stop_s
+        self.max_message_bytes = int(max_message_bytes)
         self._ctx = zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.REP)
+        self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        # A client that rebuilds its socket after a missed deadline keeps its identity (and control).
+        self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._sock.bind(bind)
         self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.idle_stops = 0
+        self.controller: bytes | None = None
+        self._last_control = time.monotonic()
         gripper = arm.gripper
         self._handlers = {
             "info": lambda: {"protocol": PROTOCOL_VERSION, "arm": type(arm).__name__, "n_joints": arm.n_joints,
                              "gripper_max_width_m": None if gripper is None else gripper.max_width_m},
             "get_state": lambda: state_to_dict(arm.get_state()),
-            "set_cartesian_target": arm.set_cartesian_target,
+            "set_cartesian_target": self._set_cartesian_target,
             "move_to_joint_positions": arm.move_to_joint_positions,
-            "move_to_cartesian_pose": arm.move_to_cartesian_pose,
+            "move_to_cartesian_pose": self._move_to_cartesian_pose,
             "stop": arm.stop,
             "clear_errors": arm.clear_errors,
             "set_phase": getattr(arm, "set_phase", lambda phase: None),
@@ -81,13 +118,37 @@ class ArmServer:
                 "gripper_close": gripper.close, "gripper_width": gripper.width,
             })
 
-    def _handle(self, raw: bytes) -> dict:
+    def _set_cartesian_target(self, pos, quat) -> None:
+        state = self.arm.get_state()
+        self.arm.set_cartesian_target(*self.safety.clip(pos, quat, state.tcp_pos, state.tcp_quat))
+
+    def _move_to_cartesian_pose(self, pos, quat, *args, **kwargs) -> None:
+        self.arm.move_to_cartesian_pose(*self.safety.clip_to_workspace(pos, quat), *args, **kwargs)
+
+    def _controller_alive(self, now: float) -> bool:
+        return (self.controller is not None and self.idle_stop_s is not None
+                and now - self._last_control <= self.idle_stop_s)
+
+    def _handle(self, client: bytes, raw: bytes) -> dict:
         try:
             request = json.loads(raw)
-            handler = self._handlers.get(request.get("method"))
+            method = request.get("method")
+            handler = self._handlers.get(method)
             if handler is None:
-                raise ValueError(f"unknown method {request.get('method')!r}; known: {sorted(self._handlers)}")
+                raise ValueError(f"unknown method {method!r}; known: {sorted(self._handlers)}")
+            now = time.monotonic()
+            if method in CONTROL_METHODS:
+                if client != self.controller and self._controller_alive(now):
+                    raise RobotError(
+                        f"{method!r} refused: another client controls the arm (it keeps control until it sends "
+                        f"nothing for {self.idle_stop_s} s, or stops the arm)"
+                    )
+                self.controller = client
+            if client == self.controller:
+                self._last_control = now
             result = handler(*request.get("args", []), **request.get("kwargs", {}))
+            if method == "stop":
+                self.controller = None  # a stopped arm is anyone's to command again
             return {"ok": True, "result": result}
         except Exception as err:  # every failure goes back to the client, the server keeps serving
             return {"ok": False, "error": type(err).__name__, "message": str(err)}
@@ -97,16 +158,20 @@ class ArmServer:
 
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
-        last_request = time.monotonic()
-        idle_stopped = False
         while not self._stop.is_set():
             if poller.poll(timeout=20):
-                reply = self._handle(self._sock.recv())
-                self._sock.send(json.dumps(reply).encode())
-                last_request, idle_stopped = time.monotonic(), False
-            elif (self.idle_stop_s is not None and not idle_stopped
-                  and time.monotonic() - last_request > self.idle_stop_s):
-                idle_stopped = True
+                frames = self._sock.recv_multipart()
+                # REQ clients send [identity, b"", request]; anything else is not a client of ours.
+                if len(frames) != 3 or frames[1] != b"":
+                    continue
+                client, _, raw = frames
+                reply = self._handle(client, raw)
+                if client == self.controller:  # a blocking move may have taken seconds: alive until now
+                    self._last_control = time.monotonic()
+                self._sock.send_multipart([client, b"", json.dumps(reply).encode()])
+            elif (self.idle_stop_s is not None and self.controller is not None
+                  and time.monotonic() - self._last_control > self.idle_stop_s):
+                self.controller = None
                 self.idle_stops += 1
                 try:
                     self.arm.stop()
@@ -126,15 +191,23 @@ class ArmServer:
             self._thread.join(timeout=2.0)
 
 
-def main(argv=None) -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Serve a real arm to a remote learner over ZMQ.")
     parser.add_argument("arm", choices=["franka", "piper"])
     parser.add_argument("--host", default="172.16.0.2", help="Franka FCI address")
     parser.add_argument("--no-realtime", action="store_true", help="Franka: skip the RT kernel check (simulators)")
     parser.add_argument("--can-channel", default="can0", help="Piper CAN interface")
-    parser.add_argument("--bind", default="tcp://0.0.0.0:5555")
+    parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                        help="ZMQ endpoint; loopback by default, another interface only on the robot's private network")
     parser.add_argument("--idle-stop-s", type=float, default=1.0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--box-low-m", type=float, nargs=3, help="workspace box low corner [m] (default: the arm's)")
+    parser.add_argument("--box-high-m", type=float, nargs=3, help="workspace box high corner [m] (default: the arm's)")
+    parser.add_argument("--max-step-m", type=float, help="largest target step per command [m] (default: the arm's)")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = make_parser().parse_args(argv)
     if args.arm == "franka":
         from .franka import FrankaArm
 
@@ -143,8 +216,11 @@ def main(argv=None) -> None:
         from .piper import PiperArm
 
         arm = PiperArm(args.can_channel)
+    safety = arm.default_safety()
+    overrides = {"box_low_m": args.box_low_m, "box_high_m": args.box_high_m, "max_step_m": args.max_step_m}
+    safety = dataclasses.replace(safety, **{k: v for k, v in overrides.items() if v is not None})
     arm.connect()
-    server = ArmServer(arm, args.bind, args.idle_stop_s)
+    server = ArmServer(arm, args.bind, args.idle_stop_s, safety=safety)
     print(f"serving {type(arm).__name__} on {server.endpoint}", flush=True)
     try:
         server.serve_forever()
