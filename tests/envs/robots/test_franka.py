@@ -200,6 +200,41 @@ def test_gripper_calls_after_link_loss_raise_robot_connection_error(call):
             stop_franky_sim(proc)
 
 
+def test_gripper_freed_mid_move_does_not_crash_the_process():
+    # franky's Gripper segfaulted when freed with a move in flight (FrankaEnv.close after a grasp).
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("franky")
+    pytest.importorskip("franky_sim")
+    script = textwrap.dedent(f"""
+        import gc, sys, time
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        from franky_sim_server import start_franky_sim, stop_franky_sim
+        from torchrl_serl.envs.robots.franka import FrankaArm, FrankaGripper
+        host, proc = start_franky_sim()
+        try:
+            gripper = FrankaGripper(host, speed_mps=0.02)
+            gripper.move_to_position(0.0)  # ~4 s at 2 cm/s
+            time.sleep(0.2)
+            del gripper  # dropped mid-move
+            gc.collect()
+            arm = FrankaArm(host, realtime=False)
+            arm.connect()
+            arm.gripper.close()
+            time.sleep(0.2)
+            arm.disconnect()  # disconnect mid-grasp
+            del arm
+            gc.collect()
+        finally:
+            stop_franky_sim(proc)
+        print("survived")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
 def test_gains_validation():
     with pytest.raises(ValueError, match="stiffness"):
         ImpedanceGains(-1.0, 10.0)

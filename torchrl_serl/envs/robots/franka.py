@@ -6,6 +6,7 @@ compliant for the task), as SERL's compliant controller does.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ def _import_franky():
     except ImportError as err:  # pragma: no cover - depends on the extra being installed
         raise ImportError("FrankaArm needs franky-control: pip install 'torchrl-serl[robots]'") from err
     return franky
+
+
+# franky Grippers whose last asynchronous command had not ended when released (see FrankaGripper.release).
+_UNFINISHED_GRIPPERS: list = []
 
 
 def _franky_call(call, device: str):
@@ -110,6 +115,28 @@ class FrankaGripper(Gripper):
         self._flush()
         return float(_franky_call(lambda: self._gripper.width, self.device))
 
+    def release(self, timeout_s: float = 2.0) -> None:
+        """Drop the queued command and wait (at most ``timeout_s``) for the one in flight to end.
+
+        franky's ``Gripper`` can crash the process when it is destroyed with an asynchronous command
+        still running, so one that does not end in time is kept referenced instead of freed. Never
+        raises. (``Gripper.stop()`` is not used here: on a dead link it blocks.)
+        """
+        self._pending = None
+        if self._future is not None:
+            try:
+                done = self._future.wait(timeout_s)
+            except Exception:
+                done = True  # the command ended with an error: nothing runs any more
+            if not done:
+                _UNFINISHED_GRIPPERS.append((self._gripper, self._future))
+        self._future = None
+
+    def __del__(self):
+        # Dropped without FrankaArm.disconnect(): still never free franky's Gripper mid-command.
+        with contextlib.suppress(Exception):
+            self.release()
+
 
 class FrankaArm(RobotArm):
     """Franka arm (7 joints) driven through franky.
@@ -174,6 +201,8 @@ class FrankaArm(RobotArm):
         try:
             self.stop()
         finally:
+            if self.gripper is not None:
+                self.gripper.release()
             self.robot = None
             self.gripper = None
             self._last_robot_time = None
