@@ -13,6 +13,13 @@ directory and published with one atomic rename) and :class:`~torchrl.checkpoint.
 - every payload file's size (and sha256 up to 64 MiB) is recorded in ``integrity.json`` and
   checked before loading: TorchRL/tensordict memmaps silently zero-fill a truncated tensor file,
   so without this a damaged checkpoint would load as zeros;
+- loading never runs code from the checkpoint: every TensorDict ``meta.json`` is read first and
+  non-tensor (pickled) fields are refused, ``prefetch.pkl`` must hold plain data (its opcodes are
+  read, it is not unpickled first), and ``torch.load`` runs with ``weights_only=True``;
+- TorchRL buffers on a TensorDict storage are given the
+  :class:`~torchrl_serl.data.checkpoint.FilledRowsCheckpointer`: a save writes the rows in use, not
+  the preallocated capacity, and resuming into a buffer of another capacity raises
+  :class:`~torchrl_serl.data.checkpoint.BufferCapacityError` naming the option;
 - stale staging directories left by a save that was killed are removed;
 - :class:`GracefulStop` turns Ctrl-C and SIGTERM into a stop at the next step boundary, so a
   recipe's ``try/finally`` saves a consistent state on Ctrl-C and on ``kill``.
