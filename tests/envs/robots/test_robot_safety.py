@@ -108,18 +108,25 @@ def test_inverted_box_refused():
         SafetyLimits(box_low_m=(0.5, 0, 0), box_high_m=(0.4, 1, 1))
 
 
+def _wait_until(predicate, timeout_s=3.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
 def test_watchdog_fires_once_and_rearms():
     calls = []
-    with Watchdog(lambda: calls.append(time.monotonic()), timeout_s=0.1) as dog:
-        for _ in range(5):  # fed in time: never fires
+    with Watchdog(lambda: calls.append(time.monotonic()), timeout_s=0.3) as dog:
+        for _ in range(5):  # fed well within the timeout (10x margin for a loaded machine): never fires
             time.sleep(0.03)
             dog.feed()
         assert calls == []
-        time.sleep(0.3)
-        assert len(calls) == 1 and dog.fired
+        assert _wait_until(lambda: dog.fired)
+        time.sleep(0.6)  # two more timeouts pass unfed: still one call
+        assert len(calls) == 1
         dog.feed()
-        time.sleep(0.3)
-        assert len(calls) == 2
+        assert _wait_until(lambda: len(calls) == 2)
 
 
 def test_sigint_calls_stop_then_raises_and_restores_handler():
