@@ -156,3 +156,16 @@ def test_pretrained_pickle_needs_trust_pickle_and_hostile_ones_never_run(tmp_pat
     trusted.write_bytes(pickle.dumps(to_serl_resnet10(source.state_dict())))
     enc.load_pretrained(trusted, trust_pickle=True)  # the user vouches for this file
     assert torch.equal(enc.trunk("front").conv_init.weight, source.conv_init.weight)
+
+
+def test_torchrl_full_storage_checkpoints_still_load(tmp_path):
+    # Runs saved before RunCheckpointer switched buffers to FilledRowsCheckpointer keep resuming.
+    old = TensorDictReplayBuffer(storage=LazyMemmapStorage(100, scratch_dir=tmp_path / "a"), batch_size=4)
+    old.extend(transitions(1, 30, pixels=False))
+    old.dumps(tmp_path / "ckpt")
+    restored = _buffer(tmp_path, 100, "b")
+    restored.loads(tmp_path / "ckpt")
+    assert len(restored) == 30
+    assert torch.equal(restored.storage.get(torch.arange(30))["observation"], old.storage.get(torch.arange(30))["observation"])
+    with pytest.raises(BufferCapacityError, match="capacity 100 .*--buffer_size 100"):
+        _buffer(tmp_path, 250, "c").loads(tmp_path / "ckpt")
