@@ -40,6 +40,8 @@ class Config:
     encoder: str = "resnet10"
     """Pixel demos only: ``resnet10``, ``small`` or ``mobilenet``."""
     pretrained_path: str = ""
+    trust_pickle: bool = False
+    """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
     seed: int = 0
     device: str = "cpu"
     logdir: str = "runs"
@@ -69,7 +71,8 @@ def make_bc_policy(cfg: Config, proprio_dim: int, action_dim: int):
 
     _, _, encoder = make_drq_networks(
         camera_keys=CAMERAS, image_size=cfg.env.image_size, proprio_dim=proprio_dim, action_dim=action_dim,
-        encoder=cfg.encoder, pretrained_path=cfg.pretrained_path or None, num_critics=1, hidden=cfg.hidden,
+        encoder=cfg.encoder, pretrained_path=cfg.pretrained_path or None,
+        trust_pickle=cfg.trust_pickle, num_critics=1, hidden=cfg.hidden,
     )
     return make_sac_actor(encoder.out_features, action_dim, hidden=cfg.hidden, encoder=encoder, stop_encoder_grad=False)
 

@@ -12,7 +12,7 @@ by ``record_demos.py``), labelled by their ``("next", "success")`` entries, and 
 
     python recipes/train_reward_classifier.py                 # SERL architecture, CPU-sized run
     python recipes/train_reward_classifier.py --trunk small --env.image_size 64   # fast on CPU
-    python recipes/train_reward_classifier.py --pretrained_path resnet10_params.pkl --train_steps 1000
+    python recipes/train_reward_classifier.py --pretrained_path resnet10_params.pkl --trust_pickle true --train_steps 1000
     python recipes/train_reward_classifier.py --demos demos/pick_a demos/pick_b
 
 Without ``--pretrained_path`` the frozen ResNet-10 has random weights (nothing is downloaded).
@@ -54,6 +54,8 @@ class Config:
     """``resnet10`` (SERL, frozen), ``mobilenet`` (frozen) or ``small`` (trained)."""
     pretrained_path: str = ""
     """Local trunk weights (SERL's ``resnet10_params.pkl`` or a torch state_dict)."""
+    trust_pickle: bool = False
+    """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
     batch_size: int = 64
     """Half positives, half negatives (SERL: 256)."""
     train_steps: int = 100
@@ -139,7 +141,8 @@ def main(argv=None) -> dict[str, float]:
 
     # classifier, loss, optimizer
     classifier = make_pixel_classifier(  # image size from the data: demo files fix their own
-        keys, train[keys[0]].shape[-1], trunk=cfg.trunk, pretrained_path=cfg.pretrained_path or None
+        keys, train[keys[0]].shape[-1], trunk=cfg.trunk, pretrained_path=cfg.pretrained_path or None,
+        trust_pickle=cfg.trust_pickle,
     ).to(cfg.device)
     loss_fn = BinaryClassifierLoss(classifier, augment_pad=cfg.augment_pad)
     optimizer = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.lr)

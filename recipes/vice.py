@@ -16,7 +16,7 @@ the defaults run on a CPU.
 
     python recipes/vice.py
     python recipes/vice.py --encoder small --env.image_size 64 --total_steps 2000
-    python recipes/vice.py --pretrained_path resnet10_params.pkl --device cuda --total_steps 100000
+    python recipes/vice.py --pretrained_path resnet10_params.pkl --trust_pickle true --device cuda --total_steps 100000
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Config(RunConfig):
     """DrQ encoder trunk: ``resnet10`` (frozen, SERL), ``small`` or ``mobilenet``."""
     pretrained_path: str = ""
     """Local ResNet-10 weights for the DrQ encoder and the classifier (nothing is downloaded)."""
+    trust_pickle: bool = False
+    """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
     total_steps: int = 20_000
     random_steps: int = 500
     training_starts: int = 500
@@ -127,7 +129,7 @@ def main(argv=None) -> dict[str, float]:
 
     # DrQ agent
     actor, qvalue, encoder = make_drq_networks(
-        keys, cfg.env.image_size, encoder=cfg.encoder, pretrained_path=pretrained,
+        keys, cfg.env.image_size, encoder=cfg.encoder, pretrained_path=pretrained, trust_pickle=cfg.trust_pickle,
         num_critics=cfg.drq.num_critics, hidden=cfg.drq.hidden, actor_kwargs={"device": cfg.device},
     )
     actor, qvalue, encoder = actor.to(cfg.device), qvalue.to(cfg.device), encoder.to(cfg.device)
@@ -145,7 +147,7 @@ def main(argv=None) -> dict[str, float]:
 
     # VICE classifier, its loss and optimizer
     classifier = make_pixel_classifier(
-        keys, cfg.env.image_size, trunk=cfg.vice.trunk, pretrained_path=pretrained,
+        keys, cfg.env.image_size, trunk=cfg.vice.trunk, pretrained_path=pretrained, trust_pickle=cfg.trust_pickle,
         bottleneck_dim=cfg.vice.bottleneck_dim, hidden_dims=cfg.vice.hidden_dims, activation=nn.LeakyReLU,
     ).to(cfg.device)
     vice_loss = VICELoss(

@@ -224,6 +224,7 @@ def make_pixel_classifier(
     *,
     trunk: str = "resnet10",
     pretrained_path: str | Path | None = None,
+    trust_pickle: bool = False,
     bottleneck_dim: int = 256,
     hidden_dims: Sequence[int] = (256,),
     dropout: float = 0.1,
@@ -254,5 +255,5 @@ def make_pixel_classifier(
         freeze_trunk=frozen,
     )
     if pretrained_path is not None:
-        encoder.load_pretrained(pretrained_path)
+        encoder.load_pretrained(pretrained_path, trust_pickle=trust_pickle)
     return SuccessClassifier(encoder, hidden_dims=hidden_dims, dropout=dropout, activation=activation)

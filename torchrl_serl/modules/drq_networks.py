@@ -34,6 +34,7 @@ def make_drq_networks(
     proprio_key: str | None = "observation",
     encoder: str = "resnet10",
     pretrained_path: str | Path | None = None,
+    trust_pickle: bool = False,
     freeze_trunk: bool = True,
     share_trunk: bool = True,
     pooling: str | None = None,
@@ -59,6 +60,7 @@ def make_drq_networks(
         encoder: ``"resnet10"`` (SERL default, frozen, ``learned spatial embeddings``), ``"small"``
             (SERL's 4-layer conv, trained, avg pooling) or ``"mobilenet"`` (MobileNetV3-small).
         pretrained_path: local trunk weights (SERL ``.pkl`` or torch ``state_dict``); never downloaded.
+        trust_pickle: allow a SERL ``.pkl`` (unpickling runs code; refused otherwise).
         freeze_trunk: freeze the trunk (SERL: frozen pretrained ResNet-10). Ignored for ``"small"``,
             which is always trained (it has no pretrained weights).
         share_trunk: one trunk for all cameras (identical when frozen; batches cameras in one call).
@@ -92,7 +94,7 @@ def make_drq_networks(
         freeze_trunk=freeze_trunk,
     )
     if pretrained_path is not None:
-        enc.load_pretrained(pretrained_path)
+        enc.load_pretrained(pretrained_path, trust_pickle=trust_pickle)
     emb = enc.out_features
     actor = make_sac_actor(emb, action_dim, hidden=hidden, in_keys=("embedding",), **(actor_kwargs or {}))
     qvalue = make_sac_critic(emb, action_dim, num_critics=num_critics, hidden=hidden, in_keys=("embedding", "action"))

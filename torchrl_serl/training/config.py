@@ -72,6 +72,8 @@ class DrQConfig(SACConfig):
     """``resnet10`` (SERL: frozen, pretrained), ``small`` (4-layer conv, trained) or ``mobilenet``."""
     pretrained_path: str = ""
     """Local trunk weights (SERL ``resnet10_params.pkl`` or a torch state_dict); never downloaded."""
+    trust_pickle: bool = False
+    """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
     augment_pad: int = 4
     """Random-shift padding in px (0 disables augmentation)."""
     feature_views: int = 0

@@ -80,10 +80,13 @@ def test_load_pickle_into_multi_camera_encoder(tmp_path):
     with open(path, "wb") as f:
         pickle.dump(tree, f)
     enc = MultiCameraEncoder(resnet10(), camera_keys=("front", "wrist"), image_size=64)
-    enc.load_pretrained(path)
+    with pytest.raises(PermissionError, match="trust_pickle"):
+        enc.load_pretrained(path)
+    with pytest.warns(UserWarning, match="runs any code"):
+        enc.load_pretrained(path, trust_pickle=True)
     expected = torch.from_numpy(tree["conv_init"]["kernel"]).permute(3, 2, 0, 1)
     assert torch.equal(enc.trunk("front").conv_init.weight, expected)
-    assert torch.equal(load_serl_resnet10_params(path)["conv_init.weight"], expected)
+    assert torch.equal(load_serl_resnet10_params(path, trust_pickle=True)["conv_init.weight"], expected)
     # A torch state_dict file works too, and a missing file is an error, never a download.
     torch.save(resnet10().state_dict(), tmp_path / "trunk.pt")
     enc.load_pretrained(tmp_path / "trunk.pt")

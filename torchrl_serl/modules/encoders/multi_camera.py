@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -214,6 +215,9 @@ class MultiCameraEncoder(TensorDictModuleBase):
         if path.suffix in (".pkl", ".pickle"):
             from torchrl_serl.modules.encoders.flax_convert import load_serl_resnet10_params
 
+            if trust_pickle:
+                warnings.warn(f"unpickling {path} (trust_pickle=True): this runs any code the file holds; "
+                              "load only files you trust", stacklevel=2)
             state = load_serl_resnet10_params(path, trust_pickle=trust_pickle)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
