@@ -165,3 +165,17 @@ def test_frame_dedup_buffer_stores_each_frames_features_once(tmp_path):
     assert sample["front_features"].dtype == torch.float16
     with pytest.raises(TypeError, match="float16"):
         buffer.extend(data.apply(lambda x: x.float() if x.dtype == torch.float16 else x))
+
+
+def test_cached_loss_runs_under_bf16_autocast():
+    actor, qvalue, encoder = make_drq_networks(image_size=SIZE, num_critics=2, hidden=(16, 16))
+    loss = DrQLoss(actor, qvalue, encoder, cached_features=True)
+    loss.make_value_estimator(gamma=0.96)
+    batch = _batch(encoder, cached=True)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = loss(batch.clone())
+    torch.manual_seed(0)
+    full = loss(batch.clone())
+    assert torch.isfinite(low["loss_qvalue"]) and low["loss_qvalue"].dtype == torch.float32
+    torch.testing.assert_close(low["loss_qvalue"], full["loss_qvalue"], rtol=0.15, atol=0.05)

@@ -220,11 +220,17 @@ class DrQLoss(SERLSACLoss):
         images = {}
         for cam, key in zip(self.encoder.camera_keys, self.tensor_keys.image_keys):
             x = tensordict.get(key)
+            if self.cached_features:
+                # float16 features: draw the views (as float32) before stacking, which autocast
+                # cannot do on half-precision inputs
+                x = select_views(x, self.generator)
+                if with_next:
+                    x = torch.stack([x, select_views(tensordict.get(("next", key)), self.generator)])
+                images[cam] = x
+                continue
             if with_next:
                 x = torch.stack([x, tensordict.get(("next", key))])
-            if self.cached_features:
-                x = select_views(x, self.generator)
-            elif self.augment:
+            if self.augment:
                 # One gather per camera shifts obs and next obs of every sample independently.
                 x = random_shift(x, self.pad, self.generator)
             images[cam] = x
