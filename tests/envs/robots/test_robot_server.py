@@ -189,3 +189,55 @@ def test_only_the_controlling_client_keeps_the_arm_alive(served, piper_double):
             remote.set_cartesian_target(state.tcp_pos, state.tcp_quat)
     finally:
         monitor.disconnect()
+
+
+def _strangers(endpoint, rng, stop):
+    """Peers that are not clients, until ``stop``: raw TCP sockets sending random bytes (some after a
+    ZMTP 3 greeting, some shaped as a ZMTP 1.0 identity), held open, and ZMQ DEALER/REQ sockets sending
+    malformed frames."""
+    import socket
+
+    import zmq
+
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    ctx = zmq.Context.instance()
+    held = []
+    greeting = b"\xff" + bytes(8) + b"\x7f\x03\x00NULL" + bytes(48)
+    while not stop.is_set():
+        n = int(rng.integers(0, 20))
+        raw = socket.create_connection((host, int(port)), timeout=1.0)
+        raw.sendall(rng.choice([b"", greeting, bytes([n + 1, 0]) + rng.bytes(n)]) + rng.bytes(int(rng.integers(1, 2048))))
+        held.append(raw)
+        if len(held) > 20:
+            held.pop(0).close()
+        for kind in (zmq.DEALER, zmq.REQ):
+            stranger = ctx.socket(kind)
+            stranger.setsockopt(zmq.LINGER, 0)
+            stranger.connect(endpoint)
+            for frames in ([rng.bytes(40)], [b"", rng.bytes(40)], [b"", b"", b"{}"], [rng.bytes(8), b"", b"[1]"],
+                           [b"", b'{"method": "get_state", "args": 7}'], [b"", b'{"method": null}', b"x"]):
+                stranger.send_multipart(frames)
+                if kind == zmq.REQ:
+                    break  # a REQ socket sends once before it needs a reply
+            stranger.close()
+        stop.wait(0.005)
+    for raw in held:
+        raw.close()
+
+
+@pytest.mark.parametrize("repetition", range(20))
+def test_stray_peers_do_not_lose_a_clients_reply(served, repetition):
+    import threading
+
+    remote, server, _ = served
+    stop = threading.Event()
+    stranger = threading.Thread(target=_strangers, args=(server.endpoint, np.random.default_rng(repetition), stop))
+    stranger.start()
+    try:
+        for _ in range(10):
+            assert remote.get_state().tcp_pos.shape == (3,)  # a lost reply raises RobotConnectionError
+            assert remote.gripper.width() >= 0.0
+    finally:
+        stop.set()
+        stranger.join(5)
+    assert server._thread.is_alive()
