@@ -269,3 +269,156 @@ def test_async_sac_recipe_learner_and_actor_roles(tmp_path):
                              capture_output=True, text=True, env=env, timeout=120)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "resumed frames=200" in resumed.stdout
+
+
+
+def _raw_client(port):
+    """A store client that is not a RemoteActor: it writes whatever it likes under the link's keys."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    return dist.TCPStore("127.0.0.1", port, is_master=False, timeout=timedelta(seconds=2))
+
+
+class _OpensAFileWhenUnpickled:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _torch_save(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_learner_drops_bad_batches_and_keeps_pulling(tmp_path, caplog):
+    import pickle
+
+    from tensordict import TensorDict
+
+    from torchrl_serl.training.distributed import _BEATS, _TRANSITIONS, batch_to_bytes
+
+    port = _free_port()
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
+    link.publish_weights(make_policy(), 0)
+    raw = _raw_client(port)
+    opened = tmp_path / "opened"
+    for item in (b"garbage", batch_to_bytes(TensorDict({"foo": torch.zeros(3, 2)}, [3])),  # wrong keys
+                 pickle.dumps(_OpensAFileWhenUnpickled(str(opened))),
+                 _torch_save({"batch_size": [1], "data": {"x": _OpensAFileWhenUnpickled(str(opened))}})):
+        raw.queue_push(_TRANSITIONS, item)
+    raw.set(_BEATS, b"\xffgarbage")
+    assert link.actor_seen_within(1.0)  # a heartbeat it cannot parse is still no error
+
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, timeout_s=2.0, seed=0)
+    actor.run(total_frames=50)  # five good batches behind the bad ones
+    with caplog.at_level("WARNING", logger="torchrl_serl.training.distributed"):
+        good = link.pull()
+    assert [b.numel() for b in good] == [10] * 5
+    assert link.stats["dropped"] == 4 and link.stats["received"] == 5
+    assert not opened.exists(), "a payload was unpickled"
+    assert "dropped a transition batch" in caplog.text
+
+    # after the first good batch, a batch must match its keys, dtypes and shapes, and be finite
+    batch = good[0]
+    nan_reward = batch.clone()
+    nan_reward["next", "reward"][3] = float("nan")
+    # one row on the wire, 10**10 rows (terabytes) once copied into the buffer
+    huge = batch[:1].apply(lambda t: t.expand(10**10, *t.shape[1:]), batch_size=[10**10])
+    for bad in (batch.clone().set("action", batch["action"].double()), batch.clone().set("extra", torch.zeros(10)),
+                batch.exclude(("next", "policy_version")), nan_reward,
+                batch.clone().set("observation", torch.zeros(10, 4)), huge):
+        raw.queue_push(_TRANSITIONS, batch_to_bytes(bad))
+    raw.queue_push(_TRANSITIONS, batch_to_bytes(batch))
+    pulled = link.pull()
+    assert len(pulled) == 1 and (pulled[0] == batch).all()
+    assert link.stats["dropped"] == 10 and link.stats["received"] == 6
+    link.close()
+
+
+def test_learner_checks_batches_against_a_transition_example():
+    from torchrl_serl.training.distributed import _TRANSITIONS, batch_to_bytes
+
+    port = _free_port()
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, timeout_s=2.0, seed=0)
+    example = next(iter(actor.collector))
+    actor.collector.shutdown()
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0, transition_example=example)
+    raw = _raw_client(port)
+    # well formed and first, but not what the actors send: it must not become the schema
+    raw.queue_push(_TRANSITIONS, batch_to_bytes(example.exclude("collector").set("extra", torch.zeros(10))))
+    raw.queue_push(_TRANSITIONS, batch_to_bytes(example.exclude("collector")))
+    assert len(link.pull()) == 1 and link.stats["dropped"] == 1
+    link.close()
+
+
+def test_actor_keeps_its_weights_when_the_link_serves_bad_ones(caplog):
+    import threading
+
+    from torchrl_serl.training.distributed import _WEIGHTS, _WEIGHTS_TAG
+
+    port = _free_port()
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
+    learner_policy = make_policy()
+    link.publish_weights(learner_policy, 7)
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, timeout_s=2.0,
+                        reconnect_every_s=0.1, seed=0)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(stats=actor.run()), daemon=True)
+
+    def wait(predicate, what):
+        deadline = time.monotonic() + 30
+        while not predicate(actor.stats):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {actor.stats}"
+            assert thread.is_alive(), f"the actor stopped: {actor.stats}"
+            time.sleep(0.02)
+
+    raw = _raw_client(port)
+    other_arch = nn.Linear(3, 3).state_dict()
+    nan_state = {k: torch.full_like(v, float("nan")) for k, v in learner_policy.state_dict().items()}
+    with caplog.at_level("WARNING", logger="torchrl_serl.training.distributed"):
+        thread.start()
+        wait(lambda s: s["weights_version"] == 7, "the learner's weights")
+        for n, payload in enumerate((b"garbage", _torch_save({"session": "x", "version": 8, "state": other_arch}),
+                                     _torch_save({"session": "x", "version": 9, "state": nan_state}))):
+            raw.set(_WEIGHTS, payload)
+            raw.set(_WEIGHTS_TAG, f"x:{8 + n}")
+            wait(lambda s: s["bad_weights"] == n + 1, f"bad weights {n} to be dropped")
+        raw.set(_WEIGHTS_TAG, b"\xff\xfe")  # an undecodable tag: one more (bad) fetch, no link error
+        wait(lambda s: s["bad_weights"] == 4, "the undecodable tag")
+        sent = actor.stats["sent"]
+        wait(lambda s: s["sent"] >= sent + 5, "the actor to keep sending")
+    assert actor.stats["weights_version"] == 7 and actor.stats["weight_updates"] == 1
+    for name, value in actor.policy.state_dict().items():
+        torch.testing.assert_close(value, learner_policy.state_dict()[name])
+    assert "dropped weights" in caplog.text
+    link.publish_weights(learner_policy, 10)  # the learner's next weights are taken again
+    wait(lambda s: s["weights_version"] == 10, "the learner's next weights")
+    actor.stop()
+    thread.join(30)
+    assert result["stats"]["frames"] > 0
+    link.close()
+
+
+def test_a_failing_link_thread_stops_the_actor_loudly(caplog):
+    port = _free_port()
+    link = LearnerLink("127.0.0.1", port, timeout_s=2.0)
+    link.publish_weights(make_policy(), 1)
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, timeout_s=2.0, seed=0)
+
+    def broken():
+        raise RuntimeError("a bug in the link thread")
+
+    actor.link.weights_tag = broken
+    with caplog.at_level("ERROR", logger="torchrl_serl.training.distributed"):
+        with pytest.raises(LinkError, match="link thread failed") as info:
+            actor.run(total_frames=100_000)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "a bug in the link thread" in caplog.text
+    link.close()

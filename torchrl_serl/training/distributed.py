@@ -15,16 +15,21 @@ under those groups instead, the ``TCPStore`` (no extra dependency, no hand-made 
 - every call across the link has a deadline (``timeout_s``): a dead or hung peer raises
   :class:`LinkError` instead of blocking.
 
-Payloads are ``torch.save`` archives of plain tensors, loaded with ``weights_only=True``.
+Payloads are ``torch.save`` archives of plain tensors, loaded with ``weights_only=True`` (nothing
+is unpickled). The store has no authentication, so neither side trusts what it reads: a transition
+batch or a weights payload that does not decode, or is not the tensors the other side writes (keys,
+shapes, dtypes, finite values), is dropped, counted and logged, and the reader carries on.
 """
 from __future__ import annotations
 
 import collections
 import io
+import logging
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
 import torch
@@ -38,10 +43,39 @@ _WEIGHTS = "serl/weights"
 _WEIGHTS_TAG = "serl/weights_tag"
 _TRANSITIONS = "serl/transitions"
 _BEATS = "serl/actor_beats"
+# Keys every batch a RemoteActor pushes carries, and the learner reads.
+REQUIRED_TRANSITION_KEYS = (
+    "action", ("next", "reward"), ("next", "done"), ("next", "terminated"), ("next", "policy_version"),
+)
+
+logger = logging.getLogger(__name__)
 
 
 class LinkError(RuntimeError):
     """A call across the actor/learner link failed or missed its deadline."""
+
+
+class BadPayload(ValueError):
+    """An item read from the link is not what the other side writes; it is dropped, never used."""
+
+
+class _Warner:
+    """Logs a warning at most once per ``interval_s``, counting the ones it held back."""
+
+    def __init__(self, interval_s: float = 10.0):
+        self.interval_s = interval_s
+        self._last = -math.inf
+        self._held_back = 0
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._held_back += 1
+            return
+        if self._held_back:
+            message += f" ({self._held_back} more such warnings in the last {now - self._last:.0f} s)"
+        logger.warning(message)
+        self._last, self._held_back = now, 0
 
 
 def _check_address(host: str, port: int, timeout_s: float) -> None:
@@ -59,8 +93,48 @@ def _dumps(obj) -> bytes:
     return buf.getvalue()
 
 
-def _loads(data: bytes):
-    return torch.load(io.BytesIO(data), weights_only=True)
+def _loads(data: bytes, keys: set[str]) -> dict:
+    try:
+        payload = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as err:
+        raise BadPayload(f"does not decode as a weights-only torch archive: {type(err).__name__}: {err}") from None
+    if not isinstance(payload, dict) or set(payload) != keys:
+        found = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+        raise BadPayload(f"expected a dict with keys {sorted(keys)}, got {found}")
+    return payload
+
+
+def _check_tensor(name: str, value, max_bytes: int) -> torch.Tensor:
+    if type(value) is not torch.Tensor or value.layout != torch.strided or value.device.type != "cpu":
+        raise BadPayload(f"{name!r} is {type(value).__name__}, not a dense CPU tensor")
+    # a stride-0 view of a small storage can claim any size; copying it would exhaust memory
+    if value.numel() * value.element_size() > max_bytes:
+        raise BadPayload(f"{name!r} claims shape {list(value.shape)}, more than its {max_bytes}-byte payload holds")
+    if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+        raise BadPayload(f"{name!r} has non-finite values")
+    return value
+
+
+def _tensor_leaves(tree: dict, max_bytes: int, prefix: tuple = ()) -> dict[tuple, torch.Tensor]:
+    leaves = {}
+    for key, value in tree.items():
+        if not isinstance(key, str):
+            raise BadPayload(f"key {key!r} under {prefix} is not a string")
+        if isinstance(value, dict):
+            leaves.update(_tensor_leaves(value, max_bytes, (*prefix, key)))
+        else:
+            leaves[(*prefix, key)] = _check_tensor("/".join((*prefix, key)), value, max_bytes)
+    return leaves
+
+
+def _schema(batch_dims: int, leaves: Mapping[tuple, torch.Tensor]) -> dict[tuple, tuple]:
+    """``{key: (dtype, per-transition shape)}`` of a batch with ``batch_dims`` leading dims."""
+    return {key: (value.dtype, tuple(value.shape[batch_dims:])) for key, value in leaves.items()}
+
+
+def _td_schema(batch: TensorDictBase) -> dict[tuple, tuple]:
+    leaves = batch.items(include_nested=True, leaves_only=True)
+    return _schema(batch.batch_dims, {k if isinstance(k, tuple) else (k,): v for k, v in leaves})
 
 
 def batch_to_bytes(batch: TensorDictBase) -> bytes:
@@ -68,10 +142,51 @@ def batch_to_bytes(batch: TensorDictBase) -> bytes:
     return _dumps({"batch_size": list(batch.batch_size), "data": batch.to_dict()})
 
 
-def batch_from_bytes(data: bytes) -> TensorDict:
-    """Inverse of :func:`batch_to_bytes`."""
-    payload = _loads(data)
-    return TensorDict(payload["data"], batch_size=payload["batch_size"])
+def batch_from_bytes(data: bytes, schema: Mapping[tuple, tuple] | None = None) -> TensorDict:
+    """Inverse of :func:`batch_to_bytes`; raises :class:`BadPayload` for anything it did not write.
+
+    A batch must decode to tensors only (CPU, dense, finite where floating), with the batch size as
+    leading dims, and carry :data:`REQUIRED_TRANSITION_KEYS`. With ``schema`` (see
+    :meth:`LearnerLink.pull`) its keys, dtypes and per-transition shapes must match it exactly.
+    """
+    payload = _loads(data, {"batch_size", "data"})
+    batch_size = payload["batch_size"]
+    if (not isinstance(batch_size, list) or not batch_size
+            or not all(type(n) is int and n > 0 for n in batch_size)):
+        raise BadPayload(f"batch_size must be a non-empty list of positive ints, got {batch_size!r}")
+    if not isinstance(payload["data"], dict):
+        raise BadPayload(f"data must be a dict of tensors, got {type(payload['data']).__name__}")
+    leaves = _tensor_leaves(payload["data"], len(data))
+    for key, value in leaves.items():
+        if list(value.shape[: len(batch_size)]) != batch_size:
+            raise BadPayload(f"{key} has shape {list(value.shape)}, not batch_size {batch_size} first")
+    missing = [key for key in REQUIRED_TRANSITION_KEYS if (key if isinstance(key, tuple) else (key,)) not in leaves]
+    if missing:
+        raise BadPayload(f"missing keys {missing}; got {sorted(leaves)}")
+    if schema is not None and (found := _schema(len(batch_size), leaves)) != schema:
+        wrong = sorted(set(found.items()) ^ set(schema.items()), key=str)
+        raise BadPayload(f"keys, dtypes or shapes differ from the learner's transitions: {wrong[:4]}")
+    return TensorDict(payload["data"], batch_size=batch_size)
+
+
+def weights_from_bytes(data: bytes, like: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, torch.Tensor]]:
+    """``(session, version, state_dict)`` of a weights payload; raises :class:`BadPayload` unless
+    the state has exactly ``like``'s keys, shapes and dtypes (``like``: the actor's own
+    ``policy.state_dict()``) and finite values."""
+    payload = _loads(data, {"session", "version", "state"})
+    session, version, state = payload["session"], payload["version"], payload["state"]
+    if not isinstance(session, str) or type(version) is not int:
+        raise BadPayload(f"session must be a str and version an int, got {session!r}, {version!r}")
+    if not isinstance(state, dict) or set(state) != set(like):
+        found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
+        raise BadPayload(f"state must hold the policy's {len(like)} entries, got {found}")
+    for name, value in state.items():
+        _check_tensor(name, value, len(data))
+        if value.shape != like[name].shape or value.dtype != like[name].dtype:
+            raise BadPayload(
+                f"{name!r} is {value.dtype}{list(value.shape)}, the policy has {like[name].dtype}{list(like[name].shape)}"
+            )
+    return session, version, state
 
 
 class LearnerLink:
@@ -81,12 +196,26 @@ class LearnerLink:
         host: address to listen on (``"0.0.0.0"`` for every interface of the GPU box).
         port: TCP port; a restarted learner binds the same port and the actors reconnect.
         timeout_s: deadline of every store call, seconds.
+
+    Keyword Args:
+        transition_example: a batch like the ones the actors push (any batch size, e.g. a short
+            rollout of the actor's env and policy through a ``Collector``); every pulled batch must
+            have its keys, dtypes and per-transition shapes. ``None``: the first accepted batch
+            sets them.
+
+    ``stats`` counts the batches ``received`` and ``dropped`` (with ``last_drop``, the reason).
     """
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 29550, timeout_s: float = 10.0):
+    def __init__(self, host: str = "0.0.0.0", port: int = 29550, timeout_s: float = 10.0,
+                 *, transition_example: TensorDictBase | None = None):
         _check_address(host, port, timeout_s)
         self.session = uuid.uuid4().hex
         self.timeout_s = timeout_s
+        self._schema = None
+        if transition_example is not None:
+            self._schema = _td_schema(transition_example.exclude("collector"))
+        self.stats = {"received": 0, "dropped": 0, "last_drop": None}
+        self._warn = _Warner()
         try:
             self._store = dist.TCPStore(
                 host, port, is_master=True, wait_for_workers=False,
@@ -94,7 +223,7 @@ class LearnerLink:
             )
         except Exception as err:
             raise LinkError(f"cannot listen on {host}:{port}: {err}") from err
-        self._last_beats = 0
+        self._last_beat = None
         self._last_beat_time = None
 
     def publish_weights(self, policy: nn.Module, version: int) -> None:
@@ -105,18 +234,34 @@ class LearnerLink:
         self._store.set(_WEIGHTS_TAG, f"{self.session}:{int(version)}")
 
     def pull(self, max_batches: int = 1000) -> list[TensorDict]:
-        """Pops up to ``max_batches`` transition batches the actors pushed (non-blocking)."""
+        """Pops up to ``max_batches`` transition batches the actors pushed (non-blocking).
+
+        An item that is not a batch of transitions like the others (see :func:`batch_from_bytes`)
+        is dropped, counted in ``stats`` and logged; the rest are returned.
+        """
         batches = []
         for _ in range(min(int(self._store.queue_len(_TRANSITIONS)), max_batches)):
-            batches.append(batch_from_bytes(self._store.queue_pop(_TRANSITIONS, block=False)))
+            data = self._store.queue_pop(_TRANSITIONS, block=False)
+            try:
+                batch = batch_from_bytes(data, self._schema)
+            except BadPayload as err:
+                self.stats["dropped"] += 1
+                self.stats["last_drop"] = str(err)
+                self._warn(f"dropped a transition batch from the link ({self.stats['dropped']} so far): {err}")
+                continue
+            if self._schema is None:
+                self._schema = _td_schema(batch)
+            self.stats["received"] += 1
+            batches.append(batch)
         return batches
 
     def actor_seen_within(self, seconds: float) -> bool:
         """Whether an actor sent a heartbeat in the last ``seconds`` (by the learner's clock)."""
-        beats = int(self._store.add(_BEATS, 0))
+        # a heartbeat is any change of the key's bytes: nothing written there can fail to parse
+        beat = self._store.get(_BEATS) if self._store.check([_BEATS]) else None
         now = time.monotonic()
-        if beats != self._last_beats:
-            self._last_beats, self._last_beat_time = beats, now
+        if beat != self._last_beat:
+            self._last_beat, self._last_beat_time = beat, now
         return self._last_beat_time is not None and now - self._last_beat_time <= seconds
 
     def close(self) -> None:
@@ -137,6 +282,7 @@ class ActorLink:
         _check_address(host, port, timeout_s)
         self.host, self.port, self.timeout_s = host, int(port), timeout_s
         self._store = None
+        self._beat_id, self._beats = uuid.uuid4().hex, 0
 
     @property
     def connected(self) -> bool:
@@ -189,19 +335,24 @@ class ActorLink:
         self._call("push", lambda s: s.queue_push(_TRANSITIONS, data))
 
     def heartbeat(self) -> None:
-        self._call("heartbeat", lambda s: s.add(_BEATS, 1))
+        self._beats += 1
+        beat = f"{self._beat_id}:{self._beats}"
+        self._call("heartbeat", lambda s: s.set(_BEATS, beat))
 
     def weights_tag(self) -> str | None:
         """``"session:version"`` of the newest published weights, ``None`` before the first."""
         def get(s):
-            return s.get(_WEIGHTS_TAG).decode() if s.check([_WEIGHTS_TAG]) else None
+            # undecodable bytes still make a tag: a new one only makes the actor fetch (and check) weights
+            return s.get(_WEIGHTS_TAG).decode(errors="replace") if s.check([_WEIGHTS_TAG]) else None
 
         return self._call("weights_tag", get)
 
-    def fetch_weights(self) -> tuple[str, int, dict[str, torch.Tensor]]:
-        """Returns ``(session, version, state_dict)`` of the newest published weights."""
-        payload = _loads(self._call("fetch_weights", lambda s: s.get(_WEIGHTS)))
-        return payload["session"], int(payload["version"]), payload["state"]
+    def fetch_weights(self, like: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, torch.Tensor]]:
+        """Returns ``(session, version, state_dict)`` of the newest published weights.
+
+        Raises :class:`BadPayload` unless they fit ``like`` (see :func:`weights_from_bytes`).
+        """
+        return weights_from_bytes(self._call("fetch_weights", lambda s: s.get(_WEIGHTS)), like)
 
 
 class RemoteActor:
@@ -265,14 +416,27 @@ class RemoteActor:
         self.collector.policy_version_tracker.version = -1
         self._backlog = collections.deque(maxlen=max_backlog)
         self._pending = None  # (version, state) fetched by the link thread
+        self._weights_like = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._link_failure: Exception | None = None
+        self._warn = _Warner()
         self.stats = {
             "frames": 0, "sent": 0, "dropped": 0, "link_errors": 0, "weights_version": -1, "weight_updates": 0,
+            "bad_weights": 0,
         }
 
     def _service_link(self) -> None:
-        fetched = None  # tag of the newest weights handed to the control loop
+        try:
+            self._link_loop()
+        except Exception as err:
+            # a bug, not a network fault: the control loop must not go on with a dead link
+            logger.exception("the actor's link thread failed; the actor stops")
+            self._link_failure = err
+            self._stop.set()
+
+    def _link_loop(self) -> None:
+        fetched = None  # tag of the newest weights handed to the control loop, or found bad
         while not self._stop.is_set():
             try:
                 if not self.link.connected:
@@ -290,13 +454,21 @@ class RemoteActor:
                 self.link.heartbeat()
                 tag = self.link.weights_tag()
                 if tag is not None and tag != fetched:
-                    session, version, state = self.link.fetch_weights()
-                    fetched = f"{session}:{version}"
-                    with self._lock:
-                        self._pending = (version, state)
+                    try:
+                        session, version, state = self.link.fetch_weights(self._weights_like)
+                    except BadPayload as err:
+                        fetched = tag  # not fetched again until the learner publishes anew
+                        self.stats["bad_weights"] += 1
+                        self._warn(f"dropped weights {tag!r} from the link, acting on with version "
+                                   f"{self.stats['weights_version']}: {err}")
+                    else:
+                        fetched = f"{session}:{version}"
+                        with self._lock:
+                            self._pending = (version, state)
                 self._stop.wait(0.01)
-            except LinkError:
+            except LinkError as err:
                 self.stats["link_errors"] += 1
+                self._warn(f"actor link: {err} ({self.stats['link_errors']} link errors so far); retrying")
                 self._stop.wait(self.reconnect_every_s)
 
     def _apply_pending_weights(self) -> None:
@@ -323,14 +495,20 @@ class RemoteActor:
                 self._apply_pending_weights()
                 if on_batch is not None:
                     on_batch(self.stats)
+                self._raise_link_failure()
                 if self._stop.is_set() or 0 <= total_frames <= self.stats["frames"]:
                     break
             self._drain(thread)
+            self._raise_link_failure()
         finally:
             self._stop.set()
             thread.join(timeout=self.link.timeout_s + self.reconnect_every_s + 1)
             self.collector.shutdown()
         return self.stats
+
+    def _raise_link_failure(self) -> None:
+        if self._link_failure is not None:
+            raise LinkError("the actor's link thread failed (see the log)") from self._link_failure
 
     def _drain(self, thread: threading.Thread) -> None:
         # a finished run hands its last batches over, but never waits on the link for long
