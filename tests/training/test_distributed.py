@@ -193,7 +193,9 @@ def test_every_call_has_a_deadline(procs):
     t = time.monotonic()
     with pytest.raises(LinkError, match="cannot reach learner"):
         ActorLink("127.0.0.1", _free_port(), timeout_s).connect()
-    assert time.monotonic() - t < 4 * timeout_s + 1
+    # generous upper bounds: without a deadline these calls would hang for good, and a busy CI
+    # machine must not fail them by being slow
+    assert time.monotonic() - t < 15 * timeout_s
 
     port, ready = _free_port(), CTX.Event()
     learner = procs(_serve, port, ready)
@@ -207,7 +209,7 @@ def test_every_call_has_a_deadline(procs):
         with pytest.raises(LinkError, match="weights_tag"):
             link.weights_tag()
         elapsed = time.monotonic() - t
-        assert timeout_s * 0.5 < elapsed < timeout_s + 2, elapsed
+        assert timeout_s * 0.5 < elapsed < 15 * timeout_s, elapsed
     finally:
         os.kill(learner.pid, signal.SIGCONT)
     # a dead learner: the call fails at once, reconnection fails within the deadline
@@ -217,7 +219,7 @@ def test_every_call_has_a_deadline(procs):
     with pytest.raises(LinkError):
         link.heartbeat()
         link.heartbeat()
-    assert time.monotonic() - t < 4 * timeout_s + 1
+    assert time.monotonic() - t < 15 * timeout_s
 
 
 def test_bad_addresses_are_rejected():
