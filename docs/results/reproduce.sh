@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reproduce one curve set of docs/results.md: its seeds one after another, then the plot.
+#   bash docs/results/reproduce.sh drq_panda_cpu [seeds...]     (default seeds: 0 1 2)
+# Logs go to runs/results/<set>/<set>_seed<N>/; the small CSVs are what docs/results/<set>/ keeps.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_demos> [seeds...]}"
+shift
+seeds=("${@:-0 1 2}")
+seeds=(${seeds[@]})
+export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+logdir="runs/results/$set_name"
+for seed in "${seeds[@]}"; do
+    common=(--seed "$seed" --logdir "$logdir" --exp_name "${set_name}_seed${seed}" --progress false)
+    case "$set_name" in
+        # pixels, 2-core CPU: the recipes' CPU preset (pretrained trunk, 2 cached views, 20 scripted demos)
+        drq_panda_cpu) python recipes/drq_sim.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
+        drq_piper_cpu) python recipes/drq_piper.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
+        # state: SERL's defaults (UTD 8), without and with 20 scripted demos
+        sac_state_nodemo) python recipes/sac_state_sim.py --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
+        sac_state_demos)
+            demos="runs/results/demos_panda_state"
+            [ -d "$demos" ] || python recipes/record_demos.py --out "$demos" --episodes 20
+            python recipes/sac_state_sim.py --demos "$demos" --total_steps 30000 --eval_every 2500 --eval_episodes 20 "${common[@]}" ;;
+        *) echo "unknown curve set $set_name" >&2; exit 2 ;;
+    esac
+done
+python -m torchrl_serl.training.plot "$logdir" --out "docs/results/$set_name.png" --metrics eval/success_rate train/success
