@@ -82,8 +82,8 @@ class Config(RunConfig):
     frames_per_batch: int = 10
     """Env steps per collector batch (the learner's weights reach the actor between batches)."""
     updates_per_step: float = 1.0
-    """Learner steps (each ``drq.utd_ratio`` critic updates) per env step; SERL: 1. The learner
-    makes ``round(updates_per_step * frames_per_batch)`` per batch."""
+    """Learner steps (each ``drq.utd_ratio`` critic updates) per env step from ``training_starts``
+    on; SERL: 1. Made after each collector batch; a fractional ratio carries over between batches."""
 
 
 def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", description: str = __doc__) -> None:
@@ -108,13 +108,12 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
     start_time = time.perf_counter()
 
     with ExitStack() as stack:
-        # agent first: a cached-feature env needs its frozen trunk
-        probe_env = make_env(cfg.env, cfg.robot, seed=cfg.seed, device=cfg.device) if not run_async else None
-        specs_env = probe_env if probe_env is not None else make_env(cfg.env, None, seed=cfg.seed)
-        proprio_dim = specs_env.observation_spec["observation"].shape[-1]
-        action_dim = specs_env.action_spec.shape[-1]
-        if probe_env is None:
-            specs_env.close()
+        # env first for its specs, then the agent (a cached-feature env needs the agent's frozen trunk)
+        env = make_env(cfg.env, cfg.robot, seed=cfg.seed, device=cfg.device)
+        proprio_dim = env.observation_spec["observation"].shape[-1]
+        action_dim = env.action_spec.shape[-1]
+        if run_async:
+            env.close()  # the collector builds its own env, in its own process
         agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device)
         # with cached features the env encodes each frame once (TrunkFeatures) and the buffer
         # stores the features, not the images
@@ -131,7 +130,7 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
             collector = AsyncCollector(env_fn, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
                                        init_random_frames=cfg.random_steps)
         else:
-            env = with_features(probe_env, cfg.seed)
+            env = with_features(env, cfg.seed)
             if cfg.intervention != "none":
                 env = TransformedEnv(env, Intervention(make_intervention_source(cfg.intervention, stack)))
             collector = make_collector(env, agent.policy, frames_per_batch=cfg.frames_per_batch,

@@ -6,11 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_demos> [seeds...]}"
 shift
-seeds=("${@:-0 1 2}")
-seeds=(${seeds[@]})
+[ $# -gt 0 ] || set -- 0 1 2
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 logdir="runs/results/$set_name"
-for seed in "${seeds[@]}"; do
+for seed in "$@"; do
     common=(--seed "$seed" --logdir "$logdir" --exp_name "${set_name}_seed${seed}" --progress false)
     case "$set_name" in
         # pixels, 2-core CPU: the recipes' CPU preset (pretrained trunk, 2 cached views, 20 scripted demos)

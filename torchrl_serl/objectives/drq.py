@@ -187,16 +187,17 @@ class DrQLoss(SERLSACLoss):
             raise ValueError(f"DrQLoss expects a flat batch [B], got batch_size {tuple(tensordict.batch_size)}")
         b, size = tensordict.shape[0], self.encoder.image_size
         prefixes = [()] + ([("next",)] if with_next else [])
+        feature_shape = self.encoder.trunk(self.encoder.camera_keys[0]).output_shape(size) if self.cached_features else None
         for prefix in prefixes:
             for k in keys.image_keys:
                 key = (*prefix, *((k,) if isinstance(k, str) else k))
                 img = tensordict.get(key)
                 if self.cached_features:
-                    shape = self.encoder.trunk(self.encoder.camera_keys[0]).output_shape(size)
-                    if img.ndim != 5 or img.shape[0] != b or tuple(img.shape[2:]) != tuple(shape) \
+                    if img.ndim != 5 or img.shape[0] != b or tuple(img.shape[2:]) != tuple(feature_shape) \
                             or not img.is_floating_point():
                         raise ValueError(
-                            f"cached features {key} must be floating [B, K, C, h, w] = [{b}, K, {', '.join(map(str, shape))}], "
+                            f"cached features {key} must be floating [B, K, C, h, w] = "
+                            f"[{b}, K, {', '.join(map(str, feature_shape))}], "
                             f"got {img.dtype} {tuple(img.shape)}"
                         )
                     continue

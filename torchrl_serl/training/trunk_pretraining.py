@@ -23,7 +23,7 @@ from torchrl_serl.modules.augmentation import random_shift
 from torchrl_serl.modules.drq_networks import make_trunk
 
 CAMERAS = ("front", "wrist")
-LABELS = ("cube_xyz", "tcp_xyz", "gripper")  # 3 + 3 + 1 regression targets
+LABELS = {"cube_xyz": 3, "tcp_xyz": 3, "gripper": 1}  # regression targets and their sizes
 
 
 @dataclass
@@ -67,7 +67,7 @@ class StateRegressor(nn.Module):
         self.trunk = trunk
         c, h, w = trunk.output_shape(image_size)
         self.head = nn.Sequential(nn.Linear(len(CAMERAS) * c * h * w, 256), nn.LayerNorm(256), nn.ReLU(),
-                                  nn.Linear(256, len(LABELS) * 3 - 2))
+                                  nn.Linear(256, sum(LABELS.values())))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, cams, 3, H, W] uint8 -> [B, 7]
         b = images.shape[0]
