@@ -73,7 +73,7 @@ class Config(RunConfig):
     """``serl``: SERL's configuration as is (on CUDA with whole-update CUDA graphs); ``cpu``: what
     learns on a 2-core CPU within the hour (docs/results.md): a ResNet-10 pretrained here on
     simulated frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner
-    steps per env step, 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
+    steps per env step, bfloat16 autocast in the learner (``--bf16``), 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
     CUDA is available, else ``cpu``. Options given on the command line override the preset."""
     async_collector: bool = True
     """Simulation: step the env in its own process (TorchRL ``AsyncCollector``) while the learner
@@ -240,7 +240,7 @@ PRESETS = ("auto", "serl", "cpu")
 # What the CPU preset changes (docs/results.md: learns PandaPickCube from pixels within the hour on 2 cores).
 CPU_PRESET = {
     "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
-    "eval_every": 5_000, "eval_episodes": 20,
+    "eval_every": 5_000, "eval_episodes": 20, "bf16": True,
 }
 
 

@@ -296,3 +296,15 @@ def test_compiled_update_does_not_recompile(backend):
         torch.testing.assert_close(
             torch.stack([c[key] for c in compiled]), torch.stack([e[key] for e in eager]), rtol=1e-4, atol=1e-4
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_entries_finds_every_kind_in_every_float_dtype(dtype, bad):
+    from torchrl_serl.objectives.sac import non_finite_entries
+
+    td = TensorDict({"a": torch.randn(4, 3).to(dtype), "b": torch.full((4, 3), 6e4).to(dtype),
+                     "c": torch.zeros(0, 3, dtype=dtype), "i": torch.ones(4, dtype=torch.int64)}, [])
+    assert non_finite_entries(td, ["a", "b", "c", "i"]) == []  # large finite float16 values are finite
+    td["b"][2, 1] = bad
+    assert non_finite_entries(td, ["a", "b", "c", "i"]) == ["b"]

@@ -41,8 +41,6 @@ def cached_pretrained_trunk(env_cfg, seed: int = 0, log=print, **kwargs) -> Path
     return path
 
 
-
-
 def cached_scripted_demos(env_cfg, episodes: int = 20, seed: int = 0, log=print) -> Path:
     """Folder of ``episodes`` successful scripted pixel demos of ``env_cfg``'s simulated task
     (``record_demos.py --env.pixels true``), recorded now (about a minute) if the cache has none."""
