@@ -162,6 +162,40 @@ def test_bad_actions_raise_and_leave_state_untouched(bad):
     assert env.data.time == time
 
 
+@pytest.mark.parametrize("bad", [
+    torch.tensor([True, False, False, False]),
+    torch.tensor([1, 0, 0, 0]),
+    torch.tensor([1, 0, 0, 0], dtype=torch.uint8),
+    torch.tensor([0.5 + 0j, 0, 0, 0]),
+    torch.tensor([0.5 + 0j, 0, 0, complex(0.0, float("nan"))]),
+])
+def test_non_floating_actions_refused_by_dtype_before_the_simulator(bad):
+    # True would pass as 1.0 and an imaginary NaN would vanish in float(): refused by name instead.
+    env = PandaPickCubeEnv(seed=0)
+    env.reset()
+    qpos, target, time = env.data.qpos.copy(), env.tcp_target, env.data.time
+    with pytest.raises(ValueError, match=f"action must be floating point .*dtype {bad.dtype}"):
+        env.step(TensorDict({"action": bad}, []))
+    np.testing.assert_array_equal(env.data.qpos, qpos)
+    np.testing.assert_array_equal(env.tcp_target, target)
+    assert env.data.time == time
+
+
+def test_random_actions_of_torchrl_collectors_still_pass():
+    from torchrl.collectors import Collector
+
+    env = PandaPickCubeEnv(seed=0)
+    assert env.rand_step(env.reset())["next", "observation"].shape == (10,)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):  # any float width is a valid action
+        env.step(TensorDict({"action": torch.tensor([0.1, 0.0, -0.1, 0.5], dtype=dtype)}, []))
+    collector = Collector(env, policy=None, frames_per_batch=8, total_frames=8)
+    try:
+        batch = next(iter(collector))
+    finally:
+        collector.shutdown()
+    assert batch.numel() == 8 and batch["action"].dtype == torch.float32
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"reward_type": "shaped"}, "reward_type"),
     ({"control_hz": 7.0}, "whole number"),

@@ -26,8 +26,9 @@ class PickCubeEnv(EnvBase):
 
     Action ``[4]`` in ``[-1, 1]``: ``dx, dy, dz`` move the TCP target by ``action * action_scale_m``
     (m), clipped to the task box; ``g`` updates the gripper command ``gripper <- clip(gripper + g, 0, 1)``
-    (franka_sim, action scale 1; 0 open, 1 closed). Out-of-range actions are clipped; NaN/inf or a
-    wrong shape raise ``ValueError`` before the simulator is touched.
+    (franka_sim, action scale 1; 0 open, 1 closed). Out-of-range actions are clipped; NaN/inf, a
+    wrong shape or a bool/integer/complex dtype raise ``ValueError`` before the simulator is touched
+    (as the real-arm envs do: ``True`` would otherwise pass as 1.0).
 
     Observation (``docs/conventions.md``): ``observation [10]`` = block_pos, gripper, tcp_pos, tcp_vel
     for state tasks; ``observation [7]`` = tcp_pos, tcp_vel, gripper plus ``front``/``wrist`` uint8
@@ -214,10 +215,13 @@ class PickCubeEnv(EnvBase):
         return next_tensordict
 
     def _validated_action(self, action) -> list[float]:
-        """Checks before any simulator write: shape ``[4]``, finite; then clips to ``[-1, 1]``."""
+        """Checks before any simulator write: floating dtype, shape ``[4]``, finite; then clips to ``[-1, 1]``."""
         if action is None:
             raise ValueError("the input tensordict has no 'action' entry")
         action = torch.as_tensor(action)
+        if not action.is_floating_point():
+            # A policy emits floats: a bool, integer or complex action is a wrong key or head upstream.
+            raise ValueError(f"action must be floating point (float16/32/64), got dtype {action.dtype}")
         if action.shape != (4,):
             raise ValueError(f"action must have shape (4,) = (dx, dy, dz, gripper), got {tuple(action.shape)}")
         a = [float(x) for x in action.detach().cpu().tolist()]  # float32 -> float64 is exact
