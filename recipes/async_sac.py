@@ -27,20 +27,16 @@ from functools import partial
 import torch
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
+from torchrl_serl.data.replay_factory import make_replay_buffer, transitions
 from torchrl_serl.training.actor_learner import POLICY_VERSION_KEY, ActorLearner
-from torchrl_serl.training.builders import (
-    SACUpdater,
-    make_replay_buffer,
-    make_sac_agent,
-    make_sac_optimizers,
-    make_sim_env,
-    seed_everything,
-    transitions,
-)
+from torchrl_serl.training.agent_factory import make_sac_agent
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, terminate_as_interrupt
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
 from torchrl_serl.training.distributed import LearnerLink, RemoteActor
+from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.seeding import seed_everything
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 ROLES = ("local", "learner", "actor")
 

@@ -16,12 +16,14 @@ import torch
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from torchrl_serl.data.demos import load_demos
+from torchrl_serl.data.replay_factory import transitions
 from torchrl_serl.objectives.bc import SERLBCLoss
-from torchrl_serl.training.builders import make_sim_env, seed_everything, transitions
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.config import EnvConfig, config_to_dict, parse_config
+from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import RunLogger
+from torchrl_serl.training.seeding import seed_everything
 
 CAMERAS = ("front", "wrist")
 

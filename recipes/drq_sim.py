@@ -22,24 +22,12 @@ from torchrl.collectors import AsyncCollector
 from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.intervention_router import InterventionRouter
+from torchrl_serl.data.replay_factory import make_demo_replay_buffer, make_pixel_replay_buffer, online_size, transitions
 from torchrl_serl.envs.transforms.intervention import Intervention
 from torchrl_serl.modules.encoders.cached_features import feature_key
-from torchrl_serl.training.builders import (
-    SACUpdater,
-    make_collector,
-    make_demo_replay_buffer,
-    make_drq_agent,
-    make_env,
-    make_intervention_source,
-    make_pixel_replay_buffer,
-    make_sac_optimizers,
-    make_trunk_features,
-    online_size,
-    parameters_checksum,
-    seed_everything,
-    transitions,
-)
-from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
+from torchrl_serl.training.agent_factory import make_drq_agent, make_trunk_features
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
+from torchrl_serl.training.collector import make_collector
 from torchrl_serl.training.config import (
     DrQConfig,
     EnvConfig,
@@ -49,9 +37,12 @@ from torchrl_serl.training.config import (
     build_parser,
     config_to_dict,
 )
+from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
-from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.seeding import seed_everything
+from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 CAMERAS = ("front", "wrist")
 _INTERVENTIONS = ("none", "spacemouse", "keyboard")

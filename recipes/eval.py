@@ -17,16 +17,12 @@ from pathlib import Path
 
 from torchrl.envs import TransformedEnv
 
-from torchrl_serl.training.builders import (
-    make_drq_agent,
-    make_env,
-    make_sac_agent,
-    make_trunk_features,
-    seed_everything,
-)
+from torchrl_serl.training.agent_factory import make_drq_agent, make_sac_agent, make_trunk_features
 from torchrl_serl.training.checkpoint import CheckpointError, RunCheckpointer
 from torchrl_serl.training.config import DrQConfig, EnvConfig, RobotConfig, SACConfig, apply_overrides, parse_config
+from torchrl_serl.training.env_factory import make_env
 from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.seeding import seed_everything
 
 CAMERAS = ("front", "wrist")
 

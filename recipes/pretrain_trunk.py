@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from torchrl_serl.training.builders import make_sim_env, seed_everything
 from torchrl_serl.training.config import EnvConfig, parse_config
+from torchrl_serl.training.env_factory import make_sim_env
+from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.trunk_pretraining import pretrain_trunk
 
 

@@ -23,8 +23,9 @@ from tensordict import TensorDictBase
 from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.demos import record_demos, save_demos
-from torchrl_serl.training.builders import make_env, make_intervention_source, seed_everything
 from torchrl_serl.training.config import EnvConfig, RobotConfig, parse_config
+from torchrl_serl.training.env_factory import make_env, make_intervention_source
+from torchrl_serl.training.seeding import seed_everything
 
 _SOURCES = ("scripted", "spacemouse", "keyboard")
 

@@ -18,23 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torchrl_serl.training.builders import (
-    SACUpdater,
-    make_collector,
-    make_demo_replay_buffer,
-    make_replay_buffer,
-    make_sac_agent,
-    make_sac_optimizers,
-    make_sim_env,
-    online_size,
-    parameters_checksum,
-    seed_everything,
-    transitions,
-)
-from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
+from torchrl_serl.data.replay_factory import make_demo_replay_buffer, make_replay_buffer, online_size, transitions
+from torchrl_serl.training.agent_factory import make_sac_agent
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
+from torchrl_serl.training.collector import make_collector
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.seeding import seed_everything
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 
 @dataclass

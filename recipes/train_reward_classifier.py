@@ -31,8 +31,9 @@ from torchrl_serl.data.demos import load_demos
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.modules.classifier import SuccessClassifier, make_pixel_classifier
 from torchrl_serl.objectives.vice import BinaryClassifierLoss, label_batch
-from torchrl_serl.training.builders import make_sim_env, seed_everything
 from torchrl_serl.training.config import EnvConfig, parse_config
+from torchrl_serl.training.env_factory import make_sim_env
+from torchrl_serl.training.seeding import seed_everything
 
 
 @dataclass

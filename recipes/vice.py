@@ -30,25 +30,21 @@ from tensordict import TensorDict
 from torch import nn
 from torchrl.objectives import SoftUpdate
 
+from torchrl_serl.data.replay_factory import make_pixel_replay_buffer, transitions
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.envs.transforms.learned_reward import LearnedReward
 from torchrl_serl.modules.classifier import make_pixel_classifier
 from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
 from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.objectives.vice import VICELoss, label_batch
-from torchrl_serl.training.builders import (
-    SACUpdater,
-    make_collector,
-    make_pixel_replay_buffer,
-    make_sac_optimizers,
-    make_sim_env,
-    seed_everything,
-    transitions,
-)
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
+from torchrl_serl.training.collector import make_collector
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.seeding import seed_everything
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 
 @dataclass

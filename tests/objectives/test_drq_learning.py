@@ -19,7 +19,7 @@ from torchrl_serl.envs.transforms.trunk_features import TrunkFeatures
 from torchrl_serl.modules.drq_networks import make_drq_networks
 from torchrl_serl.modules.encoders.cached_features import CachedFeaturesEncoder, feature_key
 from torchrl_serl.objectives.drq import DrQLoss
-from torchrl_serl.training.builders import SACUpdater, make_sac_optimizers
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 from torchrl_serl.training.config import DrQConfig
 
 SIZE, CAMS = 64, ("front", "wrist")

@@ -7,9 +7,10 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
 from tensordict import TensorDict
 
-from torchrl_serl.training.builders import SACUpdater, make_sac_agent, make_sac_optimizers
+from torchrl_serl.training.agent_factory import make_sac_agent
 from torchrl_serl.training.config import SACConfig
 from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 WORLD, B, STEPS, UTD, OBS, ACT = 2, 16, 3, 3, 10, 4
 CFG = SACConfig(hidden=(32, 32), num_critics=4, critic_subsample=2, utd_ratio=UTD, actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2)

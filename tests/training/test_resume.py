@@ -11,8 +11,8 @@ import pytest
 import torch
 from torchrl.checkpoint import Checkpoint
 
-from torchrl_serl.training.builders import make_sac_agent, parameters_checksum
-from torchrl_serl.training.checkpoint import checkpoint_summary
+from torchrl_serl.training.agent_factory import make_sac_agent
+from torchrl_serl.training.checkpoint import checkpoint_summary, parameters_checksum
 from torchrl_serl.training.config import SACConfig
 from torchrl_serl.training.plot import read_scalar_csv
 

@@ -3,8 +3,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from torchrl_serl.training.builders import SACUpdater, make_drq_agent, make_sac_agent, make_sac_optimizers
+from torchrl_serl.training.agent_factory import make_drq_agent, make_sac_agent
 from torchrl_serl.training.config import DrQConfig, SACConfig
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 B, OBS, ACT, UTD = 64, 10, 4, 2
 CFG = SACConfig(hidden=(64, 64), num_critics=4, critic_subsample=2, utd_ratio=UTD)

@@ -46,7 +46,9 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
 
 from torchrl.checkpoint import (
     Checkpoint,
@@ -379,11 +381,17 @@ def checkpoint_summary(path: str | os.PathLike) -> Mapping[str, Any]:
     return Checkpoint.manifest(path).get("metadata", {})
 
 
+def parameters_checksum(params: Iterable[torch.Tensor]) -> float:
+    """Sum of all parameter values: a cheap fingerprint to check that weights carried over."""
+    return float(sum(p.detach().double().sum() for p in params))
+
+
 __all__ = [
     "CheckpointError",
     "ResumeInfo",
     "RunCheckpointer",
     "GracefulStop",
     "checkpoint_summary",
+    "parameters_checksum",
     "terminate_as_interrupt",
 ]

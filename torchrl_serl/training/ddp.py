@@ -20,7 +20,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from torchrl_serl.training.builders import SACUpdater
+from torchrl_serl.training.updater import SACUpdater
 
 
 def init_ddp(
@@ -59,7 +59,7 @@ class _LossCall(nn.Module):
 
 
 class DDPSACUpdater(SACUpdater):
-    """:class:`~torchrl_serl.training.builders.SACUpdater` whose gradients are averaged over ranks.
+    """:class:`~torchrl_serl.training.updater.SACUpdater` whose gradients are averaged over ranks.
 
     Call after :func:`init_ddp` (or any ``torch.distributed.init_process_group``). Arguments are
     those of ``SACUpdater``; ``device_ids`` is passed to DDP (``None`` on CPU, ``[local_rank]``

@@ -20,7 +20,7 @@ def cache_dir() -> Path:
 def cached_pretrained_trunk(env_cfg, seed: int = 0, log=print, **kwargs) -> Path:
     """Path of a trunk pretrained on ``env_cfg``'s simulated task (``task``, ``image_size``),
     pretrained now (minutes on a CPU) if the cache has none. Written atomically."""
-    from torchrl_serl.training.builders import make_sim_env
+    from torchrl_serl.training.env_factory import make_sim_env
     from torchrl_serl.training.trunk_pretraining import pretrain_trunk
 
     path = cache_dir() / "trunks" / f"{env_cfg.task}_resnet10_{env_cfg.image_size}px.pt"
@@ -46,7 +46,7 @@ def cached_scripted_demos(env_cfg, episodes: int = 20, seed: int = 0, log=print)
     (``record_demos.py --env.pixels true``), recorded now (about a minute) if the cache has none."""
     from torchrl_serl.data.demos import record_demos, save_demos
     from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
-    from torchrl_serl.training.builders import make_sim_env
+    from torchrl_serl.training.env_factory import make_sim_env
 
     name = f"{env_cfg.task}_pixels_{env_cfg.image_size}px_{env_cfg.max_episode_steps}steps_{episodes}ep"
     path = cache_dir() / "demos" / name

@@ -1,9 +1,9 @@
-"""Replay builders: a memory-mapped buffer restarts in the scratch folder a killed run left behind."""
+"""Replay-buffer factories: a memory-mapped buffer restarts in the scratch folder a killed run left behind."""
 import pytest
 import torch
 from tensordict import TensorDict
 
-from torchrl_serl.training.builders import make_pixel_replay_buffer, make_replay_buffer
+from torchrl_serl.data.replay_factory import make_pixel_replay_buffer, make_replay_buffer
 
 
 def _transitions(n: int, seed: int) -> TensorDict:

@@ -1,0 +1,127 @@
+"""SERL's SAC (state) and DrQ (pixels) learners from the recipe options: networks, loss and
+target-network updater, plus the env transform that caches a DrQ agent's trunk features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict.nn import TensorDictSequential
+from torch import nn
+from torchrl.objectives import SoftUpdate
+
+from torchrl_serl.training.config import DrQConfig, SACConfig
+
+
+@dataclass
+class SACComponents:
+    """The pieces of a SERL SAC/DrQ learner: the acting ``policy`` (encoder + actor for pixels),
+    actor, critic ensemble, loss and target-network updater."""
+
+    policy: nn.Module
+    actor: nn.Module
+    critic: nn.Module
+    loss: nn.Module
+    target_updater: SoftUpdate
+
+
+def make_sac_agent(
+    cfg: SACConfig,
+    obs_dim: int,
+    action_dim: int,
+    device: str | torch.device = "cpu",
+    encoder: nn.Module | None = None,
+) -> SACComponents:
+    """SERL's state SAC: tanh-Gaussian actor, LayerNorm critic ensemble, :class:`SERLSACLoss`.
+
+    ``obs_dim`` is the size of ``observation`` ``[*B, D]`` (or of ``embedding`` with an encoder).
+    """
+    from torchrl_serl.modules.sac_networks import make_sac_actor, make_sac_critic
+    from torchrl_serl.objectives.sac import SERLSACLoss
+
+    actor = make_sac_actor(obs_dim, action_dim, hidden=cfg.hidden, layer_norm=cfg.layer_norm, encoder=encoder,
+                           device=device)
+    critic = make_sac_critic(
+        obs_dim, action_dim, num_critics=cfg.num_critics, hidden=cfg.hidden, layer_norm=cfg.layer_norm, encoder=encoder
+    )
+    actor, critic = actor.to(device), critic.to(device)
+    loss = SERLSACLoss(
+        actor,
+        critic,
+        critic_subset=cfg.critic_subsample,
+        backup_entropy=cfg.backup_entropy,
+        alpha_init=cfg.alpha_init,
+        target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
+    )
+    loss.make_value_estimator(gamma=cfg.discount)
+    return SACComponents(policy=actor, actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+
+
+def make_drq_agent(
+    cfg: DrQConfig,
+    camera_keys: tuple[str, ...],
+    image_size: int,
+    proprio_dim: int,
+    action_dim: int,
+    device: str | torch.device = "cpu",
+) -> SACComponents:
+    """SERL's DrQ: shared multi-camera encoder (frozen ResNet-10 by default), ensemble critic,
+    :class:`~torchrl_serl.objectives.drq.DrQLoss` with random-shift augmentation inside the loss.
+
+    With ``cfg.feature_views = K >= 1`` the loss reads cached trunk features of ``K`` views and
+    the policy reads view 0 of them: the env needs :func:`make_trunk_features` on top."""
+    from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
+    from torchrl_serl.modules.encoders.cached_features import CachedFeaturesEncoder
+    from torchrl_serl.objectives.drq import DrQLoss
+
+    if cfg.feature_views < 0:
+        raise ValueError(f"drq.feature_views must be >= 0 (0: exact path), got {cfg.feature_views}")
+
+    actor, critic, encoder = make_drq_networks(
+        camera_keys=camera_keys,
+        image_size=image_size,
+        proprio_dim=proprio_dim,
+        action_dim=action_dim,
+        encoder=cfg.encoder,
+        pretrained_path=cfg.pretrained_path or None,
+        trust_pickle=cfg.trust_pickle,
+        num_critics=cfg.num_critics,
+        hidden=cfg.hidden,
+        actor_kwargs={"device": device},
+    )
+    actor, critic, encoder = actor.to(device), critic.to(device), encoder.to(device)
+    loss = DrQLoss(
+        actor,
+        critic,
+        encoder,
+        augment=cfg.augment_pad > 0,
+        pad=cfg.augment_pad,
+        cached_features=cfg.feature_views > 0,
+        critic_subset=cfg.critic_subsample,
+        backup_entropy=cfg.backup_entropy,
+        alpha_init=cfg.alpha_init,
+        target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
+    )
+    loss.make_value_estimator(gamma=cfg.discount)
+    if cfg.feature_views > 0:
+        policy = TensorDictSequential(CachedFeaturesEncoder(encoder), actor)
+    else:
+        policy = make_drq_policy(actor, encoder)
+    return SACComponents(policy=policy, actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+
+
+def make_trunk_features(agent: SACComponents, cfg: DrQConfig, seed: int, num_views: int | None = None):
+    """The env transform that encodes each frame once for a cached-feature agent
+    (``cfg.feature_views >= 1``): :class:`~torchrl_serl.envs.transforms.TrunkFeatures` with a
+    copy of the agent's frozen trunk, so the transform can live in a collector process.
+    ``num_views`` overrides ``cfg.feature_views`` (an evaluation env needs only view 0)."""
+    import copy
+
+    from torchrl_serl.envs.transforms.trunk_features import TrunkFeatures
+
+    if cfg.feature_views < 1:
+        raise ValueError("make_trunk_features needs drq.feature_views >= 1")
+    encoder = agent.loss.encoder
+    trunk = copy.deepcopy(encoder.trunk(encoder.camera_keys[0])).cpu()
+    views = cfg.feature_views if num_views is None else num_views
+    return TrunkFeatures(trunk, encoder.camera_keys, encoder.image_size, views, cfg.augment_pad, seed=seed)

@@ -1,0 +1,106 @@
+"""The task's env from the recipe options: the simulated pick-cube task or the real arm (with its
+cameras), and the human-intervention device."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torchrl.envs import EnvBase
+
+from torchrl_serl.training.config import EnvConfig, RobotConfig
+
+_TASKS = ("panda", "piper")
+
+
+def make_sim_env(cfg: EnvConfig, seed: int, device: str | torch.device = "cpu") -> EnvBase:
+    """The simulated pick-cube task named by ``cfg.task`` (``panda`` | ``piper``)."""
+    if cfg.task not in _TASKS:
+        raise ValueError(f"env.task must be one of {_TASKS}, got {cfg.task!r}")
+    if cfg.task == "panda":
+        from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv as task_cls
+    else:
+        from torchrl_serl.envs.sim.piper_pick_cube import PiperPickCubeEnv as task_cls
+    return task_cls(
+        pixels=cfg.pixels,
+        image_size=cfg.image_size,
+        control_hz=cfg.control_hz,
+        action_scale_m=cfg.action_scale_m,
+        reward_type=cfg.reward_type,
+        max_episode_steps=cfg.max_episode_steps,
+        device=device,
+        seed=seed,
+    )
+
+
+_CAMERAS = ("realsense", "opencv", "test_pattern")
+
+
+def make_arm_env(robot: RobotConfig, cfg: EnvConfig, seed: int) -> EnvBase:
+    """The real arm named by ``cfg.task`` (``panda`` -> :class:`FrankaEnv`, ``piper`` ->
+    :class:`PiperEnv`) at ``robot.address`` (Franka host / Piper CAN channel), with the
+    ``front``/``wrist`` cameras of ``robot.camera`` kind when ``cfg.pixels``."""
+    if cfg.task not in _TASKS:
+        raise ValueError(f"env.task must be one of {_TASKS}, got {cfg.task!r}")
+    if not robot.address:
+        raise ValueError("--robot.address is required with --robot.real true (Franka host or Piper CAN channel)")
+    from torchrl_serl.envs.robots import FrankaEnv, PiperEnv
+
+    cameras = _make_cameras(robot, seed) if cfg.pixels else None
+    common = dict(
+        cameras=cameras, image_size=(cfg.image_size, cfg.image_size), control_hz=cfg.control_hz,
+        max_episode_steps=cfg.max_episode_steps, seed=seed,
+    )
+    if cfg.task == "panda":
+        return FrankaEnv(host=robot.address, **common)
+    return PiperEnv(can_channel=robot.address, **common)
+
+
+def _make_cameras(robot: RobotConfig, seed: int) -> dict:
+    if robot.camera not in _CAMERAS:
+        raise ValueError(f"robot.camera must be one of {_CAMERAS}, got {robot.camera!r}")
+    ids = [i for i in robot.camera_ids.split(",") if i] if robot.camera_ids else []
+    if ids and len(ids) != 2:
+        raise ValueError(f"robot.camera_ids must name 2 cameras (front,wrist), got {robot.camera_ids!r}")
+    names = ("front", "wrist")
+    if robot.camera == "test_pattern":
+        from torchrl_serl.envs.cameras.test_pattern import TestPatternCamera
+
+        return {name: TestPatternCamera(seed=seed + i) for i, name in enumerate(names)}
+    if robot.camera == "opencv":
+        from torchrl_serl.envs.cameras.opencv import OpenCVCamera
+
+        sources = [int(i) if i.isdigit() else i for i in ids] or [0, 1]
+        return {name: OpenCVCamera(src) for name, src in zip(names, sources)}
+    from torchrl_serl.envs.cameras.realsense import RealSenseCamera
+
+    serials = ids or [None, None]
+    return {name: RealSenseCamera(serial) for name, serial in zip(names, serials)}
+
+
+_INTERVENTION_DEVICES = ("spacemouse", "keyboard")
+
+
+def make_intervention_source(kind: str, stack: contextlib.ExitStack):
+    """A human-action source for :class:`~torchrl_serl.envs.transforms.intervention.Intervention`:
+    a SpaceMouse, or the terminal's keyboard (its reader thread is stopped when ``stack`` closes)."""
+    if kind not in _INTERVENTION_DEVICES:
+        raise ValueError(f"intervention device must be one of {_INTERVENTION_DEVICES}, got {kind!r}")
+    if kind == "spacemouse":
+        from torchrl_serl.envs.transforms.spacemouse import SpaceMouseSource
+
+        return SpaceMouseSource()
+    import queue
+
+    from torchrl_serl.envs.transforms.keyboard import KeyboardSource, TerminalKeyReader
+
+    keys: queue.Queue = queue.Queue()
+    stack.enter_context(TerminalKeyReader(keys))
+    return KeyboardSource(keys)
+
+
+def make_env(cfg: EnvConfig, robot: RobotConfig | None, seed: int, device: str | torch.device = "cpu") -> EnvBase:
+    """The real arm when ``robot.real``, else the simulated twin of the same task."""
+    if robot is not None and robot.real:
+        return make_arm_env(robot, cfg, seed)
+    return make_sim_env(cfg, seed, device)
