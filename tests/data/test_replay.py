@@ -163,7 +163,7 @@ def test_process_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path):
         rb.extend(transitions(100, 10))
         rb.save({str(tmp_path / "ckpt")!r})
         rb.extend(transitions(200, 50))
-        replay._fsync_tree = lambda root: os._exit(9)  # die after the data is written, before publishing
+        replay.fsync_tree = lambda root: os._exit(9)  # die after the data is written, before publishing
         rb.save({str(tmp_path / "ckpt")!r})
         """
     )

@@ -1,4 +1,5 @@
-"""Loading saved data without running code, and a storage checkpointer that writes only the rows in use.
+"""Loading saved data without running code, a storage checkpointer that writes only the rows in use,
+and flushing a staged checkpoint to disk before it is published.
 
 Files under a run directory, a demo folder or a checkpoint can be replaced by anyone who can write
 there. Three loaders in the stack would then run code: tensordict unpickles non-tensor fields of a
@@ -11,6 +12,7 @@ refuse anything that would import or call code when loaded.
 from __future__ import annotations
 
 import json
+import os
 import pickletools
 from pathlib import Path
 
@@ -120,6 +122,25 @@ def load_tensor_memmap(path: str | Path, what: str) -> TensorDict:
         elif file.suffix != ".memmap":
             raise UnsafeFileError(f"{what}: {file} is not a tensor file (*.memmap); refusing to load {path}")
     return TensorDict.load_memmap(path, allow_pickle=False)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """Flush every file and directory under ``root`` to disk, so a rename publishes complete data
+    (a power cut must not publish empty files or lose a directory entry)."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(dirpath)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory's entries (a rename or new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FilledRowsCheckpointer(TensorStorageCheckpointer):

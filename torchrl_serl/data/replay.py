@@ -14,7 +14,13 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import LazyMemmapStorage, OfflineToOnlineReplayBuffer, TensorDictReplayBuffer
 
-from torchrl_serl.data.checkpoint import BufferCapacityError, FilledRowsCheckpointer, check_safe_to_load
+from torchrl_serl.data.checkpoint import (
+    BufferCapacityError,
+    FilledRowsCheckpointer,
+    check_safe_to_load,
+    fsync_dir,
+    fsync_tree,
+)
 from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 
 # Keys the buffers add themselves; they are not part of the data contract between demos and online.
@@ -42,23 +48,6 @@ def _layout(data: TensorDictBase) -> dict[str, str]:
         if name not in _BOOKKEEPING_KEYS:
             layout[name] = f"{list(value.shape[data.ndim:])} {str(value.dtype).replace('torch.', '')}"
     return layout
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and directory under ``root`` to disk, so a rename publishes complete data."""
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
@@ -199,14 +188,14 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
             torch.save(self._transform.state_dict(), tmp / "transform.pt")
         with open(tmp / "meta.json", "w") as f:
             json.dump(self._meta(), f)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         os.rename(tmp, path / name)
         with open(path / f"{_LATEST}.tmp", "w") as f:
             f.write(name)
             f.flush()
             os.fsync(f.fileno())
         os.replace(path / f"{_LATEST}.tmp", path / _LATEST)
-        _fsync_dir(path)
+        fsync_dir(path)
         for old in path.iterdir():
             if old.is_dir() and old.name != name and (old.name.startswith(".tmp-") or old.name in versions):
                 shutil.rmtree(old, ignore_errors=True)

@@ -60,7 +60,14 @@ from torchrl.checkpoint import (
 from torchrl.data.replay_buffers.checkpointers import TensorStorageCheckpointer
 from torchrl.data.replay_buffers.storages import TensorStorage
 
-from torchrl_serl.data.checkpoint import BufferCapacityError, FilledRowsCheckpointer, UnsafeFileError, check_safe_to_load
+from torchrl_serl.data.checkpoint import (
+    BufferCapacityError,
+    FilledRowsCheckpointer,
+    UnsafeFileError,
+    check_safe_to_load,
+    fsync_dir,
+    fsync_tree,
+)
 
 _PREFIX = "checkpoint"
 _INTEGRITY = "integrity.json"
@@ -137,23 +144,6 @@ def _inventory(root: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
-def _fsync_tree(root: Path) -> None:
-    # Data on disk before the rename publishes it: a power cut must not publish empty files.
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class ResumeInfo:
     """What :meth:`RunCheckpointer.resume` found: the checkpoint path, its step and counters."""
@@ -216,13 +206,13 @@ class RunCheckpointer:
         try:
             self.checkpoint.save(stage, components=self._non_empty(), metadata=metadata)
             (stage / _INTEGRITY).write_text(json.dumps(_inventory(stage)))
-            _fsync_tree(stage)
+            fsync_tree(stage)
             if final.exists():
                 old = self.directory / f".{final.name}.delete-{uuid.uuid4().hex}"
                 os.replace(final, old)
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(stage, final)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
