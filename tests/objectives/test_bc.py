@@ -98,3 +98,10 @@ def test_bad_input_raises():
         loss(bad)
     with pytest.raises(ValueError, match="mode"):
         SERLBCLoss(make_sac_actor(4, 2, hidden=(8,)), mode="l1")
+
+
+def test_select_out_keys_and_accepted_keys():
+    loss = SERLBCLoss(make_sac_actor(4, 2, hidden=(16,)))
+    assert set(loss.tensor_keys.__dataclass_fields__) == {"action"}  # BCLoss's pad_mask is not read
+    loss.select_out_keys("loss_bc")
+    assert set(loss(_demos()).keys()) == {"loss_bc"}

@@ -220,6 +220,26 @@ def test_set_keys_renames_cameras_and_state():
     assert torch.isfinite(out["loss_qvalue"]) and ("next", "cam_a") in loss.in_keys
 
 
+def test_stock_value_operator_critic_on_the_embedding():
+    from torchrl.modules import MLP, ValueOperator
+
+    actor, _, enc = make_drq_networks(image_size=SIZE, encoder="small", hidden=(32, 32))
+    critic = ValueOperator(MLP(enc.out_features + 4, 1, num_cells=[32]), in_keys=["embedding", "action"])
+    loss = DrQLoss(actor, critic, enc, num_critics=4, critic_subset=2)
+    loss.make_value_estimator(gamma=0.96)
+    assert loss.qvalue_network_params["module", "0", "weight"].shape[0] == 4
+    out = loss(transitions())
+    (out["loss_qvalue"] + out["loss_actor"]).backward()
+    assert (loss.qvalue_network_params["module", "0", "weight"].grad.flatten(1).abs().sum(1) > 0).all()
+    assert all(p.grad is not None for p in loss.encoder_params.values(True, True))  # critic trains the encoder
+
+
+def test_select_out_keys_filters_forward():
+    loss, *_ = make_loss(encoder="small")
+    loss.select_out_keys("loss_qvalue", "loss_actor")
+    assert set(loss(transitions()).keys()) == {"loss_qvalue", "loss_actor"}
+
+
 @pytest.mark.slow
 def test_compiled_drq_update_matches_eager():
     loss, *_ = make_loss(encoder="resnet10", num_critics=4, critic_subset=2)

@@ -100,3 +100,10 @@ def test_bad_input_raises():
         loss(_batch().exclude(("next", "grasp_penalty")))
     with pytest.raises(ValueError, match="gamma"):
         loss.make_value_estimator(gamma=1.5)
+
+
+def test_select_out_keys_and_no_done_key():
+    loss = GraspCriticLoss(make_grasp_critic(OBS, hidden=(16,)))
+    loss.select_out_keys("loss_grasp_critic")
+    # only termination stops bootstrapping: a batch without "done" trains
+    assert set(loss(_batch().exclude(("next", "done"))).keys()) == {"loss_grasp_critic"}

@@ -5,6 +5,7 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import MLP, ValueOperator
 from torchrl.objectives import SoftUpdate
 from torchrl.objectives.sac import compute_rsample_log_prob
 
@@ -228,8 +229,58 @@ def test_set_keys_renames_inputs():
     assert torch.isfinite(out["loss_qvalue"]) and torch.isfinite(out["loss_actor"])
 
 
-def test_generic_critic_without_ensemble_module():
-    class TwoHeads(torch.nn.Module):
+def _stock_critic():
+    """TorchRL's critic as in its SAC tutorial: one Q(s, a) MLP writing [*B, 1]."""
+    return ValueOperator(MLP(OBS + ACT, 1, num_cells=[8]), in_keys=["observation", "action"])
+
+
+def _set_constant_stock_critics(params, values):
+    """Stacked copies of _stock_critic: copy i outputs values[i] (last Linear weight 0, bias values[i])."""
+    params["module", "2", "weight"].data.zero_()
+    params["module", "2", "bias"].data.copy_(torch.as_tensor(values, dtype=torch.float32).view(-1, 1))
+
+
+def test_stock_value_operator_is_copied_into_independent_critics():
+    loss = SERLSACLoss(make_sac_actor(OBS, ACT, hidden=(8,)), _stock_critic(), num_critics=4, critic_subset=2)
+    params = loss.qvalue_network_params
+    assert all(p.shape[0] == 4 for p in params.values(True, True))
+    weight = params["module", "0", "weight"]
+    assert all(not torch.equal(weight[0], weight[i]) for i in range(1, 4))  # re-initialised copies
+    assert (loss.target_qvalue_network_params == params.data).all()
+    td = _batch()
+    q_in = td.select("observation", "action")
+    q = loss._critic_values(params, q_in)
+    assert q.shape == (B, 4, 1)
+    for i in range(4):
+        with params[i].to_module(loss.qvalue_network):
+            torch.testing.assert_close(q[:, i], loss.qvalue_network(q_in.clone())["state_action_value"])
+    out = loss(td)
+    (out["loss_qvalue"] + out["loss_actor"]).backward()
+    assert (weight.grad.flatten(1).abs().sum(1) > 0).all()  # every copy is trained
+
+
+@pytest.mark.parametrize("subset", [None, 2])
+def test_stock_critic_loss_matches_hand_computation(subset):
+    loss = SERLSACLoss(make_sac_actor(OBS, ACT, hidden=(8,)), _stock_critic(), num_critics=4, critic_subset=subset)
+    loss.make_value_estimator(gamma=0.5)
+    online = [0.5, -1.0, 2.0, 0.0]
+    target = [3.0, 1.5, 4.0, 2.5]
+    _set_constant_stock_critics(loss.qvalue_network_params, online)
+    _set_constant_stock_critics(loss.target_qvalue_network_params, target)
+    td = _batch()
+    mins = set()
+    for _ in range(30):
+        out = loss.loss_critic(td)
+        next_v = ((out["target_q_mean"] - td["next", "reward"].mean()) / 0.5).item()
+        mins.add(round(next_v, 4))
+        y = td["next", "reward"] + 0.5 * next_v
+        torch.testing.assert_close(out["loss_qvalue"], sum((q - y) ** 2 for q in online).mean())
+    # min over all 4: always 1.5; min over 2 drawn without replacement: 3 or 2.5 unless 1.5 is drawn
+    assert mins == ({1.5} if subset is None else {1.5, 2.5, 3.0})
+
+
+def test_critic_the_loss_cannot_use_is_rejected_with_both_shapes():
+    class ThreeHeads(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.lin = torch.nn.Linear(OBS + ACT, 3)
@@ -237,11 +288,45 @@ def test_generic_critic_without_ensemble_module():
         def forward(self, obs, act):
             return self.lin(torch.cat([obs, act], -1)).unsqueeze(-1)
 
-    critic = TensorDictModule(TwoHeads(), in_keys=["observation", "action"], out_keys=["state_action_value"])
-    with pytest.raises(ValueError, match="num_critics is required"):
+    critic = TensorDictModule(ThreeHeads(), in_keys=["observation", "action"], out_keys=["state_action_value"])
+    with pytest.raises(ValueError, match="num_critics is required for a single critic"):
         SERLSACLoss(make_sac_actor(OBS, ACT, hidden=(8,)), critic)
     loss = SERLSACLoss(make_sac_actor(OBS, ACT, hidden=(8,)), critic, num_critics=3, critic_subset=2)
-    assert torch.isfinite(loss(_batch())["loss_qvalue"])
+    loss.make_value_estimator(gamma=0.9)
+    with pytest.raises(ValueError, match=r"must write 'state_action_value' \[\*B, 1\] = \[16, 1\], got \[16, 3, 1\]"):
+        loss(_batch())
+
+
+def test_select_out_keys_filters_forward():
+    loss = _loss()
+    td = _batch()
+    assert set(loss(td).keys()) == set(loss.out_keys)
+    loss.select_out_keys("loss_actor", "loss_qvalue")
+    assert set(loss(td).keys()) == {"loss_actor", "loss_qvalue"}
+    loss.reset_out_keys()
+    assert set(loss(td).keys()) == {*LOSS_KEYS, "alpha", "entropy", "q_mean", "target_q_mean"}
+
+
+def test_accepted_keys_are_the_keys_the_loss_reads():
+    loss = _loss()
+    assert set(loss.tensor_keys.__dataclass_fields__) == {
+        "action", "state_action_value", "reward", "done", "terminated", "priority_weight"
+    }
+    for unused in ("priority", "value", "log_prob"):  # SACLoss's, never read or written here
+        with pytest.raises(ValueError, match="not an accepted tensordict key"):
+            loss.set_keys(**{unused: "x"})
+
+
+def test_priority_weights_are_read_when_present():
+    loss = _loss()
+    td = _batch()
+    torch.manual_seed(0)
+    plain = loss.loss_critic(td)["loss_qvalue"]
+    td["priority_weight"] = torch.zeros(B)
+    td["priority_weight"][:4] = 1.0
+    torch.manual_seed(0)
+    weighted = loss.loss_critic(td)["loss_qvalue"]
+    assert not torch.allclose(plain, weighted)
 
 
 def test_bad_configuration_and_input_raise_clear_errors():

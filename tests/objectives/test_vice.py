@@ -204,3 +204,10 @@ def test_bad_batches_raise_clear_errors():
     for kwargs in ({"label_smoothing": 1.0}, {"mixup_alpha": -1.0}, {"gp_weight": -1.0}, {"augment_pad": -1}):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             VICELoss(linear_classifier(), **kwargs)
+
+
+def test_select_out_keys_filters_forward():
+    loss = VICELoss(linear_classifier(), augment_pad=0)
+    batch = gaussian_batch(8)
+    loss.select_out_keys("loss_classifier", "loss_gradient_penalty")
+    assert set(loss(batch).keys()) == {"loss_classifier", "loss_gradient_penalty"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
 from torchrl.objectives import BCLoss
 
 BC_MODES = ("log_prob", "mse")
@@ -37,13 +38,27 @@ class SERLBCLoss(BCLoss):
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
 
     Input keys: the actor's ``in_keys`` and ``action`` ``[*B, A]`` in ``[-1, 1]``.
+
+    Example:
+        >>> from torchrl_serl.modules import make_sac_actor
+        >>> loss = SERLBCLoss(make_sac_actor(3, 2, hidden=(16,)))
+        >>> demos = TensorDict(observation=torch.randn(4, 3), action=torch.tensor([[0.5, 1.0]]).expand(4, 2),
+        ...                    batch_size=[4])
+        >>> loss(demos)["loss_bc"].backward()  # finite although the gripper action sits on the bound
     """
 
     @dataclass
-    class _AcceptedKeys(BCLoss._AcceptedKeys):
-        """Keys read by the loss; same defaults as :class:`~torchrl.objectives.BCLoss`."""
+    class _AcceptedKeys:
+        """Keys read by the loss (BCLoss's ``pad_mask`` is not supported).
+
+        Attributes:
+            action: the demo action ``[*B, A]`` in ``[-1, 1]``.
+        """
+
+        action: NestedKey = "action"
 
     default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
     out_keys = ["loss_bc", "log_prob", "mse"]
     # Declared so LossModule.convert_to_functional does not warn (BCLoss itself omits it).
     target_actor_network_params: TensorDictParams
@@ -70,6 +85,9 @@ class SERLBCLoss(BCLoss):
         spec = getattr(actor_network, "spec", None)
         action_spec = spec.get("action", None) if spec is not None else None
         self._action_dim = action_spec.shape[-1] if action_spec is not None else None
+
+    def _set_in_keys(self) -> None:
+        self._in_keys = [self.tensor_keys.action, *self.actor_network.in_keys]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         missing = [k for k in self.in_keys if k not in tensordict.keys(True)]

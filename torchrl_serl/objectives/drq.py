@@ -12,7 +12,7 @@ from tensordict.utils import NestedKey
 from torchrl_serl.modules.augmentation import random_shift
 from torchrl_serl.modules.encoders.cached_features import feature_key, select_views
 from torchrl_serl.modules.encoders.multi_camera import MultiCameraEncoder
-from torchrl_serl.objectives.sac import SERLSACLoss, _tracing_or_capturing, non_finite_entries
+from torchrl_serl.objectives.sac import SERLSACLoss, non_finite_entries
 
 # Latent-batch entry the actor reads: the online embedding, always detached (SERL stops the
 # actor's gradient into the shared encoder).
@@ -52,8 +52,10 @@ class DrQLoss(SERLSACLoss):
     Args:
         actor_network: probabilistic actor reading ``embedding`` (see
             :func:`~torchrl_serl.modules.drq_networks.make_drq_networks`).
-        qvalue_network: critic ensemble reading ``(embedding, action)`` and writing
-            ``state_action_value`` ``[B, N, 1]``.
+        qvalue_network: critic reading ``(embedding, action)``: one ``Q`` writing
+            ``state_action_value`` ``[B, 1]`` (e.g. a stock :class:`~torchrl.modules.ValueOperator`,
+            copied into ``num_critics`` critics) or an ensemble writing ``[B, N, 1]``, as
+            :class:`SERLSACLoss` takes.
         encoder: the shared ``MultiCameraEncoder``.
 
     Keyword Args:
@@ -68,12 +70,26 @@ class DrQLoss(SERLSACLoss):
     ``action`` ``[B, A]``, ``("next", "reward" | "done" | "terminated")`` ``[B, 1]``.
 
     Example:
-        >>> from torchrl_serl.modules.drq_networks import make_drq_networks
+        >>> import torch
+        >>> from tensordict import TensorDict
         >>> from torchrl.objectives import SoftUpdate
-        >>> actor, qvalue, encoder = make_drq_networks(image_size=64, encoder="small")
+        >>> from torchrl_serl.modules.drq_networks import make_drq_networks
+        >>> actor, qvalue, encoder = make_drq_networks(
+        ...     camera_keys=("front",), image_size=32, encoder="small", num_critics=4, hidden=(32,))
         >>> loss = DrQLoss(actor, qvalue, encoder)
         >>> loss.make_value_estimator(gamma=0.96)
         >>> updater = SoftUpdate(loss, tau=0.005)
+        >>> b = 4
+        >>> step = lambda: {"front": torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8),
+        ...                 "observation": torch.randn(b, 7)}
+        >>> data = TensorDict(**step(), action=torch.rand(b, 4) * 2 - 1,
+        ...     next=TensorDict(**step(), reward=torch.randn(b, 1), done=torch.zeros(b, 1, dtype=torch.bool),
+        ...                     terminated=torch.zeros(b, 1, dtype=torch.bool)),
+        ...     batch_size=[b])
+        >>> loss.loss_critic(data)["loss_qvalue"].backward()  # critic (and encoder) only
+        >>> out = loss(data)  # critic, actor and temperature from one augmented encoding
+        >>> sorted(k for k in out.keys() if k.startswith("loss_"))
+        ['loss_actor', 'loss_alpha', 'loss_qvalue']
     """
 
     @dataclass
@@ -165,15 +181,6 @@ class DrQLoss(SERLSACLoss):
     def frozen_trunk(self) -> bool:
         return self.encoder.freeze_trunk
 
-    def _check(self, tensordict: TensorDictBase) -> None:
-        # SERLSACLoss would check the embedding batches built here; the raw batch they come
-        # from was checked by _check_batch, so there is nothing left to check.
-        return
-
-    def _check_batch(self, tensordict: TensorDictBase, with_next: bool = True) -> None:
-        if self.check_inputs and not _tracing_or_capturing():
-            self.check_batch(tensordict, with_next)
-
     def check_batch(self, tensordict: TensorDictBase, with_next: bool = True) -> None:
         """Raise a clear error for a batch this loss cannot train on: missing keys, images that
         are not uint8 ``[B, 3, H, W]``, reward/done not ``[B, 1]``, NaN/inf values (one device
@@ -246,7 +253,7 @@ class DrQLoss(SERLSACLoss):
         with params.to_module(self.encoder, preserve_module_state=False):
             return self.encoder.encode_images(images)
 
-    def _latent_batches(
+    def _loss_inputs(
         self, tensordict: TensorDictBase, with_next: bool = True
     ) -> tuple[TensorDictBase | None, TensorDictBase]:
         """Embedding batches for :class:`SERLSACLoss`: ``(critic_td, actor_td)``.
@@ -304,23 +311,3 @@ class DrQLoss(SERLSACLoss):
             {self.tensor_keys.embedding: tensordict.get(_ACTOR_EMBEDDING)}, batch_size=tensordict.batch_size
         )
         return super()._actor_dist(actor_in)
-
-    def loss_critic(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Critic-only update (trains critic and encoder); actor and temperature untouched."""
-        self._check_batch(tensordict)
-        critic_td, _ = self._latent_batches(tensordict)
-        return super().loss_critic(critic_td)
-
-    def loss_actor_alpha(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Actor + temperature update alone; needs only the current observation."""
-        self._check_batch(tensordict, with_next=False)
-        _, actor_td = self._latent_batches(tensordict, with_next=False)
-        return super().loss_actor_alpha(actor_td)
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """SERL's full update: critic, actor and temperature losses from one augmented encoding."""
-        self._check_batch(tensordict)
-        critic_td, actor_td = self._latent_batches(tensordict)
-        out = super().loss_critic(critic_td)
-        out.update(super().loss_actor_alpha(actor_td))
-        return out

@@ -64,8 +64,20 @@ class GraspCriticLoss(LossModule):
 
     Input keys: the critic's ``in_keys`` (and their ``("next", ...)`` twins), ``action``
     ``[*B, A]`` (gripper command last), ``("next", "reward")``, ``("next", "grasp_penalty")``
-    ``[*B, 1]``, ``("next", "done")``, ``("next", "terminated")``. Change them with
-    :meth:`set_keys`. Use :meth:`make_value_estimator` to set ``gamma`` (default 0.99).
+    ``[*B, 1]``, ``("next", "terminated")`` (only termination stops bootstrapping). Change them
+    with :meth:`set_keys`. Use :meth:`make_value_estimator` to set ``gamma`` (default 0.99).
+
+    Example:
+        >>> from torchrl_serl.modules import make_grasp_critic
+        >>> loss = GraspCriticLoss(make_grasp_critic(3, hidden=(16,)))
+        >>> loss.make_value_estimator(gamma=0.9)
+        >>> b = 4
+        >>> data = TensorDict(observation=torch.randn(b, 3), action=torch.tensor([[0.2, 1.0]]).expand(b, 2),
+        ...     next=TensorDict(observation=torch.randn(b, 3), reward=torch.zeros(b, 1),
+        ...                     grasp_penalty=grasp_penalty(torch.zeros(b, 1), torch.ones(b, 1)),
+        ...                     terminated=torch.zeros(b, 1, dtype=torch.bool)),
+        ...     batch_size=[b])
+        >>> loss(data)["loss_grasp_critic"].backward()
     """
 
     @dataclass
@@ -75,14 +87,13 @@ class GraspCriticLoss(LossModule):
         Attributes:
             action: full action, the gripper command in the last dim.
             action_value: the critic's output ``[*B, 3]``.
-            reward, grasp_penalty, done, terminated: read under ``"next"``.
+            reward, grasp_penalty, terminated: read under ``"next"``.
         """
 
         action: NestedKey = "action"
         action_value: NestedKey = "grasp_q_values"
         reward: NestedKey = "reward"
         grasp_penalty: NestedKey = "grasp_penalty"
-        done: NestedKey = "done"
         terminated: NestedKey = "terminated"
 
     default_keys = _AcceptedKeys
@@ -103,7 +114,7 @@ class GraspCriticLoss(LossModule):
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
-    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
+    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams) -> None:
         """Only the TD(0) target is supported; ``gamma`` is the discount."""
         if value_type not in (None, ValueEstimators.TD0):
             raise NotImplementedError(f"GraspCriticLoss supports TD0 only, got {value_type}")
@@ -114,13 +125,12 @@ class GraspCriticLoss(LossModule):
             if not 0 <= gamma <= 1:
                 raise ValueError(f"gamma must be in [0, 1], got {gamma}")
             self.discount.fill_(gamma)
-        return self
 
     @property
     def in_keys(self):
         obs = list(self.value_network.in_keys)
         keys = [self.tensor_keys.action, *obs, *[("next", k) for k in obs]]
-        keys += [("next", getattr(self.tensor_keys, k)) for k in ("reward", "grasp_penalty", "done", "terminated")]
+        keys += [("next", getattr(self.tensor_keys, k)) for k in ("reward", "grasp_penalty", "terminated")]
         return keys
 
     def _q(self, params, tensordict: TensorDictBase) -> Tensor:

@@ -11,7 +11,7 @@ from tensordict.utils import NestedKey
 from torch import Tensor
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives.sac import SACLoss, compute_rsample_log_prob
-from torchrl.objectives.utils import ValueEstimators
+from torchrl.objectives.utils import ValueEstimators, dispatch_value_estimator
 
 from torchrl_serl.modules.critics import EnsembleQValue
 
@@ -75,15 +75,21 @@ class SERLSACLoss(SACLoss):
     tensordict (no ``td_error``), which keeps ``torch.compile`` from recompiling.
 
     Args:
-        actor_network: a probabilistic actor writing ``action`` with ``TanhNormal`` (see
+        actor_network: a probabilistic actor writing ``action`` with ``TanhNormal`` (a stock
+            :class:`~torchrl.modules.ProbabilisticActor`, or
             :func:`torchrl_serl.modules.make_sac_actor`).
-        qvalue_network: a module writing ``state_action_value`` ``[*B, N, 1]`` for all N
-            critics at once (see :func:`torchrl_serl.modules.make_sac_critic`). When it holds an
-            :class:`~torchrl_serl.modules.EnsembleQValue`, target critics outside the drawn subset
-            are skipped; otherwise all N are evaluated and the subset is gathered.
+        qvalue_network: either the critic :class:`~torchrl.objectives.SACLoss` takes, one
+            ``Q(s, a)`` writing ``state_action_value`` ``[*B, 1]`` (e.g. a stock
+            :class:`~torchrl.modules.ValueOperator`), which the loss copies into ``num_critics``
+            independently re-initialised critics with stacked parameters ``[N, ...]`` evaluated
+            by one ``vmap``; or a module holding an :class:`~torchrl_serl.modules.EnsembleQValue`
+            that writes ``[*B, N, 1]`` for all N at once (see
+            :func:`torchrl_serl.modules.make_sac_critic`; faster, SERL's LayerNorm critic). Either
+            way only the M drawn target critics are evaluated.
 
     Keyword Args:
-        num_critics: N; read from the :class:`EnsembleQValue` when there is one.
+        num_critics: N (SERL: 10). Required for a single critic; read from the
+            :class:`EnsembleQValue` otherwise.
         critic_subset: M, ``1 <= M <= N`` (SERL: 2). ``None`` takes the min over all N.
         backup_entropy: entropy term in the target (SERL: ``False``).
         actor_reduction: ``"mean"`` (SERL) or ``"min"`` over the ensemble.
@@ -92,28 +98,73 @@ class SERLSACLoss(SACLoss):
         target_entropy: ``"auto"`` = ``-|A| / 2`` (SERL) or a float.
         action_spec: used to read ``|A|`` when the actor has no spec.
         fixed_alpha, min_alpha, max_alpha, reduction: as in ``SACLoss``.
-        check_inputs: in eager mode, reject batches with missing keys, wrong shapes or
-            non-finite values with a message naming them (skipped while compiling). The
-            non-finite check reads a flag back from the device: turn it off for GPU throughput.
+        check_inputs: in eager mode, run :meth:`check_batch` on every batch (skipped while
+            compiling). The non-finite check reads a flag back from the device: turn it off for
+            GPU throughput and call :meth:`check_batch` outside the compiled update instead.
 
     Input keys: ``observation`` (the actor/critic in_keys), ``action``,
     ``("next", <obs keys>)``, ``("next", "reward")``, ``("next", "done")``,
-    ``("next", "terminated")``; change them with :meth:`set_keys`.
+    ``("next", "terminated")``, optionally ``priority_weight``; change them with
+    :meth:`set_keys`. Output keys: :attr:`out_keys`, filtered with :meth:`select_out_keys`.
 
     Example:
-        >>> from torchrl_serl.modules import make_sac_actor, make_sac_critic
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from tensordict.nn import NormalParamExtractor, TensorDictModule
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
         >>> from torchrl.objectives import SoftUpdate
-        >>> loss = SERLSACLoss(make_sac_actor(10, 4), make_sac_critic(10, 4))
+        >>> n_obs, n_act, batch = 3, 2, 8
+        >>> spec = Bounded(-1.0, 1.0, shape=(n_act,))
+        >>> actor = ProbabilisticActor(
+        ...     TensorDictModule(torch.nn.Sequential(MLP(n_obs, 2 * n_act, num_cells=[32]),
+        ...                                          NormalParamExtractor()),
+        ...                      in_keys=["observation"], out_keys=["loc", "scale"]),
+        ...     in_keys=["loc", "scale"], spec=spec, distribution_class=TanhNormal)
+        >>> qvalue = ValueOperator(MLP(n_obs + n_act, 1, num_cells=[32]), in_keys=["observation", "action"])
+        >>> loss = SERLSACLoss(actor, qvalue, num_critics=10)  # where SACLoss takes num_qvalue_nets
         >>> loss.make_value_estimator(gamma=0.99)
         >>> updater = SoftUpdate(loss, tau=0.005)
-        >>> # 8 critic-only steps, then one actor + temperature step:
-        >>> # loss.loss_critic(batch)["loss_qvalue"].backward(); critic_opt.step(); updater.step()
-        >>> # out = loss.loss_actor_alpha(batch); (out["loss_actor"] + out["loss_alpha"]).backward()
+        >>> data = TensorDict(
+        ...     observation=torch.randn(batch, n_obs), action=spec.rand((batch,)),
+        ...     next=TensorDict(observation=torch.randn(batch, n_obs), reward=torch.randn(batch, 1),
+        ...                     done=torch.zeros(batch, 1, dtype=torch.bool),
+        ...                     terminated=torch.zeros(batch, 1, dtype=torch.bool)),
+        ...     batch_size=[batch])
+        >>> out = loss(data)
+        >>> sorted(out.keys())
+        ['alpha', 'entropy', 'loss_actor', 'loss_alpha', 'loss_qvalue', 'q_mean', 'target_q_mean']
+        >>> (out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
+        >>> loss.qvalue_network_params["module", "0", "weight"].shape  # N stacked critics
+        torch.Size([10, 32, 5])
+
+    High update-to-data (SERL): several critic-only steps, then one actor + temperature step.
+
+        >>> critic_out = loss.loss_critic(data)  # loss_qvalue, q_mean, target_q_mean
+        >>> actor_out = loss.loss_actor_alpha(data)  # loss_actor, loss_alpha, alpha, entropy
+        >>> _ = loss.select_out_keys("loss_actor", "loss_qvalue")
+        >>> sorted(loss(data).keys())
+        ['loss_actor', 'loss_qvalue']
     """
 
     @dataclass
-    class _AcceptedKeys(SACLoss._AcceptedKeys):
-        """Keys read by the loss; same defaults as :class:`~torchrl.objectives.SACLoss`."""
+    class _AcceptedKeys:
+        """Keys read by the loss (it writes nothing into the input); defaults as
+        :class:`~torchrl.objectives.SACLoss`'s.
+
+        Attributes:
+            action: the action ``[*B, A]``; the actor's sample key by default.
+            state_action_value: the critic's output, ``[*B, 1]`` or ``[*B, N, 1]``.
+            reward, done, terminated: read under ``"next"``, ``[*B, 1]``.
+            priority_weight: importance weights of a prioritized buffer, used when present.
+        """
+
+        action: NestedKey = "action"
+        state_action_value: NestedKey = "state_action_value"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        priority_weight: NestedKey = "priority_weight"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -156,8 +207,8 @@ class SERLSACLoss(SACLoss):
             self._ensemble_key = tuple(ensembles[0][0].split("."))
         elif num_critics is None:
             raise ValueError(
-                "num_critics is required when qvalue_network has no EnsembleQValue "
-                "(it must write state_action_value [*B, N, 1])"
+                "num_critics is required for a single critic (one Q(s, a) writing "
+                "state_action_value [*B, 1]): the loss makes num_critics copies of it"
             )
         else:
             self._ensemble_key = None
@@ -189,7 +240,9 @@ class SERLSACLoss(SACLoss):
         super().__init__(
             actor_network,
             qvalue_network,
-            num_qvalue_nets=None,  # the ensemble lives inside the critic module
+            # A single critic is copied N times (stacked, re-initialised) as SACLoss does; an
+            # EnsembleQValue already holds the N critics.
+            num_qvalue_nets=None if self._ensemble_key is not None else num_critics,
             loss_function="l2",
             alpha_init=alpha_init,
             min_alpha=min_alpha,
@@ -209,46 +262,87 @@ class SERLSACLoss(SACLoss):
         self.check_inputs = check_inputs
 
     @property
-    def out_keys(self):
-        return ["loss_qvalue", "loss_actor", "loss_alpha", "alpha", "entropy", "q_mean", "target_q_mean"]
+    def out_keys(self) -> list[str]:
+        """Entries of :meth:`forward`'s output: the three ``loss_*`` and detached diagnostics."""
+        if self._out_keys is None:
+            self._out_keys = [
+                "loss_qvalue", "loss_actor", "loss_alpha", "alpha", "entropy", "q_mean", "target_q_mean"
+            ]
+        return self._out_keys
 
     @out_keys.setter
-    def out_keys(self, values):
-        raise AttributeError("SERLSACLoss out_keys are fixed")
+    def out_keys(self, values) -> None:
+        self._out_keys = values
+
+    def set_keys(self, **kwargs) -> None:
+        if not hasattr(self, "num_critics"):
+            # Called from SACLoss.__init__ with the actor's log-prob key, which this loss does
+            # not have (it reads no stored log-prob); a user's set_keys(log_prob=...) raises.
+            kwargs.pop("log_prob", None)
+        super().set_keys(**kwargs)
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        if self._value_estimator is not None:
+            self._value_estimator.set_keys(
+                reward=self.tensor_keys.reward, done=self.tensor_keys.done, terminated=self.tensor_keys.terminated
+            )
+        self._set_in_keys()
+
+    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams) -> None:
+        """The TD(0) target ``r + gamma (1 - terminated) V(s')``; ``gamma`` is the discount."""
+        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
+        if value_type is None:
+            return
+        dispatch_value_estimator(
+            self,
+            value_type,
+            supported=self.SUPPORTED_VALUE_ESTIMATORS,
+            tensor_keys={
+                "reward": self.tensor_keys.reward,
+                "done": self.tensor_keys.done,
+                "terminated": self.tensor_keys.terminated,
+            },
+            value_network=None,
+            **hp,
+        )
 
     def _obs_keys(self, module) -> list[NestedKey]:
         return [k for k in module.in_keys if k != self.tensor_keys.action]
 
-    def _check(self, tensordict: TensorDictBase) -> None:
-        if self.check_inputs and not _tracing_or_capturing():
-            self.check_batch(tensordict)
-
-    def check_batch(self, tensordict: TensorDictBase) -> None:
+    def check_batch(self, tensordict: TensorDictBase, with_next: bool = True) -> None:
         """Raise a clear error for a batch this loss cannot train on: missing keys, a batch that
         is not flat ``[B]``, reward/done not ``[B, 1]``, NaN/inf values (one device sync).
+        ``with_next=False`` checks only what :meth:`loss_actor_alpha` reads.
 
-        The losses call it in eager mode (``check_inputs=True``); a compiled or CUDA-graph update
-        calls it on the batch before the update."""
-        keys = self.in_keys
+        The loss calls it on every batch in eager mode (``check_inputs=True``); a compiled or
+        CUDA-graph update calls it on the batch before the update."""
+        keys = self.in_keys if with_next else list(self.actor_network.in_keys)
         missing = [k for k in keys if k not in tensordict.keys(True)]
         if missing:
             raise KeyError(
-                f"SERLSACLoss: batch is missing keys {missing} (needs {sorted(map(str, keys))})"
+                f"{type(self).__name__}: batch is missing keys {missing} (needs {sorted(map(str, keys))})"
             )
         if tensordict.ndim != 1:
             raise ValueError(
-                f"SERLSACLoss expects a flat batch [B], got batch_size {tuple(tensordict.batch_size)}"
+                f"{type(self).__name__} expects a flat batch [B], got batch_size {tuple(tensordict.batch_size)}"
             )
-        for name in ("reward", "done", "terminated"):
-            key = ("next", getattr(self.tensor_keys, name))
-            shape = tuple(tensordict.get(key).shape)
-            if shape != (tensordict.shape[0], 1):
-                raise ValueError(
-                    f"{key} must have shape [B, 1] = {(tensordict.shape[0], 1)}, got {shape}"
-                )
+        b = tensordict.shape[0]
+        if with_next:
+            for name in ("reward", "done", "terminated"):
+                key = ("next", getattr(self.tensor_keys, name))
+                shape = tuple(tensordict.get(key).shape)
+                if shape != (b, 1):
+                    raise ValueError(f"{key} must have shape [B, 1] = {(b, 1)}, got {shape}")
         bad = non_finite_entries(tensordict, keys)
         if bad:
-            raise ValueError(f"SERLSACLoss: non-finite values (NaN/inf) in batch entries {bad}")
+            raise ValueError(f"{type(self).__name__}: non-finite values (NaN/inf) in batch entries {bad}")
+
+    def _loss_inputs(
+        self, tensordict: TensorDictBase, with_next: bool = True
+    ) -> tuple[TensorDictBase | None, TensorDictBase]:
+        """``(critic_td, actor_td)`` the SAC math reads: the batch itself here (``critic_td`` is
+        ``None`` without next obs); :class:`~torchrl_serl.objectives.DrQLoss` returns embeddings."""
+        return (tensordict if with_next else None), tensordict
 
     def _actor_dist(self, tensordict: TensorDictBase):
         with self.actor_network_params.to_module(self.actor_network, preserve_module_state=False):
@@ -258,32 +352,43 @@ class SERLSACLoss(SACLoss):
         """Indices of the M target critics for this update, drawn without replacement ``[M]``."""
         return torch.randperm(self.num_critics, device=device)[: self.critic_subset]
 
-    def _target_q(self, next_td: TensorDictBase) -> Tensor:
-        """Min over a random subset of target critics ``[B, 1]``."""
-        params = self.target_qvalue_network_params
-        device = next_td.device if next_td.device is not None else self.log_alpha.device
-        if self.critic_subset == self.num_critics:
-            idx = None
-        else:
-            idx = self.draw_target_subset(device)
-        if idx is not None and self._ensemble_key is not None:
-            # Only the chosen target critics are computed: slice their stacked weights.
+    def _critic_values(self, params: TensorDictBase, tensordict: TensorDictBase, idx: Tensor | None = None) -> Tensor:
+        """Q-values of the critics in ``params`` (all N, or the ``idx`` subset only) ``[*B, N or M, 1]``."""
+        key = self.tensor_keys.state_action_value
+        if self._ensemble_key is None:
+            # A single critic with N stacked parameter sets: vmap over the ensemble dim.
+            if idx is not None:
+                params = params[idx]
+            q = self._vmap_qnetworkN0(tensordict, params).get(key)  # [N, *B, 1]
+            expected = (params.shape[0], *tensordict.shape, 1)
+            if tuple(q.shape) != expected:
+                raise ValueError(
+                    f"a single critic must write {key!r} [*B, 1] = {list(expected[1:])}, got "
+                    f"{list(q.shape[1:])}; a module computing N critics at once must hold an EnsembleQValue"
+                )
+            return q.movedim(0, -2)
+        if idx is not None:
+            # Only the chosen critics are computed: slice their stacked weights.
             params = params.data.clone(False)
             ens = params.get(self._ensemble_key)
             params.set(self._ensemble_key, ens.apply(lambda p: p.index_select(0, idx)))
-            idx = None
         with params.to_module(self.qvalue_network, preserve_module_state=False):
-            q = self.qvalue_network(next_td).get(self.tensor_keys.state_action_value)
-        if idx is not None:
-            q = q.index_select(-2, idx)
-        return q.amin(-2)
+            q = self.qvalue_network(tensordict).get(key)
+        n = self.num_critics if idx is None else idx.shape[0]
+        expected = (*tensordict.shape, n, 1)
+        if tuple(q.shape) != expected:
+            raise ValueError(f"the critic ensemble must write {key!r} [*B, N, 1] = {list(expected)}, got {list(q.shape)}")
+        return q
 
-    def loss_critic(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Critic loss alone: gradients reach the critic (and its encoder) only.
+    def _target_q(self, next_td: TensorDictBase) -> Tensor:
+        """Min over a random subset of target critics ``[B, 1]``."""
+        idx = None
+        if self.critic_subset != self.num_critics:
+            device = next_td.device if next_td.device is not None else self.log_alpha.device
+            idx = self.draw_target_subset(device)
+        return self._critic_values(self.target_qvalue_network_params, next_td, idx).amin(-2)
 
-        Returns ``loss_qvalue`` and detached ``q_mean``/``target_q_mean``.
-        """
-        self._check(tensordict)
+    def _critic_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         with torch.no_grad():
             next_td = tensordict.get("next")
             with set_exploration_type(ExplorationType.RANDOM):
@@ -295,13 +400,7 @@ class SERLSACLoss(SACLoss):
                 next_value = next_value - self._alpha * next_log_prob.unsqueeze(-1)
             target = self.value_estimator.value_estimate(tensordict, next_value=next_value)
         q_in = tensordict.select(*self.qvalue_network.in_keys, strict=False)
-        with self.qvalue_network_params.to_module(self.qvalue_network, preserve_module_state=False):
-            q = self.qvalue_network(q_in).get(self.tensor_keys.state_action_value)  # [B, N, 1]
-        if q.shape[-2] != self.num_critics:
-            raise ValueError(
-                f"critic returned {q.shape[-2]} values per sample, "
-                f"expected num_critics={self.num_critics}"
-            )
+        q = self._critic_values(self.qvalue_network_params, q_in)  # [B, N, 1]
         loss = (q - target.unsqueeze(-2)).pow(2).sum((-2, -1))  # SERL: sum over the ensemble
         weights = self._maybe_get_priority_weight(tensordict)
         loss = self._reduce_loss(loss, tensordict=tensordict, weights=weights)
@@ -309,17 +408,12 @@ class SERLSACLoss(SACLoss):
             loss_qvalue=loss, q_mean=q.detach().mean(), target_q_mean=target.mean(), batch_size=[]
         )
 
-    def loss_actor_alpha(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """Actor and temperature losses: ``loss_actor`` reaches the actor only, ``loss_alpha``
-        reaches ``log_alpha`` only. Also returns detached ``alpha`` and ``entropy``."""
-        self._check(tensordict)
+    def _actor_alpha_loss(self, tensordict: TensorDictBase) -> TensorDictBase:
         with set_exploration_type(ExplorationType.RANDOM):
             action, log_prob = compute_rsample_log_prob(self._actor_dist(tensordict))
         q_in = tensordict.select(*self._obs_keys(self.qvalue_network), strict=False)
         q_in.set(self.tensor_keys.action, action)
-        detached = self._cached_detached_qvalue_params
-        with detached.to_module(self.qvalue_network, preserve_module_state=False):
-            q = self.qvalue_network(q_in).get(self.tensor_keys.state_action_value)
+        q = self._critic_values(self._cached_detached_qvalue_params, q_in)
         q = q.mean(-2) if self.actor_reduction == "mean" else q.amin(-2)
         alpha = self._alpha
         weights = self._maybe_get_priority_weight(tensordict)
@@ -334,8 +428,30 @@ class SERLSACLoss(SACLoss):
             loss_actor=loss_actor, loss_alpha=loss_alpha, alpha=alpha, entropy=entropy, batch_size=[]
         )
 
+    def loss_critic(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Critic loss alone: gradients reach the critic (and its encoder) only.
+
+        Returns ``loss_qvalue`` and detached ``q_mean``/``target_q_mean``.
+        """
+        if self.check_inputs and not _tracing_or_capturing():
+            self.check_batch(tensordict)
+        critic_td, _ = self._loss_inputs(tensordict)
+        return self._critic_loss(critic_td)
+
+    def loss_actor_alpha(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Actor and temperature losses: ``loss_actor`` reaches the actor only, ``loss_alpha``
+        reaches ``log_alpha`` only. Also returns detached ``alpha`` and ``entropy``. Needs only
+        the current observation."""
+        if self.check_inputs and not _tracing_or_capturing():
+            self.check_batch(tensordict, with_next=False)
+        _, actor_td = self._loss_inputs(tensordict, with_next=False)
+        return self._actor_alpha_loss(actor_td)
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """All three losses (one SERL full update); sum the ``loss_*`` entries to step everything."""
-        out = self.loss_critic(tensordict)
-        out.update(self.loss_actor_alpha(tensordict))
+        if self.check_inputs and not _tracing_or_capturing():
+            self.check_batch(tensordict)
+        critic_td, actor_td = self._loss_inputs(tensordict)
+        out = self._critic_loss(critic_td)
+        out.update(self._actor_alpha_loss(actor_td))
         return out

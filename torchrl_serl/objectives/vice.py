@@ -130,6 +130,7 @@ class BinaryClassifierLoss(LossModule):
         self.gp_weight = gp_weight
         self.augment_pad = augment_pad
         self.keep_originals = keep_originals
+        self._out_keys = None
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -140,10 +141,17 @@ class BinaryClassifierLoss(LossModule):
 
     @property
     def out_keys(self) -> list[str]:
+        """Entries of :meth:`forward`'s output; :meth:`select_out_keys` keeps a subset."""
+        if self._out_keys is not None:
+            return self._out_keys
         keys = ["loss_classifier"]
         if self.gp_weight > 0:
             keys.append("loss_gradient_penalty")
         return [*keys, "accuracy", "grad_norm", "mixup_lambda"]
+
+    @out_keys.setter
+    def out_keys(self, values) -> None:
+        self._out_keys = values
 
     def sample_mixup(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(lam, index)`` for one mixup: ``lam ~ Beta(alpha, alpha)`` (scalar), ``index`` a permutation."""
