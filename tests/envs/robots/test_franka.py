@@ -44,6 +44,20 @@ def test_state_joint_and_cartesian_moves(arm):
     np.testing.assert_allclose(arm.get_state().tcp_pos, target, atol=0.005)
 
 
+def test_forward_kinematics_and_joint_limits(arm):
+    arm.move_to_joint_positions(PANDA_HOME_Q)
+    state = arm.get_state()
+    # libfranka's model at the commanded joints: the pose the arm reports there (franky-sim's measured
+    # joints sag under gravity while its reported pose does not, so compare at the command).
+    pos, quat = arm.tool_pose_at(PANDA_HOME_Q)
+    np.testing.assert_allclose(pos, state.tcp_pos, atol=2e-3)
+    assert abs(float(np.dot(quat, state.tcp_quat))) == pytest.approx(1.0, abs=1e-3)
+    corner = arm.joint_high_rad + 0.01
+    with pytest.raises(ValueError, match=r"joint 1 = 2\.7537 rad is outside \[-2\.7437, 2\.7437\]"):
+        arm.move_to_joint_positions(corner)
+    np.testing.assert_allclose(arm.get_state().q, state.q, atol=0.01)  # nothing moved
+
+
 def test_impedance_tracking_at_10hz_with_phase_gains(arm):
     arm.move_to_joint_positions(PANDA_HOME_Q)
     start = arm.get_state()

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
-from .safety import SafetyLimits, check_finite_vector
+from .safety import SafetyLimits, check_finite_vector, check_joint_limits
 
 PANDA_HOME_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+# The joints both the Panda and the FR3 reach (Franka's datasheets: the tighter bound of the two).
+FRANKA_JOINT_LOW_RAD = np.array([-2.7437, -1.7628, -2.8973, -3.0421, -2.8065, 0.5445, -2.8973])
+FRANKA_JOINT_HIGH_RAD = np.array([2.7437, 1.7628, 2.8973, -0.1518, 2.8065, 3.7525, 2.8973])
 
 
 def _import_franky():
@@ -151,6 +154,8 @@ class FrankaArm(RobotArm):
     """
 
     n_joints = 7
+    joint_low_rad = FRANKA_JOINT_LOW_RAD
+    joint_high_rad = FRANKA_JOINT_HIGH_RAD
 
     def __init__(
         self,
@@ -290,9 +295,22 @@ class FrankaArm(RobotArm):
         else:
             self._run(lambda: self._tracking.set_reference(reference))
 
+    def tool_pose_at(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """libfranka's model (``Model.pose`` of the end-effector frame, with the arm's current flange-to-EE
+        transform): the pose ``get_state`` reports as ``tcp_pos``/``tcp_quat`` once at ``q``."""
+        franky = _import_franky()
+        q = check_finite_vector("Franka joints", q, 7)
+        if self.robot is None:
+            raise RobotConnectionError("FrankaArm is not connected; call connect() first")
+        state = _franky_call(lambda: self.robot.state, self.device)
+        pose = _franky_call(lambda: self.robot.model.pose(franky.Frame.EndEffector, q, state.F_T_EE, state.EE_T_K),
+                            self.device)
+        return np.asarray(pose.translation, dtype=np.float64), np.asarray(pose.quaternion, dtype=np.float64)
+
     def move_to_joint_positions(self, q, timeout_s: float = 20.0) -> None:
         franky = _import_franky()
         q = check_finite_vector("Franka joint target", q, 7)
+        check_joint_limits("Franka joint target", q, FRANKA_JOINT_LOW_RAD, FRANKA_JOINT_HIGH_RAD)
         self._blocking_move(franky.JointMotion(franky.JointState(q)), timeout_s, f"joints {q.tolist()} rad")
 
     def move_to_cartesian_pose(self, pos, quat, timeout_s: float = 20.0) -> None:

@@ -84,6 +84,9 @@ class RobotArm(abc.ABC):
     """
 
     n_joints: int
+    # Joint limits [rad], ``[n_joints]`` each; the robot server refuses joint targets outside them.
+    joint_low_rad: np.ndarray
+    joint_high_rad: np.ndarray
     gripper: Gripper | None = None
 
     @abc.abstractmethod
@@ -105,6 +108,11 @@ class RobotArm(abc.ABC):
     @abc.abstractmethod
     def move_to_cartesian_pose(self, pos, quat, timeout_s: float = 10.0) -> None:
         """Blocking move of the tool to ``pos`` ``[3]`` [m], ``quat`` ``[4]`` xyzw."""
+
+    def tool_pose_at(self, q) -> tuple[np.ndarray, np.ndarray] | None:
+        """Forward kinematics: the tool pose ``(pos [3] m, quat [4] xyzw)`` at joints ``q`` ``[n_joints]`` [rad],
+        in the frame of ``ArmState.tcp_pos``; ``None`` where the driver has no forward kinematics."""
+        return None
 
     @abc.abstractmethod
     def set_cartesian_target(self, pos, quat) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
 from .rotations import euler_zyx_to_quat, quat_to_euler_zyx
-from .safety import SafetyLimits, check_finite_vector
+from .safety import SafetyLimits, check_finite_vector, check_joint_limits
 
 MM_PER_M = 1000.0
 SDK_LINEAR_PER_M = 1e6  # SDK linear unit is 0.001 mm
@@ -76,6 +76,8 @@ class PiperArm(RobotArm):
     """
 
     n_joints = 6
+    joint_low_rad = PIPER_JOINT_LOW_RAD
+    joint_high_rad = PIPER_JOINT_HIGH_RAD
 
     def __init__(
         self,
@@ -98,6 +100,7 @@ class PiperArm(RobotArm):
         self.sdk = None
         self.gripper = PiperGripper(self, gripper_effort_nm)
         self._last_pose: tuple[float, np.ndarray, np.ndarray] | None = None
+        self._fk = None
 
     @staticmethod
     def default_safety() -> SafetyLimits:
@@ -202,6 +205,17 @@ class PiperArm(RobotArm):
             wrench=None, errors=self._status_errors(), timestamp=time.monotonic(),
         )
 
+    def tool_pose_at(self, q) -> tuple[np.ndarray, np.ndarray]:
+        """piper-sdk's forward kinematics (``C_PiperForwardKinematics``, the 2 deg joint-2/3 offset of
+        current firmware): the flange pose the arm reports in its end-pose feedback (no tool frame)."""
+        q = check_finite_vector("Piper joints", q, 6)
+        if self._fk is None:
+            from piper_sdk.kinematics.piper_fk import C_PiperForwardKinematics
+
+            self._fk = C_PiperForwardKinematics(0x01)
+        xyz_mm, euler_deg = np.split(np.asarray(self._fk.CalFK(q.tolist())[-1], dtype=np.float64), 2)
+        return xyz_mm / MM_PER_M, euler_zyx_to_quat(*np.deg2rad(euler_deg))
+
     # -- commands -------------------------------------------------------------------------
     def _set_mode(self, move_mode: int) -> None:
         self.sdk.MotionCtrl_2(CTRL_MODE_CAN, move_mode, self.speed_percent, 0x00)
@@ -223,11 +237,7 @@ class PiperArm(RobotArm):
 
     def move_to_joint_positions(self, q, timeout_s: float = 10.0) -> None:
         q = check_finite_vector("Piper joint target", q, 6)
-        if np.any(q < PIPER_JOINT_LOW_RAD - 1e-6) or np.any(q > PIPER_JOINT_HIGH_RAD + 1e-6):
-            raise ValueError(
-                f"Piper joint target {q.tolist()} rad is outside the joint limits "
-                f"[{PIPER_JOINT_LOW_RAD.tolist()}, {PIPER_JOINT_HIGH_RAD.tolist()}]"
-            )
+        check_joint_limits("Piper joint target", q, PIPER_JOINT_LOW_RAD, PIPER_JOINT_HIGH_RAD)
         self._wait_until(lambda s: np.max(np.abs(s.q - q)) < self.joint_tolerance_rad,
                          lambda: self._send_joints(q), timeout_s, f"joints {q.tolist()} rad")
 

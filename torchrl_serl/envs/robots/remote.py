@@ -5,7 +5,9 @@ import json
 import time
 import uuid
 
+import numpy as np
 
+from ...security import curve_client_options, load_secret
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
 from .safety import check_finite_vector
 from .server import PROTOCOL_VERSION, state_from_dict
@@ -38,6 +40,9 @@ class RemoteArm(RobotArm):
         address: server endpoint, e.g. ``"tcp://robot-pc:5555"``.
         timeout_s: deadline of each quick call (state, targets, stop) [s].
         move_timeout_s: deadline of the blocking moves, on top of their own timeout.
+        secret: the server's shared secret (``torchrl_serl.security.load_secret``: this argument, else
+            ``$TORCHRL_SERL_SECRET``); with it the link is CURVE-authenticated and encrypted. Without it
+            only a server that has no secret answers.
 
     A call that misses its deadline raises ``RobotConnectionError`` and the socket is rebuilt
     (a REQ socket cannot send again before it got its reply) under the same client identity, so
@@ -45,11 +50,14 @@ class RemoteArm(RobotArm):
     when that client goes quiet.
     """
 
-    def __init__(self, address: str, timeout_s: float = 0.5, move_timeout_s: float = 30.0):
+    def __init__(self, address: str, timeout_s: float = 0.5, move_timeout_s: float = 30.0,
+                 secret: str | bytes | None = None):
         import zmq
 
         self._zmq = zmq
         self.address, self.timeout_s, self.move_timeout_s = address, float(timeout_s), float(move_timeout_s)
+        secret = load_secret(secret)
+        self._curve = {} if secret is None else curve_client_options(secret)
         self._ctx = zmq.Context.instance()
         self._sock = None
         # One identity for this arm's life: the server keeps control with it across socket rebuilds.
@@ -63,6 +71,8 @@ class RemoteArm(RobotArm):
         self._sock = self._ctx.socket(self._zmq.REQ)
         self._sock.setsockopt(self._zmq.LINGER, 0)
         self._sock.setsockopt(self._zmq.ROUTING_ID, self._client_id)
+        for option, value in self._curve.items():
+            self._sock.setsockopt(option, value)
         self._sock.connect(self.address)
 
     def _call(self, method: str, *args, deadline_s: float | None = None):
@@ -72,8 +82,10 @@ class RemoteArm(RobotArm):
         self._sock.send(json.dumps({"method": method, "args": list(args)}).encode())
         if not self._sock.poll(timeout=int(deadline_s * 1000)):
             self._open_socket()
+            why = "its secret differs from this client's" if self._curve else "it requires a secret this client lacks"
             raise RobotConnectionError(
-                f"robot server {self.address!r} did not answer {method!r} within {deadline_s} s"
+                f"robot server {self.address!r} did not answer {method!r} within {deadline_s} s "
+                f"(it is down or unreachable, or {why})"
             )
         reply = json.loads(self._sock.recv())
         if not reply["ok"]:
@@ -91,6 +103,8 @@ class RemoteArm(RobotArm):
         if info["protocol"] != PROTOCOL_VERSION:
             raise RobotError(f"robot server speaks protocol {info['protocol']}, this client {PROTOCOL_VERSION}")
         self.n_joints = int(info["n_joints"])
+        self.joint_low_rad = np.asarray(info["joint_low_rad"], dtype=np.float64)
+        self.joint_high_rad = np.asarray(info["joint_high_rad"], dtype=np.float64)
         if info["gripper_max_width_m"] is not None:
             self.gripper = RemoteGripper(self, info["gripper_max_width_m"])
 

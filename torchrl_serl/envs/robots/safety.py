@@ -60,6 +60,18 @@ def check_action(action, size: int) -> np.ndarray:
     return check_finite_vector("action", action, size)
 
 
+def check_joint_limits(name: str, q: np.ndarray, low_rad, high_rad, margin_rad: float = 0.0) -> None:
+    """Raises ``ValueError`` naming the first joint of ``q`` ``[n]`` [rad] outside ``[low + margin, high - margin]``."""
+    low_rad, high_rad = np.asarray(low_rad, dtype=np.float64), np.asarray(high_rad, dtype=np.float64)
+    for j, (value, low, high) in enumerate(zip(q, low_rad + margin_rad, high_rad - margin_rad), start=1):
+        if not low - 1e-9 <= value <= high + 1e-9:
+            raise ValueError(
+                f"{name}: joint {j} = {value:.4f} rad is outside [{low:.4f}, {high:.4f}] rad (its joint limits "
+                f"[{low_rad[j - 1]:.4f}, {high_rad[j - 1]:.4f}] rad less a {margin_rad} rad margin); "
+                "not sent to the arm"
+            )
+
+
 @dataclass
 class SafetyLimits:
     """Workspace box, orientation cone and per-step limits for tool targets.
@@ -70,6 +82,8 @@ class SafetyLimits:
         max_tilt_rad: largest rotation away from ``reference_quat`` [rad].
         max_step_m: largest translation of the target per ``clip`` call [m].
         max_step_rad: largest rotation of the target per ``clip`` call [rad].
+        joint_margin_rad: joint targets must stay this far inside the arm's joint limits [rad]
+            (:meth:`check_joint_target`).
     """
 
     box_low_m: tuple = (0.2, -0.3, 0.0)
@@ -78,6 +92,7 @@ class SafetyLimits:
     max_tilt_rad: float = 0.5
     max_step_m: float = 0.05
     max_step_rad: float = 0.2
+    joint_margin_rad: float = 0.05
 
     def __post_init__(self):
         self.box_low_m = check_finite_vector("box_low_m", self.box_low_m, 3)
@@ -89,6 +104,38 @@ class SafetyLimits:
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not np.isfinite(self.joint_margin_rad) or self.joint_margin_rad < 0:
+            raise ValueError(f"joint_margin_rad must be a finite number >= 0, got {self.joint_margin_rad}")
+
+    def check_joint_target(self, q, joint_low_rad, joint_high_rad, tool_pose_at=None) -> np.ndarray:
+        """A joint target ``q`` as float64 ``[n]``, refused unless it is ``joint_margin_rad`` inside the
+        joint limits ``[n]`` [rad] and the tool pose there, ``tool_pose_at(q) -> (pos [3], quat [4])``
+        (forward kinematics; skipped when it or its result is ``None``), is inside the box and the tilt cone.
+
+        Only the goal is checked; the path the arm's joint interpolation takes to it is not.
+
+        Raises:
+            ValueError: naming the joint and its limit, or the coordinate and the box.
+        """
+        q = check_finite_vector("joint target", q, len(joint_low_rad))
+        check_joint_limits("joint target", q, joint_low_rad, joint_high_rad, self.joint_margin_rad)
+        tool_pose = None if tool_pose_at is None else tool_pose_at(q)
+        if tool_pose is not None:
+            self.check_in_workspace(*tool_pose, what=f"the tool pose at joint target {np.round(q, 4).tolist()} rad")
+        return q
+
+    def check_in_workspace(self, pos, quat, what: str = "the tool pose") -> None:
+        """Raises ``ValueError`` when ``pos`` ``[3]`` [m] is outside the box or ``quat`` ``[4]`` outside the
+        tilt cone."""
+        pos = check_finite_vector("position", pos, 3)
+        for axis, value, low, high in zip("xyz", pos, self.box_low_m, self.box_high_m):
+            if not low - 1e-9 <= value <= high + 1e-9:
+                raise ValueError(f"{what} is outside the workspace box: {axis} = {value:.4f} m, "
+                                 f"allowed [{low:.4f}, {high:.4f}] m; not sent to the arm")
+        tilt = quat_angle(self.reference_quat, normalize_quat(check_finite_vector("quaternion", quat, 4)))
+        if tilt > self.max_tilt_rad + 1e-9:
+            raise ValueError(f"{what} is tilted {tilt:.3f} rad from the reference orientation, "
+                             f"allowed {self.max_tilt_rad} rad; not sent to the arm")
 
     def clip_to_workspace(self, pos, quat) -> tuple[np.ndarray, np.ndarray]:
         """``pos [3]`` clipped into the box and ``quat [4]`` into the tilt cone, without step limits.

@@ -6,17 +6,25 @@ TCP_NODELAY is set), and ``zmq.Poller`` gives the client a hard deadline on ever
 1 kHz loop stays in the vendor library on this PC; the learner (``RemoteArm``) can live on
 another machine and restart without the arm being dropped.
 
-The server trusts no client: it binds loopback unless told otherwise, drops messages over
-``max_message_bytes``, clips every Cartesian target through its own ``SafetyLimits`` (step
-limits measured from the pose it reads just before sending), and lets one client at a time
-move the arm. That controlling client is the one whose motion command was accepted last; only
-its requests keep the arm alive, so a monitor polling ``get_state`` cannot hide a dead learner:
-when the controller sends nothing for ``idle_stop_s`` the server stops the arm and releases
-control. Any client may ``stop`` the arm.
+The server trusts no client. With a shared secret (``--secret-file`` or ``$TORCHRL_SERL_SECRET``,
+see ``torchrl_serl.security``) the link is ZMQ CURVE: only a client holding the secret completes
+the handshake, and nothing from any other peer reaches the handler. Without one it binds loopback
+only (and warns: any local user may command the arm); a non-loopback bind without a secret is
+refused. It drops messages over ``max_message_bytes``, clips every Cartesian target through its
+own ``SafetyLimits`` (step limits measured from the pose it reads just before sending), refuses
+joint targets outside the joint limits less a margin or whose forward kinematics leaves the
+workspace, and lets one client at a time move the arm or clear its errors. That controlling
+client is the one whose control command was accepted last; only its requests keep the arm alive,
+so a monitor polling ``get_state`` cannot hide a dead learner: when the controller sends nothing
+for ``idle_stop_s`` the server stops the arm and releases control. Any client (holding the secret,
+where there is one) may ``stop`` the arm.
 
 Run on the robot PC (``--bind`` another interface only on the robot's private network)::
 
-    python -m torchrl_serl.envs.robots.server franka --host 172.16.0.2 --bind tcp://127.0.0.1:5555
+    # once; copy the file to the learner's machine
+    (umask 077; python -m torchrl_serl.security > ~/.torchrl_serl_secret)
+    python -m torchrl_serl.envs.robots.server franka --host 172.16.0.2 --bind tcp://172.16.1.1:5555 \
+        --secret-file ~/.torchrl_serl_secret
 """
 from __future__ import annotations
 
@@ -25,13 +33,16 @@ import dataclasses
 import json
 import threading
 import time
+import warnings
 
 import numpy as np
 
+from ...security import CurveServerAuth, is_loopback_endpoint, load_secret
 from .interfaces import ArmState, RobotArm, RobotError
 from .safety import SafetyLimits
 
-PROTOCOL_VERSION = 1
+# 2: CURVE authentication, joint limits in ``info``.
+PROTOCOL_VERSION = 2
 
 
 def state_to_dict(state: ArmState) -> dict:
@@ -67,16 +78,37 @@ class ArmServer:
         bind: ZMQ endpoint; loopback by default. ``"tcp://127.0.0.1:*"`` picks a free port.
         idle_stop_s: stop the arm and release control when the controlling client sends nothing for
             this long; ``None`` disables the stop (control then passes to any client that commands).
-        safety: limits applied to every Cartesian command from any client; defaults to
+        safety: limits applied to every command from any client; defaults to
             ``arm.default_safety()``. ``set_cartesian_target`` is clipped to the box and tilt cone
             and to one step from the pose read just before sending; blocking ``move_to_cartesian_pose``
-            goals to the box and tilt cone. Joint moves are bounded by the driver's joint limits.
+            goals to the box and tilt cone. ``move_to_joint_positions`` goals are refused when a joint is
+            not ``safety.joint_margin_rad`` inside ``arm.joint_low_rad``/``joint_high_rad``, or when the
+            tool pose there (``arm.tool_pose_at``, where the driver has forward kinematics) is outside the
+            box or the tilt cone.
         max_message_bytes: larger messages are dropped by ZMQ (the sender is disconnected).
+        secret: the shared secret (``torchrl_serl.security.load_secret``: this argument, else
+            ``$TORCHRL_SERL_SECRET``). With one, only CURVE clients keyed by it are heard. Without one
+            the server warns, and refuses to bind anything but loopback, ``ipc`` or ``inproc``.
+
+    Raises:
+        ValueError: a non-loopback ``bind`` without a secret, or a secret that is too short.
     """
 
     def __init__(self, arm: RobotArm, bind: str = "tcp://127.0.0.1:5555", idle_stop_s: float | None = 1.0,
-                 *, safety: SafetyLimits | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES):
+                 *, safety: SafetyLimits | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 secret: str | bytes | None = None):
         import zmq
+
+        secret = load_secret(secret)
+        if secret is None:
+            if not is_loopback_endpoint(bind):
+                raise ValueError(
+                    f"refusing to serve the arm on {bind!r} without a secret: anyone who reaches that address could "
+                    "move it. Give --secret-file (or $TORCHRL_SERL_SECRET; make one with `python -m "
+                    "torchrl_serl.security`), or bind tcp://127.0.0.1"
+                )
+            warnings.warn(f"robot server on {bind!r} has no secret: any process on this machine may command the arm "
+                          "(set $TORCHRL_SERL_SECRET or --secret-file)", stacklevel=2)
 
         if safety is None:
             default_safety = getattr(arm, "default_safety", None)
@@ -87,8 +119,10 @@ class ArmServer:
         self.safety = safety
         self.idle_stop_s = idle_stop_s
         self.max_message_bytes = int(max_message_bytes)
-        self._ctx = zmq.Context.instance()
+        # Its own context: libzmq runs one authenticator (ZAP handler) per context.
+        self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
+        self.auth = None if secret is None else CurveServerAuth(self._ctx, self._sock, secret)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         # A client that rebuilds its socket after a missed deadline keeps its identity (and control).
@@ -103,10 +137,12 @@ class ArmServer:
         gripper = arm.gripper
         self._handlers = {
             "info": lambda: {"protocol": PROTOCOL_VERSION, "arm": type(arm).__name__, "n_joints": arm.n_joints,
+                             "joint_low_rad": list(map(float, arm.joint_low_rad)),
+                             "joint_high_rad": list(map(float, arm.joint_high_rad)),
                              "gripper_max_width_m": None if gripper is None else gripper.max_width_m},
             "get_state": lambda: state_to_dict(arm.get_state()),
             "set_cartesian_target": self._set_cartesian_target,
-            "move_to_joint_positions": arm.move_to_joint_positions,
+            "move_to_joint_positions": self._move_to_joint_positions,
             "move_to_cartesian_pose": self._move_to_cartesian_pose,
             "stop": arm.stop,
             "clear_errors": arm.clear_errors,
@@ -121,6 +157,10 @@ class ArmServer:
     def _set_cartesian_target(self, pos, quat) -> None:
         state = self.arm.get_state()
         self.arm.set_cartesian_target(*self.safety.clip(pos, quat, state.tcp_pos, state.tcp_quat))
+
+    def _move_to_joint_positions(self, q, *args, **kwargs) -> None:
+        q = self.safety.check_joint_target(q, self.arm.joint_low_rad, self.arm.joint_high_rad, self.arm.tool_pose_at)
+        self.arm.move_to_joint_positions(q, *args, **kwargs)
 
     def _move_to_cartesian_pose(self, pos, quat, *args, **kwargs) -> None:
         self.arm.move_to_cartesian_pose(*self.safety.clip_to_workspace(pos, quat), *args, **kwargs)
@@ -137,18 +177,18 @@ class ArmServer:
             if handler is None:
                 raise ValueError(f"unknown method {method!r}; known: {sorted(self._handlers)}")
             now = time.monotonic()
-            if method in CONTROL_METHODS:
-                if client != self.controller and self._controller_alive(now):
-                    raise RobotError(
-                        f"{method!r} refused: another client controls the arm (it keeps control until it sends "
-                        f"nothing for {self.idle_stop_s} s, or stops the arm)"
-                    )
-                self.controller = client
+            if method in CONTROL_METHODS and client != self.controller and self._controller_alive(now):
+                raise RobotError(
+                    f"{method!r} refused: another client controls the arm (it keeps control until it sends "
+                    f"nothing for {self.idle_stop_s} s, or stops the arm)"
+                )
             if client == self.controller:
                 self._last_control = now
             result = handler(*request.get("args", []), **request.get("kwargs", {}))
             if method == "stop":
                 self.controller = None  # a stopped arm is anyone's to command again
+            elif method in CONTROL_METHODS:  # accepted: a refused command claims nothing
+                self.controller = client
             return {"ok": True, "result": result}
         except Exception as err:  # every failure goes back to the client, the server keeps serving
             return {"ok": False, "error": type(err).__name__, "message": str(err)}
@@ -189,6 +229,13 @@ class ArmServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+            if self._thread.is_alive():
+                return  # still inside a blocking move: it closes the socket when it ends
+        else:
+            self._sock.close()
+        if self.auth is not None:
+            self.auth.close()
+        self._ctx.term()
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -199,6 +246,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--can-channel", default="can0", help="Piper CAN interface")
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555",
                         help="ZMQ endpoint; loopback by default, another interface only on the robot's private network")
+    parser.add_argument("--secret-file", help="file holding the shared secret (else $TORCHRL_SERL_SECRET); without "
+                        "either the server binds loopback only")
     parser.add_argument("--idle-stop-s", type=float, default=1.0)
     parser.add_argument("--box-low-m", type=float, nargs=3, help="workspace box low corner [m] (default: the arm's)")
     parser.add_argument("--box-high-m", type=float, nargs=3, help="workspace box high corner [m] (default: the arm's)")
@@ -208,6 +257,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = make_parser().parse_args(argv)
+    secret = load_secret(secret_file=args.secret_file)
+    if secret is None and not is_loopback_endpoint(args.bind):  # before touching the arm
+        raise SystemExit(f"refusing to bind {args.bind!r} without --secret-file or $TORCHRL_SERL_SECRET")
     if args.arm == "franka":
         from .franka import FrankaArm
 
@@ -220,8 +272,9 @@ def main(argv=None) -> None:
     overrides = {"box_low_m": args.box_low_m, "box_high_m": args.box_high_m, "max_step_m": args.max_step_m}
     safety = dataclasses.replace(safety, **{k: v for k, v in overrides.items() if v is not None})
     arm.connect()
-    server = ArmServer(arm, args.bind, args.idle_stop_s, safety=safety)
-    print(f"serving {type(arm).__name__} on {server.endpoint}", flush=True)
+    server = ArmServer(arm, args.bind, args.idle_stop_s, safety=safety, secret=secret)
+    print(f"serving {type(arm).__name__} on {server.endpoint} "
+          f"({'CURVE: only clients holding the secret' if secret else 'no secret: any local process'})", flush=True)
     try:
         server.serve_forever()
     finally:
