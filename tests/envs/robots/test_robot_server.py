@@ -217,6 +217,48 @@ def test_only_the_controlling_client_keeps_the_arm_alive(served, piper_double):
         monitor.disconnect()
 
 
+def test_a_client_flooding_requests_does_not_starve_the_idle_stop(served):
+    import threading
+
+    import zmq
+
+    from torchrl_serl.security import curve_client_options
+
+    remote, server, _ = served
+    # A monitor holding the secret that pipelines get_state requests (DEALER: no wait for replies),
+    # so the server always has one waiting.
+    ctx = zmq.Context()
+    flood = ctx.socket(zmq.DEALER)
+    flood.setsockopt(zmq.LINGER, 0)
+    for option, value in curve_client_options(SECRET.encode()).items():
+        flood.setsockopt(option, value)
+    flood.connect(server.endpoint)
+    stop = threading.Event()
+
+    def send():
+        request = [b"", json.dumps({"method": "get_state"}).encode()]
+        while not stop.is_set():
+            flood.send_multipart(request, copy=False)
+            while flood.poll(0):
+                flood.recv_multipart()
+
+    flooder = threading.Thread(target=send)
+    try:
+        state = remote.get_state()
+        flooder.start()
+        remote.set_cartesian_target(state.tcp_pos, state.tcp_quat)  # the learner takes control, then dies
+        t0 = time.monotonic()
+        while server.idle_stops == 0 and time.monotonic() - t0 < 3.0:
+            time.sleep(0.01)
+        assert server.idle_stops == 1 and server.controller is None
+        assert time.monotonic() - t0 < server.idle_stop_s + 0.5
+    finally:
+        stop.set()
+        flooder.join(10)
+        flood.close()
+        ctx.term()
+
+
 def _strangers(endpoint, rng, stop):
     """Peers that are not clients, until ``stop``: raw TCP sockets sending random bytes (some after a
     ZMTP 3 greeting, some shaped as a ZMTP 1.0 identity), held open, and ZMQ DEALER/REQ sockets holding

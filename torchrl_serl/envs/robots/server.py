@@ -209,8 +209,9 @@ class ArmServer:
                 if client == self.controller:  # a blocking move may have taken seconds: alive until now
                     self._last_control = time.monotonic()
                 self._sock.send_multipart([client, b"", json.dumps(reply).encode()])
-            elif (self.idle_stop_s is not None and self.controller is not None
-                  and time.monotonic() - self._last_control > self.idle_stop_s):
+            # Checked after every message too: other clients polling fast must not starve the idle stop.
+            if (self.idle_stop_s is not None and self.controller is not None
+                    and time.monotonic() - self._last_control > self.idle_stop_s):
                 self.controller = None
                 self.idle_stops += 1
                 try:
