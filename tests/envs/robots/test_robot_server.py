@@ -41,6 +41,8 @@ def test_remote_state_and_commands_reach_the_arm(served, piper_double):
     remote, server, arm = served
     server.idle_stop_s = 10.0  # the idle stop must not halt the arm on its way while the test waits
     assert remote.n_joints == 6 and remote.gripper.max_width_m == pytest.approx(0.07)
+    np.testing.assert_array_equal(remote.joint_low_rad, arm.joint_low_rad)
+    np.testing.assert_array_equal(remote.joint_high_rad, arm.joint_high_rad)
     state = remote.get_state()
     np.testing.assert_allclose(state.tcp_pos, arm.get_state().tcp_pos, atol=1e-6)
     q = np.array([0.0, 0.9, -0.8, 0.0, 0.6, 0.0])
