@@ -63,7 +63,7 @@ def learner_step_and_push(cfg, updater, buffer, push, updates, metrics):
     if len(buffer) < max(cfg.training_starts, cfg.sac.batch_size):
         time.sleep(0.01)
         return updates, metrics
-    metrics = updater.update(buffer.sample)
+    metrics = updater.update(buffer.sample(cfg.sac.batch_size * cfg.sac.utd_ratio))
     updates += 1
     if updates % cfg.push_every == 0:
         push(updates)

@@ -3,7 +3,8 @@
 Two 128x128 cameras (``front``, ``wrist``) + the 7-D state go through a frozen ResNet-10 (pass
 SERL's pretrained weights with ``--drq.pretrained_path``; nothing is downloaded) shared by actor
 and critic; images are randomly shifted inside the loss. Each env step is followed by
-``drq.utd_ratio - 1`` critic updates and one full update (SERL's ratio 4). With ``--demos <dir>``
+one learner step: one sample split into ``drq.utd_ratio`` minibatches, critic updates on all but the
+last, one full update on the last (SERL's ratio 4). With ``--demos <dir>``
 every batch is half demos (RLPD). ``drq_piper.py`` and ``drq_franka.py`` run this loop on those
 arms (``--robot.real true`` for the hardware, with ``--intervention spacemouse`` for HIL).
 
@@ -135,6 +136,7 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
         optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
         updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                              compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+        learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
         logger = RunLogger(
             cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
             use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
@@ -145,12 +147,12 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
                 demo_features = make_trunk_features(agent, cfg.drq, cfg.seed + 2_000_000)
                 encode = lambda demos: stored(demo_features.encode_transitions(demos))  # noqa: E731
             buffer = make_demo_replay_buffer(
-                cfg.buffer_size, cfg.drq.batch_size, cfg.demos, scratch_dir=logger.run_dir / "replay",
+                cfg.buffer_size, learner_batch, cfg.demos, scratch_dir=logger.run_dir / "replay",
                 demo_fraction=cfg.demo_fraction, pixel_keys=pixel_keys, seed=cfg.seed, encode=encode,
             )
         else:
             buffer = make_pixel_replay_buffer(
-                cfg.buffer_size, cfg.drq.batch_size, logger.run_dir / "replay", pixel_keys=pixel_keys, seed=cfg.seed
+                cfg.buffer_size, learner_batch, logger.run_dir / "replay", pixel_keys=pixel_keys, seed=cfg.seed
             )
         # intervened steps also go to the demo side (SERL/HIL-SERL)
         router = InterventionRouter(buffer) if cfg.intervention != "none" else None
@@ -198,7 +200,7 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
                     if step >= cfg.training_starts:  # SERL: one learner step per env step from training_starts on
                         owed_updates += cfg.updates_per_step * (step - max(step - frames, cfg.training_starts - 1))
                         while owed_updates >= 1:
-                            train_metrics = updater.update(buffer.sample)
+                            train_metrics = updater.update(buffer.sample(learner_batch))
                             updates += 1
                             owed_updates -= 1
                         collector.update_policy_weights_()

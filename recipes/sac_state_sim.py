@@ -3,8 +3,8 @@
 With ``--demos <dir>`` (from ``recipes/record_demos.py``) every batch is half demos, half online
 data (RLPD); without, plain SAC with SERL's ensemble critic.
 
-One env step, then ``utd_ratio`` critic updates and one actor + temperature update (SERL's
-critic:actor ratio 8). Logs to ``<logdir>/<exp_name>/`` (CSV; wandb with ``--wandb``), evaluates
+One env step, then one learner step: ``utd_ratio`` critic updates and one actor + temperature update
+on one sample split into ``utd_ratio`` minibatches (SERL's critic:actor ratio 8). Logs to ``<logdir>/<exp_name>/`` (CSV; wandb with ``--wandb``), evaluates
 the deterministic policy every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps
 and on Ctrl-C / SIGTERM; ``--resume`` continues the newest valid checkpoint.
 
@@ -54,17 +54,18 @@ def main(argv=None) -> None:
     optimizers = make_sac_optimizers(agent.loss, cfg.sac, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+    learner_batch = cfg.sac.batch_size * cfg.sac.utd_ratio  # one sample per learner step
     logger = RunLogger(
         cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
         use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
     )
     if cfg.demos:
         buffer = make_demo_replay_buffer(
-            cfg.buffer_size, cfg.sac.batch_size, cfg.demos, scratch_dir=logger.run_dir / "replay",
+            cfg.buffer_size, learner_batch, cfg.demos, scratch_dir=logger.run_dir / "replay",
             demo_fraction=cfg.demo_fraction, seed=cfg.seed,
         )
     else:
-        buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size, device=cfg.device)
+        buffer = make_replay_buffer(cfg.buffer_size, learner_batch, device=cfg.device)
     collector = make_collector(env, agent.actor, frames_per_batch=1, random_steps=cfg.random_steps)
     checkpointer = RunCheckpointer(
         logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
                     logger.progress(step, success=episode["success"], ret=episode["return"])
 
                 if step >= cfg.training_starts:
-                    train_metrics = updater.update(buffer.sample)
+                    train_metrics = updater.update(buffer.sample(learner_batch))
                     updates += 1
                     collector.update_policy_weights_()
 

@@ -139,6 +139,7 @@ def main(argv=None) -> dict[str, float]:
     optimizers = make_sac_optimizers(loss, cfg.drq, capturable=cfg.cudagraphs)
     updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+    learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
     policy = make_drq_policy(actor, encoder)
 
     # VICE classifier, its loss and optimizer
@@ -160,7 +161,7 @@ def main(argv=None) -> dict[str, float]:
     capacity = cfg.buffer_size  # not tied to total_steps: a resumed run may extend the budget
     buffer = make_pixel_replay_buffer(
         capacity + capacity // cfg.env.max_episode_steps + 2,  # + one tail row per episode
-        cfg.drq.batch_size, logger.run_dir / "replay", pixel_keys=keys, seed=cfg.seed,
+        learner_batch, logger.run_dir / "replay", pixel_keys=keys, seed=cfg.seed,
         # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
         transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
     )
@@ -189,7 +190,7 @@ def main(argv=None) -> dict[str, float]:
         return {f"vice/{k}": v.item() for k, v in out.items()}
 
     def sample():
-        batch = buffer.sample()
+        batch = buffer.sample(learner_batch)
         metrics["train/vice_reward_mean"] = float(batch["next", "reward"].mean())
         agree = batch["next", "vice_success"] == batch["next", "success"]
         metrics["train/vice_agrees_with_env_success"] = float(agree.float().mean())
@@ -215,7 +216,7 @@ def main(argv=None) -> dict[str, float]:
                 if len(buffer) >= cfg.training_starts:
                     if updates % cfg.vice.update_every == 0:
                         metrics.update(vice_update())
-                    metrics.update(updater.update(sample))
+                    metrics.update(updater.update(sample()))
                     updates += 1
                     collector.update_policy_weights_()
 

@@ -64,15 +64,16 @@ def test_sac_agent_create_update_sample():
     assert torch.equal(det, agent.sample_actions(batch["observations"][:5], deterministic=True))
 
 
-def test_sac_agent_critic_only_updates_leave_actor_and_temperature():
+def test_sac_agent_update_is_the_recipes_learner_step():
+    """``update(batch, utd_ratio=4)``: SACUpdater's schedule, 4 critic steps (3 critic-only, then
+    one with actor and temperature) and one actor and temperature step."""
     batch = serl_state_batch(16)
     agent = SACAgent.create_states(batch["observations"], batch["actions"], critic_ensemble_size=3)
-    alpha = agent.loss.log_alpha.detach().clone()
-    actor = [p.detach().clone() for p in agent.params["actor"]]
-    out = agent._critic_loss(agent._batch(batch))
-    agent._step(["critic"], out["loss_qvalue"], {})
-    assert torch.equal(alpha, agent.loss.log_alpha.detach())
-    assert all(torch.equal(a, b) for a, b in zip(actor, agent.params["actor"]))
+    steps = []
+    for name, optim in agent.optimizers.items():
+        optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
+    agent.update(batch, utd_ratio=4)
+    assert steps == ["critic"] * 3 + ["critic", "actor", "temperature"]
 
 
 def test_sac_agent_learns_a_fixed_batch_critic():

@@ -4,7 +4,8 @@
 No second implementation of the math: an agent owns a TorchRL loss
 (:class:`~torchrl_serl.objectives.sac.SERLSACLoss` or :class:`~torchrl_serl.objectives.drq.DrQLoss`),
 a :class:`~torchrl.objectives.SoftUpdate` and one optimizer per parameter group (critic, actor,
-temperature), and runs SERL's high-UTD schedule with them. Batches may be TorchRL tensordicts
+temperature), and runs them with the recipes' learner step,
+:class:`~torchrl_serl.training.updater.SACUpdater` (its docstring ties the schedule to SERL's). Batches may be TorchRL tensordicts
 (``observation``, ``action``, ``("next", ...)``) or SERL dicts (``observations``, ``actions``,
 ``next_observations``, ``rewards``, ``masks``, ``dones``); images may be channels-first (this
 package) or channels-last (SERL).
@@ -26,7 +27,8 @@ from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
 from torchrl_serl.modules.sac_networks import make_sac_actor, make_sac_critic
 from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.objectives.sac import SERLSACLoss
-from torchrl_serl.optim import clip_grad_norm, make_lr_schedule, make_optimizer
+from torchrl_serl.optim import make_lr_schedule, make_optimizer
+from torchrl_serl.training.updater import SACUpdater
 
 _ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu), "swish": (nn.SiLU, nn.functional.silu)}
 _NETWORK_KWARGS = {"hidden_dims", "use_layer_norm", "activations", "activate_final"}
@@ -67,10 +69,8 @@ def _policy_config(kwargs: Mapping | None) -> dict:
 class _Agent:
     """Shared update/act machinery; build agents with the ``create_*`` constructors."""
 
-    # SERL's SAC (update_high_utd): utd_ratio critic updates, then actor + temperature on the last
-    # minibatch with the updated critic. SERL's pixel learner loop: cta_ratio - 1 critic updates,
-    # then one full update whose actor loss sees the critic before that step's critic update.
-    _FULL_LAST_UPDATE = False
+    # the agent's optimizer names and SACUpdater's
+    _UPDATER_NAMES = {"critic": "critic_optim", "actor": "actor_optim", "temperature": "alpha_optim"}
 
     def __init__(
         self,
@@ -104,10 +104,23 @@ class _Agent:
             self.max_grad_norms[name] = kw.get("clip_grad_norm")
             if kw.get("warmup_steps", 0) or kw.get("cosine_decay_steps") is not None:
                 self.schedulers[name] = make_lr_schedule(opt, kw.get("warmup_steps", 0), kw.get("cosine_decay_steps"))
-        self._critic_loss = torch.compile(loss.loss_critic) if compile else loss.loss_critic
-        self._actor_loss = torch.compile(loss.loss_actor_alpha) if compile else loss.loss_actor_alpha
-        self._full_loss = torch.compile(loss.forward) if compile else loss.forward
+        self._compile = compile
+        self._updaters: dict[int, SACUpdater] = {}
         self.step = 0
+
+    def _updater(self, utd_ratio: int) -> SACUpdater:
+        if utd_ratio not in self._updaters:
+            names = self._UPDATER_NAMES
+            self._updaters[utd_ratio] = SACUpdater(
+                self.loss,
+                {names[k]: opt for k, opt in self.optimizers.items()},
+                self.target_updater,
+                utd_ratio,
+                max_grad_norms={names[k]: v for k, v in self.max_grad_norms.items() if v is not None},
+                lr_schedulers={names[k]: v for k, v in self.schedulers.items()},
+                compile=self._compile,
+            )
+        return self._updaters[utd_ratio]
 
     def _to_tensordict(self, obs) -> TensorDictBase:
         """Observation(s) -> tensordict with this package's keys and channels-first images."""
@@ -136,52 +149,20 @@ class _Agent:
         td.set("next", nxt)
         return td
 
-    def _step(self, names: Sequence[str], loss: torch.Tensor, info: dict) -> None:
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        for name in names:
-            norm = clip_grad_norm(self.params[name], self.max_grad_norms[name])
-            if norm is not None:
-                info[f"{name}_grad_norm"] = norm
-            self.optimizers[name].step()
-            if name in self.schedulers:
-                self.schedulers[name].step()
-
     def update(self, batch, utd_ratio: int = 1) -> dict[str, float]:
-        """One learner step: the batch is split into ``utd_ratio`` minibatches; each trains the
-        critic (then the target moves by ``tau``), and the last one also trains actor and
-        temperature (see the class docstring for the exact SERL schedule). Returns detached
-        diagnostics as floats.
+        """One learner step of :class:`~torchrl_serl.training.updater.SACUpdater`: the batch is
+        split into ``utd_ratio`` disjoint minibatches, critic-only updates on all but the last, one
+        critic + actor + temperature update on the last (each critic update moves the target by
+        ``tau``). Returns the last update's detached diagnostics as floats (``<group>_grad_norm``
+        before clipping where ``clip_grad_norm`` is set; the temperature's is ``alpha_grad_norm``).
 
         Args:
             batch: ``[B]`` transitions (TensorDict or SERL dict), ``B`` divisible by ``utd_ratio``.
             utd_ratio: critic updates in this step (SERL: 8 state, 4 pixels).
         """
-        if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
-            raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
-        td = self._batch(batch)
-        if td.ndim != 1 or td.shape[0] % utd_ratio:
-            raise ValueError(f"batch must be [B] with B divisible by utd_ratio={utd_ratio}, got {tuple(td.shape)}")
-        minibatches = td.chunk(utd_ratio)
-        info: dict = {}
-        n_critic_only = utd_ratio - 1 if self._FULL_LAST_UPDATE else utd_ratio
-        for mb in minibatches[:n_critic_only]:
-            out = self._critic_loss(mb)
-            self._step(["critic"], out["loss_qvalue"], info)
-            self.target_updater.step()
-            info.update(out.items())
-        last = minibatches[-1]
-        if self._FULL_LAST_UPDATE:
-            out = self._full_loss(last)
-            self._step(["critic", "actor", "temperature"], out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"], info)
-            self.target_updater.step()
-        else:
-            out = self._actor_loss(last)
-            self._step(["actor", "temperature"], out["loss_actor"] + out["loss_alpha"], info)
-        info.update(out.items())
+        info = self._updater(utd_ratio).update(self._batch(batch))
         self.step += 1
-        return {k: float(v.detach()) for k, v in info.items()}
+        return {k.removeprefix("train/"): v for k, v in info.items()}
 
     @torch.no_grad()
     def sample_actions(self, observations, deterministic: bool = False) -> torch.Tensor:
@@ -211,11 +192,7 @@ class _Agent:
 
 
 class SACAgent(_Agent):
-    """SERL's state SAC agent (``serl_launcher.agents.continuous.sac.SACAgent``) on :class:`SERLSACLoss`.
-
-    ``update(batch, utd_ratio=k)``: ``k`` critic-only updates on ``k`` minibatches, then one actor +
-    temperature update on the last minibatch (SERL's ``SACAgent.update_high_utd``).
-    """
+    """SERL's state SAC agent (``serl_launcher.agents.continuous.sac.SACAgent``) on :class:`SERLSACLoss`."""
 
     @classmethod
     def create_states(
@@ -301,14 +278,7 @@ class SACAgent(_Agent):
 
 
 class DrQAgent(_Agent):
-    """SERL's pixel agent (``serl_launcher.agents.continuous.drq.DrQAgent``) on :class:`DrQLoss`.
-
-    ``update(batch, utd_ratio=k)``: ``k - 1`` critic-only updates, then one full update (critic,
-    actor, temperature) on the last minibatch: SERL's pixel learner loop (``cta_ratio - 1`` calls to
-    ``update_critics``, then ``update_high_utd(utd_ratio=1)``; ``cta_ratio=4``).
-    """
-
-    _FULL_LAST_UPDATE = True
+    """SERL's pixel agent (``serl_launcher.agents.continuous.drq.DrQAgent``) on :class:`DrQLoss`."""
 
     @classmethod
     def create_pixels(

@@ -69,7 +69,7 @@ def test_drq_on_cached_features_learns_to_point_at_the_square(tmp_path):
     policy = TensorDictSequential(CachedFeaturesEncoder(encoder), actor)
     before = pointing_error(policy, test_td, target[:128])
     for _ in range(300):
-        updater.update(buffer.sample)
+        updater.update(buffer.sample(2 * 64))
     after = pointing_error(policy, test_td, target[:128])
     # random pointing errs by ~0.5-0.7 on average; the trained policy must halve its untrained error
     print(f"pointing error before {before:.3f} after {after:.3f}")

@@ -22,10 +22,11 @@ def _agent():
     return agent, make_sac_optimizers(agent.loss, CFG)
 
 
-def _batches() -> list[list[TensorDict]]:
-    """STEPS x UTD joint batches of WORLD * B transitions (rank r takes rows r*B:(r+1)*B)."""
+def _batches() -> list[TensorDict]:
+    """STEPS joint batches of WORLD * UTD * B transitions (rank r takes rows r*UTD*B:(r+1)*UTD*B; the
+    joint batch's minibatch i, rows i::UTD, is then the ranks' minibatches i one after the other)."""
     g = torch.Generator().manual_seed(1)
-    n = WORLD * B
+    n = WORLD * UTD * B
 
     def batch():
         return TensorDict(
@@ -41,7 +42,7 @@ def _batches() -> list[list[TensorDict]]:
             batch_size=[n],
         )
 
-    return [[batch() for _ in range(UTD)] for _ in range(STEPS)]
+    return [batch() for _ in range(STEPS)]
 
 
 def _rank_rng(rank: int) -> torch.Tensor:
@@ -61,9 +62,8 @@ def _ddp_worker(rank, port, out_dir):
                     p.add_(1.0)
         updater = DDPSACUpdater(agent.loss, optims, agent.target_updater, UTD)
         torch.set_rng_state(_rank_rng(rank))
-        for step_batches in _batches():
-            it = iter(step_batches)
-            updater.update(lambda: next(it)[rank * B : (rank + 1) * B])
+        for joint in _batches():
+            updater.update(joint[rank * UTD * B : (rank + 1) * UTD * B])
         torch.save({k: v.clone() for k, v in agent.loss.state_dict().items()}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -89,9 +89,8 @@ def _single_process_reference() -> dict:
 
     updater._critic_loss = joint_mean(agent.loss.loss_critic)
     updater._full_loss = joint_mean(agent.loss)
-    for step_batches in _batches():
-        it = iter(step_batches)
-        updater.update(lambda: next(it))
+    for joint in _batches():
+        updater.update(joint)
     return agent.loss.state_dict()
 
 

@@ -1,4 +1,4 @@
-"""SACUpdater options: bf16 autocast, compiled updates, and whole-update CUDA graphs."""
+"""SACUpdater: SERL's update schedule, bf16 autocast, compiled updates, and whole-update CUDA graphs."""
 import pytest
 import torch
 from tensordict import TensorDict
@@ -11,20 +11,91 @@ B, OBS, ACT, UTD = 64, 10, 4, 2
 CFG = SACConfig(hidden=(64, 64), num_critics=4, critic_subsample=2, utd_ratio=UTD)
 
 
-def _batch(seed: int) -> TensorDict:
+def _batch(seed: int, n: int = B) -> TensorDict:
     g = torch.Generator().manual_seed(seed)
     return TensorDict(
-        observation=torch.randn(B, OBS, generator=g),
-        action=torch.rand(B, ACT, generator=g) * 2 - 1,
+        observation=torch.randn(n, OBS, generator=g),
+        action=torch.rand(n, ACT, generator=g) * 2 - 1,
         next=TensorDict(
-            observation=torch.randn(B, OBS, generator=g),
-            reward=torch.rand(B, 1, generator=g),
-            done=torch.zeros(B, 1, dtype=torch.bool),
-            terminated=torch.zeros(B, 1, dtype=torch.bool),
-            batch_size=[B],
+            observation=torch.randn(n, OBS, generator=g),
+            reward=torch.rand(n, 1, generator=g),
+            done=torch.zeros(n, 1, dtype=torch.bool),
+            terminated=torch.zeros(n, 1, dtype=torch.bool),
+            batch_size=[n],
         ),
-        batch_size=[B],
+        batch_size=[n],
     )
+
+
+def _numbered(n: int) -> TensorDict:
+    """A batch of ``n`` transitions whose ``observation[:, 0]`` is the row number."""
+    batch = _batch(0, n)
+    batch["observation"][:, 0] = torch.arange(n, dtype=torch.float32)
+    return batch
+
+
+def test_update_runs_critic_updates_then_one_full_update_on_disjoint_minibatches_of_one_sample():
+    """One learner step on [UTD * B] rows: critic-only updates on minibatches 0..UTD-2, then one
+    critic + actor + temperature update on the last; minibatch i is rows i::UTD; the targets move
+    after every critic update."""
+    utd = 4
+    agent = make_sac_agent(CFG, OBS, ACT)
+    optims = make_sac_optimizers(agent.loss, CFG)
+    steps = []
+    for name, optim in optims.items():
+        optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
+    soft_update = agent.target_updater.step
+    agent.target_updater.step = lambda: (steps.append("target"), soft_update())
+    updater = SACUpdater(agent.loss, optims, agent.target_updater, utd)
+    seen = []
+
+    def recorded(kind, loss_fn):
+        def call(minibatch):
+            seen.append((kind, minibatch["observation"][:, 0].long().tolist()))
+            return loss_fn(minibatch)
+
+        return call
+
+    updater._critic_loss = recorded("critic", updater._critic_loss)
+    updater._full_loss = recorded("full", updater._full_loss)
+    logs = updater.update(_numbered(utd * B))
+    assert [kind for kind, _ in seen] == ["critic"] * (utd - 1) + ["full"]
+    assert [rows for _, rows in seen] == [list(range(i, utd * B, utd)) for i in range(utd)]
+    assert steps == ["critic_optim", "target"] * (utd - 1) + ["critic_optim", "actor_optim", "alpha_optim", "target"]
+    assert {"train/loss_qvalue", "train/loss_actor", "train/loss_alpha"} <= logs.keys()
+    with pytest.raises(ValueError, match=r"divisible by utd_ratio=4, got \(10,\)"):
+        updater.update(_numbered(10))
+
+
+def test_each_minibatch_of_a_demo_buffer_sample_holds_the_demo_fraction(tmp_path):
+    """The demo buffer returns its demo rows first; the strided split still gives every
+    minibatch half demos."""
+    from torchrl_serl.data import OnlineDemoReplayBuffer
+
+    buffer = OnlineDemoReplayBuffer(500, 500, demo_fraction=0.5, scratch_dir=tmp_path, seed=0)
+    demos = _batch(1, 100)
+    demos["observation"][:, 1] = -100.0
+    buffer.extend_demos(demos)
+    buffer.extend(_batch(2, 100))
+    agent = make_sac_agent(CFG, OBS, ACT)
+    updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, 4)
+    minibatches = updater.minibatches(buffer.sample(4 * 16))
+    assert [int((mb["observation"][:, 1] == -100.0).sum()) for mb in minibatches] == [8, 8, 8, 8]
+
+
+def test_grad_clipping_and_lr_schedules_per_optimizer():
+    from torchrl_serl.optim import make_lr_schedule
+
+    agent = make_sac_agent(CFG, OBS, ACT)
+    optims = make_sac_optimizers(agent.loss, CFG)
+    schedule = make_lr_schedule(optims["critic_optim"], warmup_steps=10)
+    updater = SACUpdater(agent.loss, optims, agent.target_updater, UTD, max_grad_norms={"critic_optim": 1e-6},
+                         lr_schedulers={"critic_optim": schedule})
+    logs = updater.update(_batch(0, UTD * B))
+    assert logs["train/critic_grad_norm"] > 1e-6 and "train/actor_grad_norm" not in logs
+    assert optims["critic_optim"].param_groups[0]["lr"] == pytest.approx(CFG.critic_lr * UTD / 10)
+    with pytest.raises(ValueError, match=r"name no optimizer: \['critic'\]"):
+        SACUpdater(agent.loss, optims, agent.target_updater, UTD, max_grad_norms={"critic": 1.0})
 
 
 def _run(bf16: bool):
@@ -33,9 +104,8 @@ def _run(bf16: bool):
     agent = make_sac_agent(CFG, OBS, ACT)
     before = torch.cat([p.detach().flatten().clone() for p in agent.loss.qvalue_network_params.values(True, True)])
     updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, UTD, bf16=bf16)
-    batches = iter([_batch(i) for i in range(UTD)])
     torch.manual_seed(1)
-    logs = updater.update(lambda: next(batches))
+    logs = updater.update(_batch(0, UTD * B))
     params = list(agent.loss.qvalue_network_params.values(True, True))
     assert all(p.dtype == torch.float32 for p in params)  # master weights stay float32
     return logs, before, torch.cat([p.detach().flatten() for p in params])
@@ -67,15 +137,15 @@ def test_compiled_update_checks_each_batch_before_running_it():
     so a NaN batch is refused by name and no weight moves (it raises before compiling)."""
     agent = make_sac_agent(CFG, OBS, ACT)
     updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, UTD, compile=True)
-    bad = _batch(0)
+    bad = _batch(0, UTD * B)
     bad["next", "observation"][3, 1] = float("nan")
     before = [p.detach().clone() for p in agent.loss.parameters()]
     with pytest.raises(ValueError, match=r"non-finite.*next.*observation"):
-        updater.update(lambda: bad)
+        updater.update(bad)
     assert all(torch.equal(a, b) for a, b in zip(before, agent.loss.parameters()))
-    missing = _batch(1).exclude(("next", "reward"))
+    missing = _batch(1, UTD * B).exclude(("next", "reward"))
     with pytest.raises(KeyError, match="reward"):
-        updater.update(lambda: missing)
+        updater.update(missing)
 
 
 # CUDA graphs: run on a GPU machine (skipped without CUDA; CI has none). The whole-update graphs
@@ -85,7 +155,8 @@ CUDA_UTD = 3  # two critic-only updates a step: both graphs are recorded within 
 
 
 def _batches(n: int, seed: int = 0) -> list[TensorDict]:
-    return [_batch(100 * seed + i) for i in range(n)]
+    """``n`` learner-step batches of ``CUDA_UTD * B`` rows."""
+    return [_batch(100 * seed + i, CUDA_UTD * B) for i in range(n)]
 
 
 def _params(loss) -> torch.Tensor:
@@ -100,9 +171,9 @@ def _train(steps: int, compile: bool, cudagraphs: bool, bf16: bool = False):
     optims = make_sac_optimizers(agent.loss, CFG, capturable=cudagraphs)
     updater = SACUpdater(agent.loss, optims, agent.target_updater, CUDA_UTD, compile=compile,
                          cudagraphs=cudagraphs, bf16=bf16)
-    batches = iter(_batches(steps * CUDA_UTD))
+    batches = _batches(steps)
     torch.manual_seed(1)
-    logs = [updater.update(lambda: next(batches)) for _ in range(steps)]
+    logs = [updater.update(batch) for batch in batches]
     return logs, _params(agent.loss), agent, updater
 
 
@@ -172,7 +243,7 @@ def test_drq_pixel_updates_replay_as_cuda_graphs():
                           batch_size=[16])
 
     encoder_before = torch.cat([p.detach().flatten().clone() for p in agent.loss.encoder_params.values(True, True)])
-    logs = [updater.update(sample) for _ in range(4)]
+    logs = [updater.update(sample()) for _ in range(4)]
     assert all(torch.isfinite(torch.tensor(v)) for log in logs for v in log.values())
     encoder_after = torch.cat([p.detach().flatten() for p in agent.loss.encoder_params.values(True, True)])
     assert not torch.equal(encoder_before, encoder_after)
@@ -185,8 +256,7 @@ def test_replayed_updates_keep_training_and_refuse_bad_batches():
     _, _, agent, updater = _train(3, compile=True, cudagraphs=True)
     target = torch.cat([p.detach().flatten() for p in agent.loss.target_qvalue_network_params.values(True, True)])
     before = _params(agent.loss)
-    batches = iter(_batches(CUDA_UTD, seed=5))
-    logs = updater.update(lambda: next(batches))
+    logs = updater.update(_batches(1, seed=5)[0])
     after = _params(agent.loss)
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     assert not torch.equal(before, after)
@@ -195,5 +265,5 @@ def test_replayed_updates_keep_training_and_refuse_bad_batches():
     bad = _batches(1, seed=6)[0]
     bad["observation"][0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
-        updater.update(lambda: bad)
+        updater.update(bad)
     torch.testing.assert_close(_params(agent.loss), after, rtol=0, atol=0)

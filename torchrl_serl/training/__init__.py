@@ -1,4 +1,4 @@
-"""Training utilities shared by the recipes: configs, checkpoints, logging, evaluation, plots."""
+"""What the recipes share: configs, env and agent factories, the learner update, checkpoints, logging, evaluation, plots."""
 
 from torchrl_serl.training.checkpoint import CheckpointError, GracefulStop, ResumeInfo, RunCheckpointer
 from torchrl_serl.training.config import EnvConfig, RobotConfig, RunConfig, SACConfig, parse_config

@@ -55,6 +55,7 @@ class SACConfig:
     alpha_init: float = 0.01
     backup_entropy: bool = False
     batch_size: int = 256
+    """Transitions per critic update; a learner step samples ``batch_size * utd_ratio`` at once."""
     utd_ratio: int = 8
     """Critic updates per actor/temperature update (and per collected env step)."""
     actor_lr: float = 3e-4

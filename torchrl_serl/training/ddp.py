@@ -1,12 +1,12 @@
 """Data-parallel SERL learner: :class:`~torch.nn.parallel.DistributedDataParallel` over the loss.
 
-Each rank samples its own batch, runs the same SERL update (``utd_ratio - 1`` critic updates, then
-one full update) and DDP averages the gradients of the critic ensemble, the actor and
+Each rank samples its own ``[utd_ratio * B]`` batch, runs the same SERL update (critic-only updates on
+``utd_ratio - 1`` minibatches, then one full update on the last) and DDP averages the gradients of the critic ensemble, the actor and
 ``log_alpha`` across ranks before every optimizer step. Ranks start from rank 0's parameters
 (DDP broadcasts them), and identical averaged gradients keep parameters, optimizer moments and
-target networks identical on every rank. With per-rank batches of ``B`` the update equals a
-single-process update on the ``world_size * B`` concatenated batch, because every SERL loss is a
-batch mean.
+target networks identical on every rank. With per-rank batches of ``utd_ratio * B`` the update equals a
+single-process update on the ``world_size * utd_ratio * B`` concatenated batch (its minibatch ``i``
+is the ranks' minibatches ``i`` together), because every SERL loss is a batch mean.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class DDPSACUpdater(SACUpdater):
 
     Call after :func:`init_ddp` (or any ``torch.distributed.init_process_group``). Arguments are
     those of ``SACUpdater``; ``device_ids`` is passed to DDP (``None`` on CPU, ``[local_rank]``
-    on GPUs). ``update(sample)`` takes this rank's batches from ``sample()``.
+    on GPUs). ``update(batch)`` takes this rank's ``[utd_ratio * B]`` batch.
     """
 
     def __init__(self, loss, optimizers, target_updater, utd_ratio: int, device_ids: list[int] | None = None):

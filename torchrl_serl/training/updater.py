@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Mapping
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
+from torchrl_serl.optim import clip_grad_norm, make_optimizer
 from torchrl_serl.training.config import SACConfig
 
 
@@ -26,8 +27,6 @@ def make_sac_optimizers(loss: nn.Module, cfg: SACConfig, capturable: bool = Fals
         critic_params += [p for p in encoder_params.values(True, True) if p.requires_grad]
     critic_ids = {p.data_ptr() for p in critic_params}
     actor_params = [p for p in loss.actor_network_params.values(True, True) if p.data_ptr() not in critic_ids]
-    from torchrl_serl.optim import make_optimizer
-
     # fused Adam: one kernel for all of an optimizer's parameters (the per-tensor loop showed up in
     # a py-spy profile of the CPU pixel learner)
     return {
@@ -38,20 +37,39 @@ def make_sac_optimizers(loss: nn.Module, cfg: SACConfig, capturable: bool = Fals
 
 
 class SACUpdater:
-    """SERL's high update-to-data learner step: ``utd_ratio - 1`` critic-only updates, then one
-    full update (critic + actor + temperature on the same batch).
+    """SERL's high update-to-data learner step, for state SAC and pixel DrQ alike.
 
-    Every critic update draws a fresh batch and moves the target networks by ``tau`` (SERL updates
-    the targets inside each critic step). The full update calls ``loss(batch)`` once, so a pixel
-    loss (:class:`~torchrl_serl.objectives.drq.DrQLoss`) encodes that batch once for all three
-    losses; their gradients touch disjoint parameters, so one backward of the sum is exact.
-    Batches are moved to the loss's device.
+    ``update(batch)`` takes one replay sample of ``[utd_ratio * B]`` transitions, splits it into
+    ``utd_ratio`` disjoint minibatches of ``B`` (minibatch ``i`` holds rows ``i, i + utd_ratio, ...``),
+    runs a critic-only update on each of the first ``utd_ratio - 1`` and one full update (critic +
+    actor + temperature) on the last. Every critic update moves the target networks by ``tau``.
+    The full update calls ``loss(minibatch)`` once, so a pixel loss
+    (:class:`~torchrl_serl.objectives.drq.DrQLoss`) encodes it once for all three losses; their
+    gradients touch disjoint parameters, so one backward of the sum is exact.
+
+    SERL (``serl_launcher/agents/continuous/sac.py``, ``SACAgent.update_high_utd``) also takes one
+    batch of ``utd_ratio * B`` (``examples/async_sac_state_sim`` samples
+    ``batch_size * critic_actor_ratio``) and reshapes it into ``utd_ratio`` minibatches; it runs
+    ``utd_ratio`` critic-only updates, then one actor + temperature update on the whole batch with
+    the updated critic. SERL's pixel learner (``examples/async_drq_sim``) runs
+    ``critic_actor_ratio - 1`` ``update_critics`` on fresh batches of ``B``, then
+    ``update_high_utd(batch, utd_ratio=1)`` on one more: a critic update, then actor + temperature on
+    those ``B`` rows. This one schedule serves both, and differs from SERL in two ways: the actor
+    and temperature losses see the critic from before the last critic update (the fused full
+    update above), and they read the last minibatch's ``B`` rows, as SERL's pixel learner, not all
+    ``utd_ratio * B``. The strided split gives every minibatch its share of an
+    :class:`~torchrl_serl.data.OnlineDemoReplayBuffer` sample, whose demo rows come first.
 
     Args:
         loss: a :class:`~torchrl_serl.objectives.SERLSACLoss` or ``DrQLoss``.
-        optimizers: output of :func:`make_sac_optimizers`.
+        optimizers: ``critic_optim``, ``actor_optim``, ``alpha_optim`` (:func:`make_sac_optimizers`).
         target_updater: ``SoftUpdate`` on ``loss``.
         utd_ratio: critic updates per learner step (SERL: 8 state, 4 pixels), >= 1.
+        max_grad_norms: optimizer name -> global L2 norm its gradients are clipped to before its
+            step (SERL's ``clip_grad_norm``); the norm before clipping is logged as
+            ``<name without _optim>_grad_norm``.
+        lr_schedulers: optimizer name -> scheduler stepped after each of its steps (SERL's warm-up
+            and cosine schedules, :func:`~torchrl_serl.optim.make_lr_schedule`). Not with ``cudagraphs``.
         compile: ``torch.compile`` the loss functions (CPU: 1.3-1.7x after compiling).
         cudagraphs: record each whole update (loss, backward, optimizer steps, target update) as
             one CUDA graph (:class:`tensordict.nn.CudaGraphModule`, as TorchRL's own SAC recipes
@@ -66,14 +84,23 @@ class SACUpdater:
     ``check_batch`` (missing keys, shapes, NaN/inf) on each batch before them.
     """
 
-    def __init__(self, loss, optimizers, target_updater, utd_ratio: int, compile: bool = False,
-                 cudagraphs: bool = False, bf16: bool = False) -> None:
+    def __init__(self, loss, optimizers: Mapping[str, torch.optim.Optimizer], target_updater, utd_ratio: int,
+                 max_grad_norms: Mapping[str, float] | None = None, lr_schedulers: Mapping | None = None,
+                 compile: bool = False, cudagraphs: bool = False, bf16: bool = False) -> None:
         if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
             raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
+        max_grad_norms, lr_schedulers = dict(max_grad_norms or {}), dict(lr_schedulers or {})
+        unknown = (max_grad_norms.keys() | lr_schedulers.keys()) - optimizers.keys()
+        if unknown:
+            raise ValueError(f"max_grad_norms/lr_schedulers name no optimizer: {sorted(unknown)}; "
+                             f"optimizers: {sorted(optimizers)}")
         self.device = next(loss.parameters()).device
         if cudagraphs:
             if self.device.type != "cuda":
                 raise ValueError(f"cudagraphs=True needs a CUDA loss, got a loss on {self.device}")
+            if lr_schedulers:
+                raise ValueError("cudagraphs=True cannot replay learning-rate schedules (the graphs hold the "
+                                 "learning rate they recorded); pass lr_schedulers=None")
             not_capturable = [name for name, optim in optimizers.items()
                               if not all(group.get("capturable", False) for group in optim.param_groups)]
             if not_capturable:
@@ -89,8 +116,9 @@ class SACUpdater:
                             f"{self.device} (a CUDA graph cannot record a host copy), got {value!r}: build it "
                             f"with make_sac_actor(..., device={str(self.device)!r})"
                         )
-        self.optimizers = list(optimizers.values())
-        self.critic_optim = optimizers["critic_optim"]
+        self.optimizers = dict(optimizers)
+        self.max_grad_norms = max_grad_norms
+        self.lr_schedulers = lr_schedulers
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
         if bf16:
@@ -110,37 +138,51 @@ class SACUpdater:
             self._critic_step = CudaGraphModule(self._critic_update, warmup=2, in_keys=[], out_keys=[])
             self._full_step = CudaGraphModule(self._full_update, warmup=2, in_keys=[], out_keys=[])
 
+    def _step(self, names: tuple[str, ...], loss: torch.Tensor, out: TensorDictBase) -> TensorDictBase:
+        """Backward of ``loss``, then each named optimizer's clip, step and schedule."""
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        out = _detached(out)
+        for name in names:
+            optim = self.optimizers[name]
+            if self.max_grad_norms.get(name) is not None:
+                params = [p for group in optim.param_groups for p in group["params"]]
+                norm = clip_grad_norm(params, self.max_grad_norms[name])
+                out[f"{name.removesuffix('_optim')}_grad_norm"] = norm.detach()
+            optim.step()
+            if name in self.lr_schedulers:
+                self.lr_schedulers[name].step()
+        self.target_updater.step()
+        return out
+
     def _critic_update(self, batch: TensorDictBase) -> TensorDictBase:
         with self._autocast():
             out = self._critic_loss(batch)
-        self.critic_optim.zero_grad(set_to_none=True)
-        out["loss_qvalue"].backward()
-        self.critic_optim.step()
-        self.target_updater.step()
-        return _detached(out)
+        return self._step(("critic_optim",), out["loss_qvalue"], out)
 
     def _full_update(self, batch: TensorDictBase) -> TensorDictBase:
         with self._autocast():
             out = self._full_loss(batch)
-        for optim in self.optimizers:
-            optim.zero_grad(set_to_none=True)
-        (out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
-        for optim in self.optimizers:
-            optim.step()
-        self.target_updater.step()
-        return _detached(out)
+        return self._step(tuple(self.optimizers), out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"], out)
 
-    def _batch(self, sample: Callable[[], TensorDictBase]) -> TensorDictBase:
-        batch = sample().to(self.device, non_blocking=True)
+    def minibatches(self, batch: TensorDictBase) -> list[TensorDictBase]:
+        """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint ``[B]`` minibatches (rows ``i::utd_ratio``)."""
+        if batch.ndim != 1 or batch.shape[0] % self.utd_ratio:
+            raise ValueError(f"batch must be [B] with B divisible by utd_ratio={self.utd_ratio}, "
+                             f"got {tuple(batch.shape)}")
+        return [batch[i :: self.utd_ratio].contiguous() for i in range(self.utd_ratio)]
+
+    def update(self, batch: TensorDictBase) -> dict[str, float]:
+        """Run one learner step on ``batch`` ``[utd_ratio * B]``; return the full update's
+        detached diagnostics as ``train/<name>`` floats."""
+        batch = batch.to(self.device, non_blocking=True)
         if self._check_batch is not None:
             self._check_batch(batch)
-        return batch
-
-    def update(self, sample: Callable[[], TensorDictBase]) -> dict[str, float]:
-        """Run one learner step on batches from ``sample()``; return detached diagnostics."""
-        for _ in range(self.utd_ratio - 1):
-            self._critic_step(self._batch(sample))
-        out = self._full_step(self._batch(sample))
+        *critic_only, last = self.minibatches(batch)
+        for minibatch in critic_only:
+            self._critic_step(minibatch)
+        out = self._full_step(last)
         return {f"train/{k}": float(v) for k, v in out.items()}
 
 
