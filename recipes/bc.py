@@ -69,12 +69,11 @@ def make_bc_policy(cfg: Config, proprio_dim: int, action_dim: int):
 
     if not cfg.env.pixels:
         return make_sac_actor(proprio_dim, action_dim, hidden=cfg.hidden)
-    from torchrl_serl.modules.drq_networks import make_drq_networks
+    from torchrl_serl.modules.pixel_encoder import make_pixel_encoder
 
-    _, _, encoder = make_drq_networks(
-        camera_keys=CAMERAS, image_size=cfg.env.image_size, proprio_dim=proprio_dim, action_dim=action_dim,
-        encoder=cfg.encoder, pretrained_path=cfg.pretrained_path or None,
-        trust_pickle=cfg.trust_pickle, num_critics=1, hidden=cfg.hidden,
+    encoder = make_pixel_encoder(
+        CAMERAS, cfg.env.image_size, encoder=cfg.encoder, pretrained_path=cfg.pretrained_path or None,
+        trust_pickle=cfg.trust_pickle, proprio_dim=proprio_dim,
     )
     return make_sac_actor(encoder.out_features, action_dim, hidden=cfg.hidden, encoder=encoder, stop_encoder_grad=False)
 

@@ -13,6 +13,8 @@ from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
 
+from torchrl_serl.modules.pixel_encoder import make_pixel_encoder
+
 
 def _check_finite(name: str, value: torch.Tensor) -> None:
     if value.is_floating_point() and not torch.isfinite(value).all():
@@ -237,23 +239,10 @@ def make_pixel_classifier(
     are random), learned spatial embeddings (8) and ``Linear(bottleneck_dim) -> LayerNorm -> tanh``
     per camera, then the MLP head. ``trunk="small"``: SERL's small conv trunk with average pooling,
     trained with the head. SERL uses ``bottleneck_dim=256`` and ReLU for the reward classifier,
-    512 and LeakyReLU for VICE. Trunks come from :func:`~torchrl_serl.modules.drq_networks.make_trunk`.
+    512 and LeakyReLU for VICE. The encoder is :func:`~torchrl_serl.modules.pixel_encoder.make_pixel_encoder`'s.
     """
-    from torchrl_serl.modules.drq_networks import make_trunk
-    from torchrl_serl.modules.encoders import MultiCameraEncoder
-
-    frozen = trunk != "small"
-    if not frozen and pretrained_path is not None:
-        raise ValueError("trunk='small' is trained from scratch; pretrained_path must be None")
-    encoder = MultiCameraEncoder(
-        make_trunk(trunk),
-        camera_keys=camera_keys,
-        image_size=image_size,
-        pooling="spatial_learned_embeddings" if frozen else "avg",
-        bottleneck_dim=bottleneck_dim,
-        proprio_key=None,
-        freeze_trunk=frozen,
+    encoder = make_pixel_encoder(
+        camera_keys, image_size, encoder=trunk, pretrained_path=pretrained_path, trust_pickle=trust_pickle,
+        bottleneck_dim=bottleneck_dim, proprio_key=None,
     )
-    if pretrained_path is not None:
-        encoder.load_pretrained(pretrained_path, trust_pickle=trust_pickle)
     return SuccessClassifier(encoder, hidden_dims=hidden_dims, dropout=dropout, activation=activation)

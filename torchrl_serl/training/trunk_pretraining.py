@@ -20,7 +20,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from torchrl_serl.modules.augmentation import random_shift
-from torchrl_serl.modules.drq_networks import make_trunk
+from torchrl_serl.modules.pixel_encoder import make_trunk
 
 CAMERAS = ("front", "wrist")
 LABELS = {"cube_xyz": 3, "tcp_xyz": 3, "gripper": 1}  # regression targets and their sizes
