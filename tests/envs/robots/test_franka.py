@@ -1,4 +1,5 @@
 """FrankaArm / FrankaEnv end to end against franky-sim (the real libfranka protocol on 127.x)."""
+import os
 import threading
 import time
 
@@ -28,6 +29,15 @@ def arm(franky_sim):
     arm.connect()
     yield arm
     arm.disconnect()
+
+
+def test_connect_without_realtime_leaves_the_thread_scheduling_alone(arm):
+    # libfranka raises the connecting thread to SCHED_FIFO 99 where it may (root); everything that
+    # thread started afterwards (pytest's subprocesses, wandb-core) then starved the machine.
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # after the fixture's connect
+    arm.disconnect()
+    arm.connect()
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_state_joint_and_cartesian_moves(arm):

@@ -7,6 +7,7 @@ compliant for the task), as SERL's compliant controller does.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -189,8 +190,14 @@ class FrankaArm(RobotArm):
     def connect(self) -> None:
         franky = _import_franky()
         config = franky.RealtimeConfig.Enforce if self.realtime else franky.RealtimeConfig.Ignore
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
         try:
             self.robot = _franky_call(lambda: franky.Robot(self.host, realtime_config=config), self.device)
+            if not self.realtime:
+                # libfranka raises the calling thread to SCHED_FIFO 99 even with RealtimeConfig.Ignore
+                # (when permitted); without a real-time kernel that thread, and every process or
+                # thread it starts later, would starve the machine's other work.
+                os.sched_setscheduler(0, policy, param)
             _franky_call(lambda: setattr(self.robot, "relative_dynamics_factor", self.relative_dynamics_factor),
                          self.device)
             if self.with_gripper:
