@@ -7,9 +7,9 @@ from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.intervention_router import InterventionRouter
 from torchrl_serl.data.replay import OnlineDemoReplayBuffer
+from torchrl_serl.envs.input_devices.keyboard import KeyboardSource
 from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
 from torchrl_serl.envs.transforms.intervention import Intervention
-from torchrl_serl.envs.transforms.keyboard import KeyboardSource
 
 HUMAN_STEPS = {3, 4, 5, 11, 20, 21}
 

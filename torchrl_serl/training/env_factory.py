@@ -87,12 +87,12 @@ def make_intervention_source(kind: str, stack: contextlib.ExitStack):
     if kind not in _INTERVENTION_DEVICES:
         raise ValueError(f"intervention device must be one of {_INTERVENTION_DEVICES}, got {kind!r}")
     if kind == "spacemouse":
-        from torchrl_serl.envs.transforms.spacemouse import SpaceMouseSource
+        from torchrl_serl.envs.input_devices.spacemouse import SpaceMouseSource
 
         return SpaceMouseSource()
     import queue
 
-    from torchrl_serl.envs.transforms.keyboard import KeyboardSource, TerminalKeyReader
+    from torchrl_serl.envs.input_devices.keyboard import KeyboardSource, TerminalKeyReader
 
     keys: queue.Queue = queue.Queue()
     stack.enter_context(TerminalKeyReader(keys))

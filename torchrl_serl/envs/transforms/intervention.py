@@ -34,7 +34,9 @@ class Intervention(Transform):
     :class:`~torchrl_serl.data.InterventionRouter`.
 
     Args:
-        source: an :class:`InterventionSource` such as :class:`SpaceMouseSource` or :class:`KeyboardSource`.
+        source: an :class:`InterventionSource` such as
+            :class:`~torchrl_serl.envs.input_devices.SpaceMouseSource` or
+            :class:`~torchrl_serl.envs.input_devices.KeyboardSource`.
         action_key: the action entry.
         intervention_key: where the flag goes (under ``"next"``).
         policy_action_key: where the policy's proposal goes (under ``"next"``), or None.
