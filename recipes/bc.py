@@ -10,6 +10,7 @@ mse`` regresses the mode instead). State demos train the MLP policy; pixel demos
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -19,21 +20,22 @@ from torchrl_serl.data.demos import load_demos
 from torchrl_serl.data.replay_factory import transitions
 from torchrl_serl.objectives.bc import SERLBCLoss
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
-from torchrl_serl.training.config import EnvConfig, config_to_dict, parse_config
+from torchrl_serl.training.config import EnvConfig, RunConfig, config_to_dict, parse_config
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import RunLogger
+from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 
 CAMERAS = ("front", "wrist")
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     demos: str = "demos/panda_pick_cube"
     """Demo directory written by ``record_demos.py``."""
     total_steps: int = 20_000
-    """Gradient steps."""
+    """Gradient steps (BC collects nothing: ``random_steps``, ``training_starts`` and ``buffer_size`` are unused)."""
     batch_size: int = 256
     lr: float = 3e-4
     mode: str = "log_prob"
@@ -44,22 +46,9 @@ class Config:
     pretrained_path: str = ""
     trust_pickle: bool = False
     """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
-    seed: int = 0
-    device: str = "cpu"
-    logdir: str = "runs"
-    exp_name: str = ""
     log_every: int = 500
     eval_every: int = 5_000
-    eval_episodes: int = 10
-    video: bool = False
     checkpoint_every: int = 5_000
-    keep_checkpoints: int = 2
-    resume: bool = False
-    compile: bool = False
-    wandb: bool = False
-    wandb_mode: str = "offline"
-    wandb_project: str = "torchrl-serl"
-    progress: bool = True
     env: EnvConfig = field(default_factory=EnvConfig)
 
 
@@ -80,6 +69,8 @@ def make_bc_policy(cfg: Config, proprio_dim: int, action_dim: int):
 
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__)
+    if cfg.cudagraphs:
+        raise ValueError("bc.py does not record CUDA graphs: drop --cudagraphs")
     exp_name = cfg.exp_name or f"bc_seed{cfg.seed}"
     seed_everything(cfg.seed)
 
@@ -93,6 +84,8 @@ def main(argv=None) -> None:
     loss = SERLBCLoss(policy, mode=cfg.mode)
     optimizer = torch.optim.Adam(loss.parameters(), lr=cfg.lr)
     loss_fn = torch.compile(loss) if cfg.compile else loss
+    device_type = torch.device(cfg.device).type
+    autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if cfg.bf16 else contextlib.nullcontext
 
     logger = RunLogger(
         cfg.logdir, exp_name, config={**config_to_dict(cfg), "demo_metadata": meta}, total_steps=cfg.total_steps,
@@ -100,35 +93,35 @@ def main(argv=None) -> None:
     )
     checkpointer = RunCheckpointer(logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
                                    loss=loss, optimizer=optimizer, logger=logger)
-    step = 0
-    if cfg.resume and (info := checkpointer.resume()) is not None:
-        step = info.step
-        logger.truncate_after(step)
-        print(f"resumed step={step}", flush=True)
+    run = RunCounters()
+    if cfg.resume and run.resume(checkpointer, logger):
+        print(f"resumed {run}", flush=True)
 
     with GracefulStop() as stop:
         try:
-            while step < cfg.total_steps:
-                out = loss_fn(demo_buffer.sample())
+            while run.step < cfg.total_steps:
+                with autocast():
+                    out = loss_fn(demo_buffer.sample())
                 optimizer.zero_grad(set_to_none=True)
                 out["loss_bc"].backward()
                 optimizer.step()
-                step += 1
+                run.updates += 1
+                run.advance(1)
 
-                if step % cfg.log_every == 0:
-                    logger.log({f"train/{k}": float(v.detach()) for k, v in out.items()}, step)
-                    logger.progress(step, loss=float(out["loss_bc"].detach()))
-                if cfg.eval_every > 0 and step % cfg.eval_every == 0:
-                    video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                if run.due(cfg.log_every):
+                    logger.log({f"train/{k}": float(v.detach()) for k, v in out.items()}, run.step)
+                    logger.progress(run.step, loss=float(out["loss_bc"].detach()))
+                if run.due(cfg.eval_every):
+                    video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
                     metrics = evaluate(eval_env, policy, cfg.eval_episodes, video_path=video)
-                    logger.log(metrics, step)
-                    logger.progress(step, eval_success=metrics["eval/success_rate"])
-                if step % cfg.checkpoint_every == 0:
-                    checkpointer.save(step)
+                    logger.log(metrics, run.step)
+                    logger.progress(run.step, eval_success=metrics["eval/success_rate"])
+                if run.due(cfg.checkpoint_every):
+                    run.save(checkpointer)
                 if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
                     break
         finally:
-            checkpointer.save(step)
+            run.save(checkpointer)
             eval_env.close()
             logger.close()
 

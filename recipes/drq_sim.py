@@ -41,6 +41,7 @@ from torchrl_serl.training.config import (
 from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
@@ -160,69 +161,61 @@ def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", 
             logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
             loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers,
         )
-        step = updates = episodes = interventions = 0
-        if cfg.resume and (info := checkpointer.resume()) is not None:
-            step, updates = info.step, info.counters["updates"]
-            episodes, interventions = info.counters["episodes"], info.counters["interventions"]
-            logger.truncate_after(step)
+        run = RunCounters()
+        if cfg.resume and run.resume(checkpointer, logger):
             if not run_async:
-                env.set_seed(cfg.seed + step)
+                env.set_seed(cfg.seed + run.step)
             collector.reset()
-            print(f"resumed step={step} buffer={online_size(buffer)} updates={updates} "
+            print(f"resumed {run} buffer={online_size(buffer)} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
         tracker = EpisodeTracker()
         train_metrics: dict[str, float] = {}
         owed_updates = 0.0  # learner steps due but not made yet (fractional updates_per_step)
 
-        def save() -> None:
-            checkpointer.save(step, updates=updates, episodes=episodes, interventions=interventions)
-
-        def due(every: int, frames: int) -> bool:  # did the last batch cross a multiple of `every`?
-            return every > 0 and step // every != (step - frames) // every
-
         with GracefulStop() as stop:
             try:
                 for batch in collector:
-                    if step >= cfg.total_steps:
+                    if run.step >= cfg.total_steps:
                         break
                     if router is not None:
-                        interventions += router.extend(stored(batch))
+                        run.interventions += router.extend(stored(batch))
                     else:
                         buffer.extend(stored(batch))
                     frames = batch.numel()
-                    step += frames
+                    run.advance(frames)
                     for episode in tracker.update(batch.reshape(-1)):
-                        episodes += 1
+                        run.episodes += 1
                         logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
-                                    "train/episode_length": episode["length"]}, step)
-                        logger.progress(step, success=episode["success"], ret=episode["return"])
+                                    "train/episode_length": episode["length"]}, run.step)
+                        logger.progress(run.step, success=episode["success"], ret=episode["return"])
 
-                    if step >= cfg.training_starts:  # SERL: one learner step per env step from training_starts on
-                        owed_updates += cfg.updates_per_step * (step - max(step - frames, cfg.training_starts - 1))
+                    if run.step >= cfg.training_starts:  # SERL: one learner step per env step from training_starts on
+                        owed_updates += cfg.updates_per_step * (run.step - max(run.step - frames, cfg.training_starts - 1))
                         while owed_updates >= 1:
                             train_metrics = updater.update(buffer.sample(learner_batch))
-                            updates += 1
+                            run.updates += 1
                             owed_updates -= 1
                         collector.update_policy_weights_()
 
                     minutes = (time.perf_counter() - start_time) / 60
-                    if due(cfg.log_every, frames):
-                        learning_steps = max(step - cfg.training_starts + 1, 1)
-                        logger.log({**train_metrics, "train/updates": updates, "train/interventions": interventions,
-                                    "train/buffer_size": online_size(buffer), "time/minutes": minutes,
-                                    "train/updates_per_step": updates / learning_steps}, step)
-                        logger.progress(step)
-                    if eval_env is not None and due(cfg.eval_every, frames):
-                        video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                    if run.due(cfg.log_every):
+                        learning_steps = max(run.step - cfg.training_starts + 1, 1)
+                        logger.log({**train_metrics, "train/updates": run.updates,
+                                    "train/interventions": run.interventions, "train/buffer_size": online_size(buffer),
+                                    "time/minutes": minutes, "train/updates_per_step": run.updates / learning_steps},
+                                   run.step)
+                        logger.progress(run.step)
+                    if eval_env is not None and run.due(cfg.eval_every):
+                        video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
                         metrics = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
-                        logger.log({**metrics, "time/minutes": minutes}, step)
-                        logger.progress(step, eval_success=metrics["eval/success_rate"])
-                    if due(cfg.checkpoint_every, frames):
-                        save()
+                        logger.log({**metrics, "time/minutes": minutes}, run.step)
+                        logger.progress(run.step, eval_success=metrics["eval/success_rate"])
+                    if run.due(cfg.checkpoint_every):
+                        run.save(checkpointer)
                     if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
                         break
             finally:
-                save()
+                run.save(checkpointer)
                 collector.shutdown()
                 if eval_env is not None:
                     eval_env.close()

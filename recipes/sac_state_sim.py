@@ -26,6 +26,7 @@ from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
@@ -71,53 +72,49 @@ def main(argv=None) -> None:
         logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
         loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers,
     )
-    step = updates = episodes = 0
-    if cfg.resume and (info := checkpointer.resume()) is not None:
-        step, updates, episodes = info.step, info.counters["updates"], info.counters["episodes"]
-        logger.truncate_after(step)
+    run = RunCounters()
+    if cfg.resume and run.resume(checkpointer, logger):
         # the MuJoCo state of the interrupted episode is not saved: start a new, differently seeded one
-        env.set_seed(cfg.seed + step)
+        env.set_seed(cfg.seed + run.step)
         collector.reset()
-        print(f"resumed step={step} buffer={online_size(buffer)} updates={updates} "
+        print(f"resumed {run} buffer={online_size(buffer)} "
               f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
     tracker = EpisodeTracker()
     train_metrics: dict[str, float] = {}
 
-    def save() -> None:
-        checkpointer.save(step, updates=updates, episodes=episodes)
-
     with GracefulStop() as stop:
         try:
             for batch in collector:
-                if step >= cfg.total_steps:
+                if run.step >= cfg.total_steps:
                     break
                 buffer.extend(transitions(batch))
-                step += batch.numel()
+                run.advance(batch.numel())
                 for episode in tracker.update(batch):
-                    episodes += 1
+                    run.episodes += 1
                     logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
-                                "train/episode_length": episode["length"]}, step)
-                    logger.progress(step, success=episode["success"], ret=episode["return"])
+                                "train/episode_length": episode["length"]}, run.step)
+                    logger.progress(run.step, success=episode["success"], ret=episode["return"])
 
-                if step >= cfg.training_starts:
+                if run.step >= cfg.training_starts:
                     train_metrics = updater.update(buffer.sample(learner_batch))
-                    updates += 1
+                    run.updates += 1
                     collector.update_policy_weights_()
 
-                if step % cfg.log_every == 0:
-                    logger.log({**train_metrics, "train/updates": updates, "train/buffer_size": online_size(buffer)}, step)
-                    logger.progress(step)
-                if cfg.eval_every > 0 and step % cfg.eval_every == 0:
-                    video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                if run.due(cfg.log_every):
+                    logger.log({**train_metrics, "train/updates": run.updates,
+                                "train/buffer_size": online_size(buffer)}, run.step)
+                    logger.progress(run.step)
+                if run.due(cfg.eval_every):
+                    video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
                     metrics = evaluate(eval_env, agent.actor, cfg.eval_episodes, video_path=video)
-                    logger.log(metrics, step)
-                    logger.progress(step, eval_success=metrics["eval/success_rate"])
-                if step % cfg.checkpoint_every == 0:
-                    save()
+                    logger.log(metrics, run.step)
+                    logger.progress(run.step, eval_success=metrics["eval/success_rate"])
+                if run.due(cfg.checkpoint_every):
+                    run.save(checkpointer)
                 if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
                     break
         finally:
-            save()
+            run.save(checkpointer)
             collector.shutdown()
             eval_env.close()
             logger.close()

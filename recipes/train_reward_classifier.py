@@ -6,13 +6,14 @@ episodes are positives, every other frame (scripted episodes before the lift, un
 episodes) is a negative. The classifier is SERL's: frozen ResNet-10 + learned spatial embeddings
 per camera + ``Linear(256) -> Dropout -> LayerNorm -> ReLU -> Linear(1)``, on images only, trained
 with BCE on 50/50 batches, random-shift augmentation and Adam (lr 1e-4). Whole episodes are held
-out for validation; the weights go to ``--output`` (load them with ``SuccessClassifier.load``).
+out for validation; the weights go to ``--output`` (default: ``classifier.pt`` in the run directory,
+beside the logs and checkpoints; load them with ``SuccessClassifier.load``).
 With ``--demos`` the frames come from demo files instead (``torchrl_serl.data.demos``, e.g. written
 by ``record_demos.py``), labelled by their ``("next", "success")`` entries, and no env is built.
 
     python recipes/train_reward_classifier.py                 # SERL architecture, CPU-sized run
     python recipes/train_reward_classifier.py --trunk small --env.image_size 64   # fast on CPU
-    python recipes/train_reward_classifier.py --pretrained_path resnet10_params.pkl --trust_pickle true --train_steps 1000
+    python recipes/train_reward_classifier.py --pretrained_path resnet10_params.pkl --trust_pickle true --total_steps 1000
     python recipes/train_reward_classifier.py --demos demos/pick_a demos/pick_b
 
 Without ``--pretrained_path`` the frozen ResNet-10 has random weights (nothing is downloaded).
@@ -31,14 +32,16 @@ from torchrl_serl.data.demos import load_demos
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.modules.classifier import SuccessClassifier, make_pixel_classifier
 from torchrl_serl.objectives.vice import BinaryClassifierLoss, label_batch
-from torchrl_serl.training.config import EnvConfig, parse_config
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
+from torchrl_serl.training.config import EnvConfig, RunConfig, config_to_dict, parse_config
 from torchrl_serl.training.env_factory import make_sim_env
+from torchrl_serl.training.logging import RunLogger
+from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 
 
 @dataclass
-class Config:
-    seed: int = 0
+class Config(RunConfig):
     env: EnvConfig = field(default_factory=lambda: EnvConfig(pixels=True))
     camera_keys: tuple[str, ...] = ("front", "wrist")
     demos: tuple[str, ...] = ()
@@ -59,12 +62,16 @@ class Config:
     """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
     batch_size: int = 64
     """Half positives, half negatives (SERL: 256)."""
-    train_steps: int = 100
+    total_steps: int = 100
+    """Gradient steps (the classifier collects nothing: ``random_steps``, ``training_starts`` and
+    ``buffer_size`` are unused)."""
     lr: float = 1e-4
     augment_pad: int = 4
-    output: str = "runs/reward_classifier/classifier.pt"
-    device: str = "cpu"
-
+    output: str = ""
+    """Where to save the classifier; empty: ``classifier.pt`` in the run directory (``<logdir>/<exp_name>``)."""
+    log_every: int = 10
+    eval_every: int = 0
+    """Gradient steps between validation passes over the held-out episodes (0: only at the end)."""
 
 def collect(env, policy, episodes: int, keys: list[str]) -> list[TensorDict]:
     """One ``[T]`` tensordict of reached observations (``("next", ...)``) per episode."""
@@ -148,26 +155,48 @@ def main(argv=None) -> dict[str, float]:
     loss_fn = BinaryClassifierLoss(classifier, augment_pad=cfg.augment_pad)
     optimizer = torch.optim.Adam([p for p in classifier.parameters() if p.requires_grad], lr=cfg.lr)
 
-    half = max(cfg.batch_size // 2, 1)
-    t0 = time.perf_counter()
-    for step in range(1, cfg.train_steps + 1):
-        pos = positives[torch.randint(len(positives), (half,))]
-        neg = negatives[torch.randint(len(negatives), (half,))]
-        out = loss_fn(label_batch(pos.select(*keys), neg.select(*keys)).to(cfg.device))
-        optimizer.zero_grad(set_to_none=True)
-        out["loss_classifier"].backward()
-        optimizer.step()
-        if step % max(cfg.train_steps // 10, 1) == 0 or step == cfg.train_steps:
-            print(
-                f"step {step:5d}  loss {out['loss_classifier'].item():.4f}  batch acc {out['accuracy'].item():.3f}  "
-                f"{(time.perf_counter() - t0) / step:.2f} s/step",
-                flush=True,
-            )
+    logger = RunLogger(
+        cfg.logdir, cfg.exp_name or f"train_reward_classifier_seed{cfg.seed}", config=config_to_dict(cfg),
+        total_steps=cfg.total_steps, use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project,
+        progress=cfg.progress,
+    )
+    checkpointer = RunCheckpointer(logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
+                                   classifier=classifier, optimizer=optimizer, logger=logger)
+    run = RunCounters()
+    if cfg.resume and run.resume(checkpointer, logger):  # the same seed collected the same frames
+        print(f"resumed {run}", flush=True)
+    val = val.to(cfg.device)
 
-    metrics = accuracy(classifier, val.to(cfg.device))
+    half = max(cfg.batch_size // 2, 1)
+    with GracefulStop() as stop:
+        try:
+            while run.step < cfg.total_steps:
+                pos = positives[torch.randint(len(positives), (half,))]
+                neg = negatives[torch.randint(len(negatives), (half,))]
+                out = loss_fn(label_batch(pos.select(*keys), neg.select(*keys)).to(cfg.device))
+                optimizer.zero_grad(set_to_none=True)
+                out["loss_classifier"].backward()
+                optimizer.step()
+                run.updates += 1
+                run.advance(1)
+
+                if run.due(cfg.log_every):
+                    logger.log({f"train/{k}": v.item() for k, v in out.items()}, run.step)
+                    logger.progress(run.step, loss=out["loss_classifier"].item(), acc=out["accuracy"].item())
+                if run.due(cfg.eval_every):
+                    logger.log({f"eval/{k}": v for k, v in accuracy(classifier, val).items()}, run.step)
+                if run.due(cfg.checkpoint_every):
+                    run.save(checkpointer)
+                if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
+                    break
+        finally:
+            run.save(checkpointer)
+            logger.close()
+
+    metrics = accuracy(classifier, val)
     print("validation (held-out episodes): " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                        for k, v in metrics.items()), flush=True)
-    output = Path(cfg.output)
+    output = Path(cfg.output) if cfg.output else logger.run_dir / "classifier.pt"
     output.parent.mkdir(parents=True, exist_ok=True)
     classifier.save(output)
     print(f"saved classifier to {output}", flush=True)

@@ -43,6 +43,7 @@ from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
@@ -170,13 +171,11 @@ def main(argv=None) -> dict[str, float]:
         logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints, loss=loss, classifier=classifier,
         vice_optim=vice_optim, buffer=buffer, collector=collector, logger=logger, **optimizers,
     )
-    step = updates = episodes = 0
-    if cfg.resume and (info := checkpointer.resume()) is not None:
-        step, updates, episodes = info.step, info.counters["updates"], info.counters["episodes"]
-        logger.truncate_after(step)
-        env.set_seed(cfg.seed + step)  # the interrupted episode's MuJoCo state is not saved
+    run = RunCounters()
+    if cfg.resume and run.resume(checkpointer, logger):
+        env.set_seed(cfg.seed + run.step)  # the interrupted episode's MuJoCo state is not saved
         collector.reset()
-        print(f"resumed step={step} buffer={len(buffer)} updates={updates}", flush=True)
+        print(f"resumed {run} buffer={len(buffer)}", flush=True)
     tracker = EpisodeTracker()
     metrics: dict[str, float] = {}
 
@@ -196,49 +195,46 @@ def main(argv=None) -> dict[str, float]:
         metrics["train/vice_agrees_with_env_success"] = float(agree.float().mean())
         return batch
 
-    def save() -> None:
-        checkpointer.save(step, updates=updates, episodes=episodes)
-
     t_start = time.perf_counter()
     with GracefulStop() as stop:
         try:
             for batch in collector:
-                if step >= cfg.total_steps or stop.requested:
+                if run.step >= cfg.total_steps or stop.requested:
                     break
                 buffer.extend(transitions(batch))
-                step += batch.numel()
+                run.advance(batch.numel())
                 for episode in tracker.update(batch):
-                    episodes += 1
+                    run.episodes += 1
                     logger.log({"train/env_success": episode["success"],
-                                "train/episode_length": episode["length"]}, step)
-                    logger.progress(step, success=episode["success"])
+                                "train/episode_length": episode["length"]}, run.step)
+                    logger.progress(run.step, success=episode["success"])
 
                 if len(buffer) >= cfg.training_starts:
-                    if updates % cfg.vice.update_every == 0:
+                    if run.updates % cfg.vice.update_every == 0:
                         metrics.update(vice_update())
                     metrics.update(updater.update(sample()))
-                    updates += 1
+                    run.updates += 1
                     collector.update_policy_weights_()
 
-                if step % cfg.log_every == 0:
-                    logger.log({**metrics, "train/updates": updates, "train/buffer_size": len(buffer),
-                                "train/steps_per_s": step / (time.perf_counter() - t_start)}, step)
-                    logger.progress(step, vice_acc=metrics.get("vice/accuracy"))
-                if cfg.eval_every > 0 and step % cfg.eval_every == 0:
-                    video = logger.run_dir / "videos" / f"eval_{step}.gif" if cfg.video else None
+                if run.due(cfg.log_every):
+                    logger.log({**metrics, "train/updates": run.updates, "train/buffer_size": len(buffer),
+                                "train/steps_per_s": run.step / (time.perf_counter() - t_start)}, run.step)
+                    logger.progress(run.step, vice_acc=metrics.get("vice/accuracy"))
+                if run.due(cfg.eval_every):
+                    video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
                     result = evaluate(eval_env, policy, cfg.eval_episodes, video_path=video)
-                    logger.log(result, step)
-                    logger.progress(step, eval_success=result["eval/success_rate"])
-                if step % cfg.checkpoint_every == 0:
-                    save()
+                    logger.log(result, run.step)
+                    logger.progress(run.step, eval_success=result["eval/success_rate"])
+                if run.due(cfg.checkpoint_every):
+                    run.save(checkpointer)
         finally:
-            save()
+            run.save(checkpointer)
             collector.shutdown()
             eval_env.close()
             logger.close()
-    print(f"done: {step} env steps, {updates} learner updates, {episodes} episodes; logs in {logger.run_dir}",
-          flush=True)
-    return {"step": step, "updates": updates, "episodes": episodes, **metrics}
+    print(f"done: {run.step} env steps, {run.updates} learner updates, {run.episodes} episodes; "
+          f"logs in {logger.run_dir}", flush=True)
+    return {"step": run.step, "updates": run.updates, "episodes": run.episodes, **metrics}
 
 
 if __name__ == "__main__":

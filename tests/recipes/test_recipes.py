@@ -80,7 +80,7 @@ def test_sac_state_sim_with_demos_logs_evaluates_and_checkpoints(tmp_path, demos
     assert read_scalar_csv(run_dir / "scalars" / "train" / "episode_return.csv")[0].tolist() == [12, 24]
     assert (run_dir / "videos" / "eval_24.gif").stat().st_size > 1000
     final = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{24:012d}")
-    assert final["counters"] == {"updates": 24 - 8 + 1, "episodes": 2}
+    assert final["counters"] == {"updates": 24 - 8 + 1, "episodes": 2, "interventions": 0}
 
 
 @pytest.mark.parametrize("recipe", ["drq_sim", "drq_piper", "drq_franka"])

@@ -12,6 +12,8 @@ from torchrl_serl.data.demos import record_demos, save_demos
 from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.modules.classifier import make_pixel_classifier
+from torchrl_serl.training.checkpoint import checkpoint_summary
+from torchrl_serl.training.plot import read_scalar_csv
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -38,7 +40,8 @@ def test_train_reward_classifier_saves_a_loadable_classifier(tmp_path):
     metrics = load_recipe("train_reward_classifier").main([
         "--trunk", "small", "--env.image_size", "32", "--env.max_episode_steps", "60",
         "--scripted_episodes", "3", "--random_episodes", "1", "--val_fraction", "0.25",
-        "--train_steps", "5", "--batch_size", "8", "--output", str(output),
+        "--total_steps", "5", "--batch_size", "8", "--output", str(output), "--logdir", str(tmp_path),
+        "--progress", "false",
     ])
     assert set(metrics) == {"accuracy", "true_positive_rate", "true_negative_rate", "positives", "negatives"}
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["positives"] + metrics["negatives"] == 60
@@ -58,17 +61,21 @@ def test_train_reward_classifier_from_demo_files(tmp_path):
     save_demos(
         tmp_path / "demos", demos, env_name="PandaPickCube", cameras=["front", "wrist"], action_scale_m=0.1, fps=10
     )
-    metrics = load_recipe("train_reward_classifier").main([
-        "--demos", str(tmp_path / "demos"), "--trunk", "small", "--train_steps", "3", "--batch_size", "8",
-        "--output", str(tmp_path / "clf.pt"),
-    ])
+    args = ["--demos", str(tmp_path / "demos"), "--trunk", "small", "--batch_size", "8", "--logdir", str(tmp_path),
+            "--exp_name", "clf", "--log_every", "1", "--progress", "false"]
+    metrics = load_recipe("train_reward_classifier").main([*args, "--total_steps", "3"])
     # one of the two recorded episodes is held out: the metrics count its frames and lifted frames
     ends = (demos["next", "done"][:, 0].nonzero().squeeze(-1) + 1).tolist()
     episodes = [demos[a:b] for a, b in zip([0, *ends[:-1]], ends)]
     held_out = [(int(ep["next", "success"].sum()), int((~ep["next", "success"]).sum())) for ep in episodes]
     assert len(episodes) == 2 and (metrics["positives"], metrics["negatives"]) in held_out
     assert metrics["positives"] > 0 and metrics["negatives"] > 0
-    assert (tmp_path / "clf.pt").is_file()
+    assert (tmp_path / "clf" / "classifier.pt").is_file()
+    # a resumed run continues the step count and the loss log where the checkpoint left them
+    load_recipe("train_reward_classifier").main([*args, "--total_steps", "5", "--resume"])
+    summary = checkpoint_summary(tmp_path / "clf" / "checkpoints" / f"checkpoint-{5:012d}")
+    assert summary["step"] == 5 and summary["counters"]["updates"] == 5
+    assert read_scalar_csv(tmp_path / "clf" / "scalars" / "train" / "loss_classifier.csv")[0].tolist() == [1, 2, 3, 4, 5]
 
 
 def test_vice_trains_drq_on_classifier_rewards_and_resumes(tmp_path):
