@@ -15,8 +15,8 @@ teleoperation). Learning the task from pixels needs a GPU and far more steps tha
 the defaults run on a CPU.
 
     python recipes/vice.py
-    python recipes/vice.py --encoder small --env.image_size 64 --total_steps 2000
-    python recipes/vice.py --pretrained_path resnet10_params.pkl --trust_pickle true --device cuda --total_steps 100000
+    python recipes/vice.py --drq.encoder small --env.image_size 64 --total_steps 2000
+    python recipes/vice.py --drq.pretrained_path resnet10_params.pkl --drq.trust_pickle true --device cuda --total_steps 100000
 """
 
 from __future__ import annotations
@@ -28,18 +28,16 @@ from dataclasses import dataclass, field
 import torch
 from tensordict import TensorDict
 from torch import nn
-from torchrl.objectives import SoftUpdate
 
 from torchrl_serl.data.replay_factory import make_pixel_replay_buffer, transitions
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
 from torchrl_serl.envs.transforms.learned_reward import LearnedReward
 from torchrl_serl.modules.classifier import make_pixel_classifier
-from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
-from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.objectives.vice import VICELoss, label_batch
+from torchrl_serl.training.agent_factory import make_drq_agent
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.collector import make_collector
-from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.config import DrQConfig, EnvConfig, RunConfig, config_to_dict, parse_config
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
@@ -76,15 +74,10 @@ class VICEConfig:
 @dataclass
 class Config(RunConfig):
     env: EnvConfig = field(default_factory=lambda: EnvConfig(pixels=True, reward_type="sparse"))
-    drq: SACConfig = field(default_factory=lambda: SACConfig(discount=0.96, utd_ratio=4, batch_size=64))
+    drq: DrQConfig = field(default_factory=lambda: DrQConfig(batch_size=64))
+    """The DrQ learner; ``--drq.pretrained_path`` (and ``--drq.trust_pickle``) also loads the classifier's trunk."""
     vice: VICEConfig = field(default_factory=VICEConfig)
     camera_keys: tuple[str, ...] = ("front", "wrist")
-    encoder: str = "resnet10"
-    """DrQ encoder trunk: ``resnet10`` (frozen, SERL), ``small`` or ``mobilenet``."""
-    pretrained_path: str = ""
-    """Local ResNet-10 weights for the DrQ encoder and the classifier (nothing is downloaded)."""
-    trust_pickle: bool = False
-    """Allow ``pretrained_path`` to be SERL's ``.pkl`` (unpickling runs any code the file holds)."""
     total_steps: int = 20_000
     random_steps: int = 500
     training_starts: int = 500
@@ -113,10 +106,11 @@ def collect_goals(cfg: Config) -> TensorDict:
 
 def main(argv=None) -> dict[str, float]:
     cfg = parse_config(Config, argv, description=__doc__)
+    if cfg.drq.feature_views:  # the classifier reads images: the buffer stores them, not trunk features
+        raise ValueError(f"vice.py needs --drq.feature_views 0, got {cfg.drq.feature_views}")
     exp_name = cfg.exp_name or f"vice_seed{cfg.seed}"
     seed_everything(cfg.seed)
     keys = list(cfg.camera_keys)
-    pretrained = cfg.pretrained_path or None
 
     # goal images, env
     goals = collect_goals(cfg)
@@ -125,27 +119,17 @@ def main(argv=None) -> dict[str, float]:
     eval_env = make_sim_env(cfg.env, seed=cfg.seed + 1_000_000, device=cfg.device)
 
     # DrQ agent
-    actor, qvalue, encoder = make_drq_networks(
-        keys, cfg.env.image_size, encoder=cfg.encoder, pretrained_path=pretrained, trust_pickle=cfg.trust_pickle,
-        num_critics=cfg.drq.num_critics, hidden=cfg.drq.hidden, actor_kwargs={"device": cfg.device},
-    )
-    actor, qvalue, encoder = actor.to(cfg.device), qvalue.to(cfg.device), encoder.to(cfg.device)
-    loss = DrQLoss(
-        actor, qvalue, encoder, critic_subset=cfg.drq.critic_subsample, backup_entropy=cfg.drq.backup_entropy,
-        alpha_init=cfg.drq.alpha_init,
-        target_entropy="auto" if cfg.drq.target_entropy is None else cfg.drq.target_entropy,
-    )
-    loss.make_value_estimator(gamma=cfg.drq.discount)
-    # the shared encoder trains with the critic only
-    optimizers = make_sac_optimizers(loss, cfg.drq, capturable=cfg.cudagraphs)
-    updater = SACUpdater(loss, optimizers, SoftUpdate(loss, tau=cfg.drq.tau), cfg.drq.utd_ratio,
+    agent = make_drq_agent(cfg.drq, cfg.camera_keys, cfg.env.image_size, env.observation_spec["observation"].shape[-1],
+                           env.action_spec.shape[-1], device=cfg.device)
+    optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
+    updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
     learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
-    policy = make_drq_policy(actor, encoder)
 
     # VICE classifier, its loss and optimizer
     classifier = make_pixel_classifier(
-        keys, cfg.env.image_size, trunk=cfg.vice.trunk, pretrained_path=pretrained, trust_pickle=cfg.trust_pickle,
+        keys, cfg.env.image_size, trunk=cfg.vice.trunk, pretrained_path=cfg.drq.pretrained_path or None,
+        trust_pickle=cfg.drq.trust_pickle,
         bottleneck_dim=cfg.vice.bottleneck_dim, hidden_dims=cfg.vice.hidden_dims, activation=nn.LeakyReLU,
     ).to(cfg.device)
     vice_loss = VICELoss(
@@ -166,9 +150,9 @@ def main(argv=None) -> dict[str, float]:
         # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
         transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
     )
-    collector = make_collector(env, policy, frames_per_batch=1, random_steps=cfg.random_steps)
+    collector = make_collector(env, agent.policy, frames_per_batch=1, random_steps=cfg.random_steps)
     checkpointer = RunCheckpointer(
-        logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints, loss=loss, classifier=classifier,
+        logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints, loss=agent.loss, classifier=classifier,
         vice_optim=vice_optim, buffer=buffer, collector=collector, logger=logger, **optimizers,
     )
     run = RunCounters()
@@ -222,7 +206,7 @@ def main(argv=None) -> dict[str, float]:
                     logger.progress(run.step, vice_acc=metrics.get("vice/accuracy"))
                 if run.due(cfg.eval_every):
                     video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
-                    result = evaluate(eval_env, policy, cfg.eval_episodes, video_path=video)
+                    result = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
                     logger.log(result, run.step)
                     logger.progress(run.step, eval_success=result["eval/success_rate"])
                 if run.due(cfg.checkpoint_every):

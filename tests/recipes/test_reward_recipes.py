@@ -80,7 +80,7 @@ def test_train_reward_classifier_from_demo_files(tmp_path):
 
 def test_vice_trains_drq_on_classifier_rewards_and_resumes(tmp_path):
     args = [
-        "--encoder", "small", "--vice.trunk", "small", "--env.image_size", "32", "--env.max_episode_steps", "20",
+        "--drq.encoder", "small", "--vice.trunk", "small", "--env.image_size", "32", "--env.max_episode_steps", "20",
         "--random_steps", "10", "--training_starts", "10", "--buffer_size", "100",
         "--drq.batch_size", "8", "--drq.num_critics", "2", "--drq.hidden", "32,32", "--drq.utd_ratio", "2",
         "--vice.batch_size", "8", "--vice.hidden_dims", "16", "--vice.bottleneck_dim", "16",
@@ -101,3 +101,9 @@ def test_vice_trains_drq_on_classifier_rewards_and_resumes(tmp_path):
 
     resumed = vice.main([*args, "--total_steps", "30", "--resume", "true"])
     assert resumed["step"] == 30 and resumed["updates"] == first["updates"] + 10  # counters carried over
+
+
+def test_vice_refuses_cached_trunk_features(tmp_path):
+    # the classifier reads the images of every sampled batch: the buffer must hold images
+    with pytest.raises(ValueError, match="feature_views 0"):
+        load_recipe("vice").main(["--drq.feature_views", "2", "--logdir", str(tmp_path)])
