@@ -1,11 +1,11 @@
 """Evaluate a saved checkpoint: success rate, return and length over N deterministic episodes.
 
 Reads the run's ``config.json`` (written by every training recipe), rebuilds its agent (state SAC
-from ``sac_state_sim``/``async_sac``, DrQ from ``drq_sim``/``drq_piper``/``drq_franka``), restores
+from ``sac_state_sim``/``async_sac``, DrQ from ``drq``), restores
 the actor/critic/encoder from the checkpoint and acts with the policy's mode on the simulated task,
 or on the real arm with ``--robot.real true`` (same options as the training recipes).
 
-    python recipes/eval.py --run runs/drq_sim_seed0 --episodes 20 --video eval.gif
+    python recipes/eval.py --run runs/drq_panda_seed0 --episodes 20 --video eval.gif
     python recipes/eval.py --run runs/drq_piper_seed0 --robot.real true --robot.address can0 --episodes 5
 """
 
@@ -30,7 +30,7 @@ CAMERAS = ("front", "wrist")
 @dataclass
 class Config:
     run: str = ""
-    """Run directory holding ``config.json`` and ``checkpoints/`` (e.g. ``runs/drq_sim_seed0``)."""
+    """Run directory holding ``config.json`` and ``checkpoints/`` (e.g. ``runs/drq_panda_seed0``)."""
     checkpoint: str = ""
     """A checkpoint directory; empty: the run's newest."""
     episodes: int = 20

@@ -4,10 +4,10 @@ SERL freezes an ImageNet-pretrained ResNet-10, which cannot be downloaded here; 
 trunk learns the pick task slowly (docs/results.md). This renders the task's two cameras along
 noisy scripted pick episodes and trains the trunk to regress the simulator's state (cube and TCP
 position, gripper) from the images (:mod:`torchrl_serl.training.trunk_pretraining`). The RL learner
-never sees that state. ``drq_sim.py``'s CPU preset does this by itself once (``--drq.pretrained_path auto``).
+never sees that state. ``drq.py``'s CPU preset does this by itself once (``--drq.pretrained_path auto``).
 
     python recipes/pretrain_trunk.py --out trunks/panda_resnet10.pt
-    python recipes/drq_sim.py --drq.pretrained_path trunks/panda_resnet10.pt --drq.feature_views 2 ...
+    python recipes/drq.py --drq.pretrained_path trunks/panda_resnet10.pt --drq.feature_views 2 ...
 
 Writes the trunk ``state_dict`` (load with ``--drq.pretrained_path``) and prints the held-out
 cube-position error in cm.

@@ -13,8 +13,8 @@ for seed in "$@"; do
     common=(--seed "$seed" --logdir "$logdir" --exp_name "${set_name}_seed${seed}" --progress false)
     case "$set_name" in
         # pixels, 2-core CPU: the recipes' CPU preset (pretrained trunk, 2 cached views, 20 scripted demos)
-        drq_panda_cpu) python recipes/drq_sim.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
-        drq_piper_cpu) python recipes/drq_piper.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
+        drq_panda_cpu) python recipes/drq.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
+        drq_piper_cpu) python recipes/drq.py --env.task piper --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
         # state: SERL's defaults (UTD 8), without and with 20 scripted demos
         sac_state_nodemo) python recipes/sac_state_sim.py --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         sac_state_demos)

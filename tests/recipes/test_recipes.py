@@ -18,7 +18,7 @@ from torchrl_serl.training.checkpoint import CheckpointError, checkpoint_summary
 from torchrl_serl.training.plot import read_scalar_csv
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-ALL = ["sac_state_sim", "drq_sim", "drq_piper", "drq_franka", "bc", "record_demos", "pretrain_trunk"]
+ALL = ["sac_state_sim", "drq", "bc", "record_demos", "pretrain_trunk"]
 TINY_DRQ = [
     "--random_steps", "4", "--training_starts", "4", "--drq.batch_size", "4", "--drq.hidden", "16,16",
     "--drq.num_critics", "2", "--drq.utd_ratio", "2", "--drq.encoder", "small", "--env.image_size", "32",
@@ -29,7 +29,7 @@ TINY_DRQ = [
 
 @pytest.fixture(autouse=True)
 def _recipes_on_path(monkeypatch):
-    # drq_piper/drq_franka import drq_sim from their own directory, as they do when run as scripts
+    # tests import a recipe's helpers by module name (``import drq``)
     monkeypatch.syspath_prepend(str(RECIPES))
 
 
@@ -83,34 +83,33 @@ def test_sac_state_sim_with_demos_logs_evaluates_and_checkpoints(tmp_path, demos
     assert final["counters"] == {"updates": 24 - 8 + 1, "episodes": 2, "interventions": 0}
 
 
-@pytest.mark.parametrize("recipe", ["drq_sim", "drq_piper", "drq_franka"])
-def test_drq_recipes_run_on_the_simulation(recipe, tmp_path):
-    run(recipe, "--logdir", tmp_path, "--total_steps", 12, "--eval_every", 12, "--eval_episodes", 1,
-        "--checkpoint_every", 12, *TINY_DRQ)
-    run_dir = tmp_path / f"{recipe}_seed0"
+@pytest.mark.parametrize("task", ["panda", "piper"])
+def test_drq_runs_on_each_simulated_arm(task, tmp_path):
+    run("drq", "--env.task", task, "--logdir", tmp_path, "--total_steps", 12, "--eval_every", 12,
+        "--eval_episodes", 1, "--checkpoint_every", 12, *TINY_DRQ)
+    run_dir = tmp_path / f"drq_{task}_seed0"
     assert read_scalar_csv(run_dir / "scalars" / "train" / "updates.csv")[1].tolist() == [1, 5, 9]
     assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [12]
-    config = (run_dir / "config.json").read_text()
-    assert ('"task": "piper"' in config) == (recipe == "drq_piper")
+    assert json.loads((run_dir / "config.json").read_text())["env"]["task"] == task
 
 
-def test_drq_sim_with_pixel_demos_and_resume(tmp_path, demos):
+def test_drq_with_pixel_demos_and_resume(tmp_path, demos):
     common = ["--logdir", tmp_path, "--demos", demos / "pixels", "--eval_every", 0, "--checkpoint_every", 8, *TINY_DRQ]
-    run("drq_sim", "--total_steps", 8, *common)
-    run("drq_sim", "--total_steps", 16, "--resume", *common)
-    run_dir = tmp_path / "drq_sim_seed0"
+    run("drq", "--total_steps", 8, *common)
+    run("drq", "--total_steps", 16, "--resume", *common)
+    run_dir = tmp_path / "drq_panda_seed0"
     assert checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")["counters"]["updates"] == 16 - 4 + 1
 
 
-def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos, capsys):
+def test_drq_with_cached_features_collects_asynchronously(tmp_path, demos, capsys):
     """Frozen ResNet-10 run once per frame in the collector's process (2 views), demos encoded
     once, the learner on cached features at half a learner step per env step."""
     tiny = list(TINY_DRQ)
     tiny[tiny.index("--drq.encoder") + 1] = "resnet10"
     tiny[tiny.index("--frames_per_batch") + 1] = "4"
-    run("drq_sim", "--logdir", tmp_path, "--demos", demos / "pixels", "--total_steps", 16, "--eval_every", 16,
+    run("drq", "--logdir", tmp_path, "--demos", demos / "pixels", "--total_steps", 16, "--eval_every", 16,
         "--eval_episodes", 1, "--checkpoint_every", 16, "--drq.feature_views", 2, "--updates_per_step", 0.5, *tiny)
-    run_dir = tmp_path / "drq_sim_seed0"
+    run_dir = tmp_path / "drq_panda_seed0"
     summary = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")
     assert summary["counters"]["updates"] == 6  # floor(0.5 * (16 - 4 + 1))
     assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [16]
@@ -127,19 +126,19 @@ def test_drq_sim_with_cached_features_collects_asynchronously(tmp_path, demos, c
 
 
 def test_drq_preset_cpu_without_cuda_and_command_line_wins(monkeypatch, capsys):
-    import drq_sim
+    import drq
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = drq_sim.parse_with_preset(drq_sim.Config, ["--updates_per_step", "0.3"], "")
+    cfg = drq.parse_with_preset(["--updates_per_step", "0.3"])
     assert "preset cpu" in capsys.readouterr().out
     assert (cfg.drq.feature_views, cfg.drq.pretrained_path, cfg.demos) == (2, "auto", "auto")
     assert cfg.updates_per_step == 0.3  # given on the command line
-    real = drq_sim.parse_with_preset(drq_sim.Config, ["--robot.real", "true"], "")
+    real = drq.parse_with_preset(["--robot.real", "true"])
     assert real.demos == ""  # scripted demos exist only in the simulation
-    serl = drq_sim.parse_with_preset(drq_sim.Config, ["--preset", "serl"], "")
+    serl = drq.parse_with_preset(["--preset", "serl"])
     assert (serl.drq.feature_views, serl.updates_per_step, serl.device) == (0, 1.0, "cpu")
     with pytest.raises(ValueError, match="--preset"):
-        drq_sim.parse_with_preset(drq_sim.Config, ["--preset", "fast"], "")
+        drq.parse_with_preset(["--preset", "fast"])
 
 
 def test_sim_cache_pretrains_and_records_once(tmp_path, monkeypatch):
@@ -183,12 +182,12 @@ def test_bc_trains_from_demo_files_and_evaluates(tmp_path, demos):
 
 def test_real_arm_without_address_is_refused_before_connecting(tmp_path):
     with pytest.raises(ValueError, match="--robot.address"):
-        run("drq_franka", "--robot.real", "true", "--logdir", tmp_path, *TINY_DRQ)
+        run("drq", "--robot.real", "true", "--logdir", tmp_path, *TINY_DRQ)
 
 
 def test_intervention_requires_demos(tmp_path):
     with pytest.raises(ValueError, match="--intervention needs --demos"):
-        run("drq_sim", "--intervention", "keyboard", "--logdir", tmp_path, *TINY_DRQ)
+        run("drq", "--intervention", "keyboard", "--logdir", tmp_path, *TINY_DRQ)
 
 
 def test_scripted_demos_refused_on_a_real_arm(tmp_path):

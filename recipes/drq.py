@@ -1,15 +1,27 @@
-"""DrQ from pixels on the simulated PandaPickCube (SERL's ``async_drq_sim``, synchronous).
+"""DrQ from pixels on the pick-cube task: the simulated Panda or Piper, or the real arm (SERL's
+``async_drq_sim`` and its real-robot examples, synchronous).
+
+The arm is ``--env.task panda`` (Franka Panda/FR3, default) or ``--env.task piper`` (AgileX Piper):
+its simulated twin by default, the real arm with ``--robot.real true`` (Franka: franky/libfranka at
+``--robot.address <FCI host>``; Piper: piper-sdk on the CAN channel ``--robot.address can0``), images
+from two cameras (``--robot.camera realsense --robot.camera_ids <front_serial>,<wrist_serial>``) and,
+with ``--intervention spacemouse``, a human correcting the policy (interventions go to the demo side,
+HIL-SERL style).
 
 Two 128x128 cameras (``front``, ``wrist``) + the 7-D state go through a frozen ResNet-10 (pass
 SERL's pretrained weights with ``--drq.pretrained_path``; nothing is downloaded) shared by actor
 and critic; images are randomly shifted inside the loss. Each env step is followed by
 one learner step: one sample split into ``drq.utd_ratio`` minibatches, critic updates on all but the
 last, one full update on the last (SERL's ratio 4). With ``--demos <dir>``
-every batch is half demos (RLPD). ``drq_piper.py`` and ``drq_franka.py`` run this loop on those
-arms (``--robot.real true`` for the hardware, with ``--intervention spacemouse`` for HIL).
+every batch is half demos (RLPD).
 
-    python recipes/drq_sim.py --demos demos/panda_pixels
-    python recipes/drq_sim.py --env.image_size 64 --drq.encoder small   # cheaper on a CPU
+    python recipes/drq.py --demos demos/panda_pixels
+    python recipes/drq.py --env.image_size 64 --drq.encoder small   # cheaper on a CPU
+    python recipes/drq.py --env.task piper                          # the simulated Piper
+    python recipes/drq.py --env.task piper --robot.real true --robot.address can0 \\
+        --demos demos/piper_real --intervention spacemouse
+    python recipes/drq.py --robot.real true --robot.address 172.16.0.2 \\
+        --demos demos/franka_real --intervention spacemouse
 """
 
 from __future__ import annotations
@@ -79,15 +91,15 @@ class Config(RunConfig):
     on; SERL: 1. Made after each collector batch; a fractional ratio carries over between batches."""
 
 
-def main(argv=None, config_cls: type[Config] = Config, recipe: str = "drq_sim", description: str = __doc__) -> None:
-    cfg = parse_with_preset(config_cls, argv, description)
+def main(argv=None) -> None:
+    cfg = parse_with_preset(argv)
     if cfg.intervention not in _INTERVENTIONS:
         raise ValueError(f"--intervention must be one of {_INTERVENTIONS}, got {cfg.intervention!r}")
     if cfg.intervention != "none" and not cfg.demos:
         raise ValueError("--intervention needs --demos: intervened steps are stored on the demo side")
     if not cfg.env.pixels:
         raise ValueError("DrQ learns from pixels: --env.pixels must be true")
-    exp_name = cfg.exp_name or f"{recipe}_seed{cfg.seed}"
+    exp_name = cfg.exp_name or f"drq_{cfg.env.task}{'_real' if cfg.robot.real else ''}_seed{cfg.seed}"
     seed_everything(cfg.seed)
 
     if cfg.drq.pretrained_path == "auto":
@@ -230,11 +242,11 @@ CPU_PRESET = {
 }
 
 
-def parse_with_preset(config_cls: type[Config], argv, description: str) -> Config:
+def parse_with_preset(argv=None) -> Config:
     """The recipe's config: the chosen preset's values, then the options given on the command line."""
     import torch
 
-    given = vars(build_parser(config_cls, description).parse_args(argv))
+    given = vars(build_parser(Config, __doc__).parse_args(argv))
     preset = given.get("preset", "auto")
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {PRESETS}, got {preset!r}")
@@ -247,7 +259,7 @@ def parse_with_preset(config_cls: type[Config], argv, description: str) -> Confi
         overrides = dict(CPU_PRESET)
         if not given.get("robot.real", False):
             overrides["demos"] = "auto"
-    cfg = apply_overrides(apply_overrides(config_cls(), overrides), given)
+    cfg = apply_overrides(apply_overrides(Config(), overrides), given)
     chosen = {k: v for k, v in overrides.items() if k not in given}
     print(f"preset {preset}: " + (", ".join(f"--{k} {v}" for k, v in chosen.items()) or "SERL's defaults")
           + " (any option on the command line overrides it; --preset serl for SERL's exact configuration)",
