@@ -31,6 +31,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+import torch.distributed as dist
 from torchrl.collectors import AsyncCollector
 from torchrl.envs import TransformedEnv
 
@@ -50,6 +51,7 @@ from torchrl_serl.training.config import (
     build_parser,
     config_to_dict,
 )
+from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp_from_env
 from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
@@ -89,6 +91,12 @@ class Config(RunConfig):
     updates_per_step: float = 1.0
     """Learner steps (each ``drq.utd_ratio`` critic updates) per env step from ``training_starts``
     on; SERL: 1. Made after each collector batch; a fractional ratio carries over between batches."""
+    ddp: bool = False
+    """Data-parallel learner (``DDPSACUpdater``), simulation only: ``torchrun --nproc_per_node N
+    recipes/drq.py --ddp true``. Each rank steps its own simulation (seed + rank) and samples its own
+    batches; gradients are averaged over ranks (``N * drq.batch_size`` transitions per critic update).
+    Rank 0 logs, evaluates and checkpoints in ``<exp_name>``, rank r its own buffer in
+    ``<exp_name>_rank<r>``. Without torchrun: one rank."""
 
 
 def main(argv=None) -> None:
@@ -99,27 +107,45 @@ def main(argv=None) -> None:
         raise ValueError("--intervention needs --demos: intervened steps are stored on the demo side")
     if not cfg.env.pixels:
         raise ValueError("DrQ learns from pixels: --env.pixels must be true")
+    if cfg.ddp and cfg.robot.real:
+        raise ValueError("--ddp runs one simulation per rank; a real arm trains with one learner process")
     exp_name = cfg.exp_name or f"drq_{cfg.env.task}{'_real' if cfg.robot.real else ''}_seed{cfg.seed}"
-    seed_everything(cfg.seed)
-
-    if cfg.drq.pretrained_path == "auto":
-        cfg.drq.pretrained_path = str(cached_pretrained_trunk(cfg.env, seed=cfg.seed))
-    if cfg.demos == "auto":
-        if cfg.robot.real:
-            raise ValueError("--demos auto records scripted demos in the simulation; on a real arm pass a demo folder")
-        cfg.demos = str(cached_scripted_demos(cfg.env, episodes=20, seed=cfg.seed))
     cached = cfg.drq.feature_views > 0
     run_async = cfg.async_collector and not cfg.robot.real and cfg.intervention == "none"
     start_time = time.perf_counter()
 
     with ExitStack() as stack:
+        rank, world_size, local_rank = 0, 1, 0
+        if cfg.ddp:
+            rank, world_size, local_rank = init_ddp_from_env("nccl" if cfg.device.startswith("cuda") else "gloo")
+            stack.callback(dist.destroy_process_group)
+            if cfg.device.startswith("cuda"):
+                cfg.device = f"cuda:{local_rank}"
+            exp_name += f"_rank{rank}" if rank else ""
+            print(f"data-parallel learner: rank {rank} of {world_size} on {cfg.device}", flush=True)
+        seed_everything(cfg.seed)  # the same networks on every rank
+        env_seed = cfg.seed + rank  # a different simulation on each
+
+        if rank > 0:
+            dist.barrier()  # rank 0 fills the trunk and demo caches; the other ranks then read them
+        if cfg.drq.pretrained_path == "auto":
+            cfg.drq.pretrained_path = str(cached_pretrained_trunk(cfg.env, seed=cfg.seed))
+        if cfg.demos == "auto":
+            if cfg.robot.real:
+                raise ValueError("--demos auto records scripted demos in the simulation; on a real arm pass a demo folder")
+            cfg.demos = str(cached_scripted_demos(cfg.env, episodes=20, seed=cfg.seed))
+        if cfg.ddp and rank == 0:
+            dist.barrier()
+
         # env first for its specs, then the agent (a cached-feature env needs the agent's frozen trunk)
-        env = make_env(cfg.env, cfg.robot, seed=cfg.seed, device=cfg.device)
+        env = make_env(cfg.env, cfg.robot, seed=env_seed, device=cfg.device)
         proprio_dim = env.observation_spec["observation"].shape[-1]
         action_dim = env.action_spec.shape[-1]
         if run_async:
             env.close()  # the collector builds its own env, in its own process
         agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device)
+        if cfg.ddp:
+            seed_everything(env_seed)  # each rank explores with its own noise
         # with cached features the env encodes each frame once (TrunkFeatures) and the buffer
         # stores the features, not the images
         pixel_keys = tuple(feature_key(k) for k in CAMERAS) if cached else CAMERAS
@@ -130,29 +156,35 @@ def main(argv=None) -> None:
 
         # env (real arm or simulation) and collector: in a process of its own when asynchronous
         if run_async:
-            features = make_trunk_features(agent, cfg.drq, cfg.seed) if cached else None
-            env_fn = functools.partial(_make_collector_env, cfg.env, features, cfg.seed)
+            features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
+            env_fn = functools.partial(_make_collector_env, cfg.env, features, env_seed)
             collector = AsyncCollector(env_fn, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
                                        init_random_frames=cfg.random_steps)
         else:
-            env = with_features(env, cfg.seed)
+            env = with_features(env, env_seed)
             if cfg.intervention != "none":
                 env = TransformedEnv(env, Intervention(make_intervention_source(cfg.intervention, stack)))
             collector = make_collector(env, agent.policy, frames_per_batch=cfg.frames_per_batch,
                                        random_steps=cfg.random_steps)
         # a real arm is evaluated by the operator's episodes, not by a second robot
         eval_env = None
-        if not cfg.robot.real:
+        if not cfg.robot.real and rank == 0:
             # the policy acts on view 0: the evaluation env encodes only that one
             eval_env = with_features(make_env(cfg.env, None, seed=cfg.seed + 1_000_000, device=cfg.device),
                                      cfg.seed + 1_000_000, num_views=1)
         optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
-        updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
-                             compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+        if cfg.ddp:  # gradients averaged over the ranks
+            updater = DDPSACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
+                                    device_ids=[local_rank] if cfg.device.startswith("cuda") else None,
+                                    compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+        else:
+            updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
+                                 compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
         learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
         logger = RunLogger(
             cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
-            use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project, progress=cfg.progress,
+            use_wandb=cfg.wandb and rank == 0, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project,
+            progress=cfg.progress and rank == 0,
         )
         if cfg.demos:
             encode = None
@@ -161,11 +193,11 @@ def main(argv=None) -> None:
                 encode = lambda demos: stored(demo_features.encode_transitions(demos))  # noqa: E731
             buffer = make_demo_replay_buffer(
                 cfg.buffer_size, learner_batch, cfg.demos, scratch_dir=logger.run_dir / "replay",
-                demo_fraction=cfg.demo_fraction, pixel_keys=pixel_keys, seed=cfg.seed, encode=encode,
+                demo_fraction=cfg.demo_fraction, pixel_keys=pixel_keys, seed=env_seed, encode=encode,
             )
         else:
             buffer = make_pixel_replay_buffer(
-                cfg.buffer_size, learner_batch, logger.run_dir / "replay", pixel_keys=pixel_keys, seed=cfg.seed
+                cfg.buffer_size, learner_batch, logger.run_dir / "replay", pixel_keys=pixel_keys, seed=env_seed
             )
         # intervened steps also go to the demo side (SERL/HIL-SERL)
         router = InterventionRouter(buffer) if cfg.intervention != "none" else None
@@ -176,7 +208,7 @@ def main(argv=None) -> None:
         run = RunCounters()
         if cfg.resume and run.resume(checkpointer, logger):
             if not run_async:
-                env.set_seed(cfg.seed + run.step)
+                env.set_seed(env_seed + run.step)
             collector.reset()
             print(f"resumed {run} buffer={online_size(buffer)} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)

@@ -101,6 +101,22 @@ def test_drq_with_pixel_demos_and_resume(tmp_path, demos):
     assert checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")["counters"]["updates"] == 16 - 4 + 1
 
 
+def test_drq_data_parallel_learner_without_torchrun_is_one_rank(tmp_path, capsys):
+    import torch.distributed as dist
+
+    run("drq", "--ddp", "true", "--logdir", tmp_path, "--total_steps", 8, "--eval_every", 0, "--bf16", "true",
+        *TINY_DRQ)
+    assert "data-parallel learner: rank 0 of 1 on cpu" in capsys.readouterr().out
+    summary = checkpoint_summary(tmp_path / "drq_panda_seed0" / "checkpoints" / f"checkpoint-{8:012d}")
+    assert summary["counters"]["updates"] == 8 - 4 + 1
+    assert not dist.is_initialized()  # the recipe leaves no process group behind
+    with pytest.raises(ValueError, match="compile"):
+        run("drq", "--ddp", "true", "--compile", "true", "--logdir", tmp_path / "c", *TINY_DRQ)
+    assert not dist.is_initialized()
+    with pytest.raises(ValueError, match="one simulation per rank"):
+        run("drq", "--ddp", "true", "--robot.real", "true", "--robot.address", "can0", *TINY_DRQ)
+
+
 def test_drq_with_cached_features_collects_asynchronously(tmp_path, demos, capsys):
     """Frozen ResNet-10 run once per frame in the collector's process (2 views), demos encoded
     once, the learner on cached features at half a learner step per env step."""

@@ -9,7 +9,7 @@ from tensordict import TensorDict
 
 from torchrl_serl.training.agent_factory import make_sac_agent
 from torchrl_serl.training.config import SACConfig
-from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp
+from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp, init_ddp_from_env
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 WORLD, B, STEPS, UTD, OBS, ACT = 2, 16, 3, 3, 10, 4
@@ -56,10 +56,12 @@ def _ddp_worker(rank, port, out_dir):
     try:
         agent, optims = _agent()
         if rank == 1:
-            # a different init on rank 1: DDP must broadcast rank 0's parameters
+            # a different init on rank 1, target networks included: the updater must start every
+            # rank from rank 0's parameters and targets
             with torch.no_grad():
-                for p in agent.loss.parameters():
-                    p.add_(1.0)
+                for p in agent.loss.state_dict().values():
+                    if p.is_floating_point():
+                        p.add_(1.0)
         updater = DDPSACUpdater(agent.loss, optims, agent.target_updater, UTD)
         torch.set_rng_state(_rank_rng(rank))
         for joint in _batches():
@@ -121,3 +123,19 @@ def test_updater_needs_a_process_group():
         DDPSACUpdater(agent.loss, optims, agent.target_updater, UTD)
     with pytest.raises(ValueError, match="rank"):
         init_ddp(2, 2)
+    with pytest.raises(ValueError, match="cudagraphs"):
+        DDPSACUpdater(agent.loss, optims, agent.target_updater, UTD, compile=True)
+
+
+def test_without_torchrun_a_group_of_one(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert init_ddp_from_env("gloo") == (0, 1, 0)
+    try:
+        assert dist.get_world_size() == 1
+        agent, optims = _agent()
+        updater = DDPSACUpdater(agent.loss, optims, agent.target_updater, UTD, bf16=True)
+        metrics = updater.update(_batches()[0][: UTD * B])
+        assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    finally:
+        dist.destroy_process_group()

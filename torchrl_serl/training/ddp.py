@@ -42,6 +42,29 @@ def init_ddp(
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
 
 
+def init_ddp_from_env(backend: str = "gloo", timeout_s: float = 60.0) -> tuple[int, int, int]:
+    """Joins the process group that ``torchrun`` describes (``$RANK``, ``$WORLD_SIZE``,
+    ``$LOCAL_RANK``, ``$MASTER_ADDR``, ``$MASTER_PORT``); returns ``(rank, world_size, local_rank)``.
+
+    Started without ``torchrun`` (no ``$RANK``), the process is a group of one, rank 0, with an
+    in-process store (no port opened). With ``nccl`` the process takes GPU ``local_rank``.
+    """
+    if "RANK" not in os.environ:
+        if backend not in ("gloo", "nccl"):
+            raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}.")
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=timedelta(seconds=timeout_s))
+        rank, world_size, local_rank = 0, 1, 0
+    else:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        init_ddp(rank, world_size, master_addr=os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                 master_port=int(os.environ.get("MASTER_PORT", 29560)), backend=backend, timeout_s=timeout_s)
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    return rank, world_size, local_rank
+
+
 class _LossCall(nn.Module):
     """Exposes one method of the loss as ``forward`` returning a dict of tensors.
 
@@ -63,13 +86,23 @@ class DDPSACUpdater(SACUpdater):
 
     Call after :func:`init_ddp` (or any ``torch.distributed.init_process_group``). Arguments are
     those of ``SACUpdater``; ``device_ids`` is passed to DDP (``None`` on CPU, ``[local_rank]``
-    on GPUs). ``update(batch)`` takes this rank's ``[utd_ratio * B]`` batch.
+    on GPUs). ``update(batch)`` takes this rank's ``[utd_ratio * B]`` batch. Every parameter and
+    buffer of the loss, target networks and temperature included, starts as rank 0's. The loss
+    runs eagerly through DDP: ``compile`` and ``cudagraphs`` are refused.
     """
 
-    def __init__(self, loss, optimizers, target_updater, utd_ratio: int, device_ids: list[int] | None = None):
-        super().__init__(loss, optimizers, target_updater, utd_ratio)
+    def __init__(self, loss, optimizers, target_updater, utd_ratio: int, device_ids: list[int] | None = None,
+                 **updater_kwargs):
+        if updater_kwargs.get("compile") or updater_kwargs.get("cudagraphs"):
+            raise ValueError("DDPSACUpdater runs the loss eagerly through DistributedDataParallel: "
+                             "compile=True and cudagraphs=True are not supported")
+        super().__init__(loss, optimizers, target_updater, utd_ratio, **updater_kwargs)
         if not dist.is_initialized():
             raise RuntimeError("DDPSACUpdater needs an initialised process group: call init_ddp() first.")
+        # DDP broadcasts the trained parameters; the target networks (and any rank-seeded buffer)
+        # must start equal too, or the ranks' critic targets differ for thousands of updates
+        for tensor in loss.state_dict().values():
+            dist.broadcast(tensor, src=0)
         # targets are updated from identical parameters on every rank: no need to broadcast them
         self.ddp = DistributedDataParallel(
             _LossCall(loss), device_ids=device_ids, find_unused_parameters=True, broadcast_buffers=False
