@@ -1,5 +1,6 @@
 """One shared secret -> CURVE keys: derivation, loading, and which endpoints count as local."""
 import pytest
+import zmq
 
 from torchrl_serl.security import (
     MIN_SECRET_BYTES,
@@ -11,7 +12,6 @@ from torchrl_serl.security import (
     new_secret,
 )
 
-zmq = pytest.importorskip("zmq", reason="needs the [robots] extra (pyzmq)")
 SECRET = b"a-shared-secret-of-enough-length"
 
 

@@ -7,7 +7,8 @@ server and one for the client: the client knows the server's public key (so it t
 right server) and the server admits only the client's public key (so only holders of the secret
 get a message through). CURVE also encrypts the link. Nothing here prints or logs the secret.
 
-Used by the robot server (``envs/robots/server.py``) and its client (``envs/robots/remote.py``).
+Used by the robot server (``envs/robots/server.py``) and its client (``envs/robots/remote.py``), and
+by the actor/learner link (``training/distributed.py``; the recipes' ``--secret_file``).
 """
 from __future__ import annotations
 
