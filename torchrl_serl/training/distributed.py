@@ -1,52 +1,86 @@
-"""Actor and learner on different machines, linked through a ``torch.distributed.TCPStore``.
+"""Actor and learner on different machines, linked by ZeroMQ with CURVE authentication.
 
-SERL runs the actor on the robot PC and the learner on a GPU box. TorchRL's distributed collectors
-(``RPCCollector``, ``DistributedCollector``) cannot give the semantics SERL needs: the learner
-*launches* their workers, and they join a torch.distributed/RPC group whose world is fixed at
-``init_process_group``/``init_rpc``; a rank that dies breaks the group and cannot rejoin it. So a
-learner restart would take the actor down. This module builds on the torch.distributed primitive
-under those groups instead, the ``TCPStore`` (no extra dependency, no hand-made socket protocol):
+SERL runs the actor on the robot PC and the learner on a GPU box, linked by ``agentlace`` (ZeroMQ).
+This link runs on ZeroMQ too (pyzmq), with the robot server's authentication (one shared secret ->
+CURVE keys, :mod:`torchrl_serl.security`). The alternatives and why they lose (see
+``docs/distributed.md``): TorchRL's ``RPCCollector``/``DistributedCollector`` and
+``torch.distributed.rpc`` join a process group of fixed world size that a dead rank breaks (a learner
+restart would take the actor down), and have no authentication; a ``torch.distributed.TCPStore``
+(this link's previous engine) lets anyone who reaches its port read and write every key;
+Ray would put the robot PC into a Ray cluster whose head dies with the learner's machine.
 
-- the learner hosts the store (:class:`LearnerLink`), publishes ``(session, version, weights)``
-  and pops transition batches from a store queue;
-- the actor (:class:`RemoteActor`) steps a TorchRL :class:`~torchrl.collectors.Collector` in its
-  main loop and never waits on the network; a background thread pushes batches, fetches newer
-  weights and reconnects when the learner goes away (batches wait in a bounded local backlog);
-- every call across the link has a deadline (``timeout_s``): a dead or hung peer raises
+- The learner (:class:`LearnerLink`) binds one ROUTER socket and serves any number of actors from a
+  background thread, so a learner busy in a long update still answers at once. It publishes
+  ``(session, version, weights)``, and accepts transition batches into a bounded inbox that
+  :meth:`LearnerLink.pull` drains; it never waits on an actor.
+- The actor (:class:`RemoteActor`) steps a TorchRL :class:`~torchrl.collectors.Collector` in its
+  main loop and never waits on the network; a background thread sends batches, fetches newer weights
+  and reconnects when the learner goes away. Each batch carries ``(actor id, sequence number)`` and
+  stays in the actor's bounded backlog until the learner acknowledges it; the learner acknowledges a
+  resent batch again without keeping it twice. So nothing the learner acknowledged is lost by the
+  link, and nothing is kept twice.
+- Every call across the link has a deadline (``timeout_s``): a dead, hung or refusing learner raises
   :class:`LinkError` instead of blocking.
 
-Payloads are ``torch.save`` archives of plain tensors, loaded with ``weights_only=True`` (nothing
-is unpickled). The store has no authentication, so neither side trusts what it reads: a transition
-batch or a weights payload that does not decode, or is not the tensors the other side writes (keys,
-shapes, dtypes, finite values), is dropped, counted and logged, and the reader carries on.
+With a secret (``secret=`` or ``$TORCHRL_SERL_SECRET``) the link is CURVE-authenticated and
+encrypted: a peer without the secret fails the handshake and nothing it sends reaches this code,
+and the actor only takes weights from a learner that holds the secret. Without one both sides
+refuse any address but loopback, and warn. The learner drops messages over ``max_message_bytes``
+(ZMQ_MAXMSGSIZE) and anything that is not this protocol, and neither side trusts what it decodes:
+payloads are ``torch.save`` archives of plain tensors loaded with ``weights_only=True`` (nothing is
+unpickled), and a transition batch or a weights payload that is not the tensors the other side
+writes (keys, shapes, dtypes, finite values) is refused, counted and logged.
+
+Wire protocol (ZMQ multipart messages; the ROUTER adds the actor's connection identity)::
+
+    actor -> learner: PROTOCOL, kind, request id (8 bytes), actor id (16 bytes), *body
+    learner -> actor: PROTOCOL, kind, request id, newest weights tag ("session:version" or b""), *body
+    kind  b"hello":   body ()                       -> (max_message_bytes (8 bytes, big-endian),)
+          b"push":    (sequence number (8 bytes, big-endian), batch)
+                                                    -> (b"ok" | b"busy" | b"bad", reason)
+          b"weights": (tag the actor holds)         -> (the weights, or b"" if it holds them)
+
+Every answer carries the newest weights tag, so the actor fetches weights when they change and
+otherwise asks only every ``weights_poll_s`` (its heartbeat).
 """
 from __future__ import annotations
 
 import collections
 import io
+import ipaddress
 import logging
 import math
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 
 import torch
-import torch.distributed as dist
+import zmq
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, ExplorationType
+from zmq.utils.monitor import recv_monitor_message
 
-_WEIGHTS = "serl/weights"
-_WEIGHTS_TAG = "serl/weights_tag"
-_TRANSITIONS = "serl/transitions"
-_BEATS = "serl/actor_beats"
+from ..security import CurveServerAuth, curve_client_options, is_loopback_endpoint, load_secret
+
 # Keys every batch a RemoteActor pushes carries, and the learner reads.
 REQUIRED_TRANSITION_KEYS = (
     "action", ("next", "reward"), ("next", "done"), ("next", "terminated"), ("next", "policy_version"),
 )
+PROTOCOL = b"torchrl-serl-link/1"
+HELLO, PUSH, WEIGHTS = b"hello", b"push", b"weights"
+OK, BUSY, BAD = b"ok", b"busy", b"bad"
+# Transition batches are a few KB (state) to a few MB (pixels); a larger frame is not an actor's.
+MAX_MESSAGE_BYTES = 64 * 2**20
+# The actor bounds what it takes from the learner too (weights of a pixel policy are tens of MB).
+MAX_WEIGHTS_BYTES = 2**30
+# Actors whose sequence numbers the learner remembers (the least recently heard is forgotten first).
+MAX_ACTORS = 1024
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +112,31 @@ class _Warner:
         self._last, self._held_back = now, 0
 
 
-def _check_address(host: str, port: int, timeout_s: float) -> None:
+def _endpoint(host: str, port: int) -> tuple[str, bool]:
+    """``(ZMQ endpoint, is IPv6)`` of ``host:port``."""
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be a non-empty string, got {host!r}.")
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"port must be in [1, 65535], got {port}.")
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0, got {timeout_s}.")
+    if not 0 <= int(port) < 65536:
+        raise ValueError(f"port must be in [0, 65535], got {port}.")
+    try:
+        ipv6 = ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:  # a host or interface name
+        ipv6 = False
+    return (f"tcp://[{host.strip('[]')}]:{int(port)}" if ipv6 else f"tcp://{host}:{int(port)}"), ipv6
+
+
+def _require_secret_off_loopback(endpoint: str, secret: bytes | None, what: str) -> None:
+    """The robot server's rule: without a secret, loopback only, and a warning."""
+    if secret is not None:
+        return
+    if not is_loopback_endpoint(endpoint):
+        raise ValueError(
+            f"refusing to {what} {endpoint!r} without a secret: anyone who reaches it could feed the learner "
+            "or, through the weights, drive the actor. Give --secret_file (or $TORCHRL_SERL_SECRET; make one "
+            "with `python -m torchrl_serl.security`), or use 127.0.0.1 (e.g. through an SSH tunnel)"
+        )
+    warnings.warn(f"actor/learner link on {endpoint!r} has no secret: any process on this machine may feed the "
+                  "learner or serve weights to the actor (set $TORCHRL_SERL_SECRET or --secret_file)", stacklevel=3)
 
 
 def _dumps(obj) -> bytes:
@@ -190,169 +242,347 @@ def weights_from_bytes(data: bytes, like: Mapping[str, torch.Tensor]) -> tuple[s
 
 
 class LearnerLink:
-    """Learner side of the link: hosts the store the actors connect to.
+    """Learner side of the link: serves any number of actors from a background thread.
 
     Args:
-        host: address to listen on (``"0.0.0.0"`` for every interface of the GPU box).
-        port: TCP port; a restarted learner binds the same port and the actors reconnect.
-        timeout_s: deadline of every store call, seconds.
+        host: address to listen on (``"0.0.0.0"``: every interface of the GPU box; needs a secret).
+        port: TCP port; a restarted learner binds the same port and the actors reconnect. ``0``
+            picks a free one (see :attr:`port`).
 
     Keyword Args:
+        secret: the shared secret (:func:`torchrl_serl.security.load_secret`: this argument, else
+            ``$TORCHRL_SERL_SECRET``). With one, only actors holding it complete the CURVE handshake;
+            without one only loopback ``host`` is allowed (with a warning).
         transition_example: a batch like the ones the actors push (any batch size, e.g. a short
-            rollout of the actor's env and policy through a ``Collector``); every pulled batch must
-            have its keys, dtypes and per-transition shapes. ``None``: the first accepted batch
-            sets them.
+            rollout of the actor's env and policy through a ``Collector``); every accepted batch must
+            have its keys, dtypes and per-transition shapes. ``None``: the first accepted batch sets them.
+        max_message_bytes: a larger message frame disconnects its sender (ZMQ_MAXMSGSIZE). Actors
+            learn it when they connect and refuse to send a larger batch themselves.
+        max_inbox: accepted batches held for :meth:`pull`; beyond it actors are told to retry later.
 
-    ``stats`` counts the batches ``received`` and ``dropped`` (with ``last_drop``, the reason).
+    ``stats`` counts the batches ``received`` (acknowledged), ``duplicates`` (resent after a lost
+    acknowledgement, acknowledged again, kept once), ``dropped`` (refused as malformed, with
+    ``last_drop``, the reason), ``malformed`` messages (not this protocol; no answer) and
+    ``refused_handshakes`` (peers without the secret, or speaking something else).
+
+    Raises:
+        ValueError: a bad address, a non-loopback ``host`` without a secret, a secret too short.
+        LinkError: the address cannot be bound (e.g. the port is taken).
     """
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 29550, timeout_s: float = 10.0,
-                 *, transition_example: TensorDictBase | None = None):
-        _check_address(host, port, timeout_s)
+    def __init__(self, host: str = "127.0.0.1", port: int = 29550, *, secret: str | bytes | None = None,
+                 transition_example: TensorDictBase | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 max_inbox: int = 1000):
+        endpoint, ipv6 = _endpoint(host, port)
+        if max_message_bytes < 1024 or max_inbox < 1:
+            raise ValueError(f"max_message_bytes must be >= 1024 and max_inbox >= 1, got {max_message_bytes} "
+                             f"and {max_inbox}.")
+        secret = load_secret(secret)
+        _require_secret_off_loopback(endpoint, secret, "let actors connect on")
         self.session = uuid.uuid4().hex
-        self.timeout_s = timeout_s
+        self.max_message_bytes = int(max_message_bytes)
         self._schema = None
         if transition_example is not None:
             self._schema = _td_schema(transition_example.exclude("collector"))
-        self.stats = {"received": 0, "dropped": 0, "last_drop": None}
+        self.stats = {"received": 0, "duplicates": 0, "dropped": 0, "last_drop": None, "malformed": 0,
+                      "refused_handshakes": 0}
+        self._inbox = collections.deque()
+        self._max_inbox = int(max_inbox)
+        self._actors: collections.OrderedDict[bytes, list] = collections.OrderedDict()  # id -> [last seq, last heard]
+        self._actors_lock = threading.Lock()
+        self._weights = (b"", b"")  # (tag, payload) the actors fetch
         self._warn = _Warner()
+        # Its own context: libzmq runs one authenticator (ZAP handler) per context.
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._auth = None if secret is None else CurveServerAuth(self._ctx, self._sock, secret)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.IPV6, ipv6)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        # An actor has one request in flight; one that never reads its answers must not pile them up here.
+        self._sock.setsockopt(zmq.SNDHWM, 16)
+        self._monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
         try:
-            self._store = dist.TCPStore(
-                host, port, is_master=True, wait_for_workers=False,
-                timeout=timedelta(seconds=timeout_s),
-            )
-        except Exception as err:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as err:
+            self._close_sockets()
+            self._close_context()
             raise LinkError(f"cannot listen on {host}:{port}: {err}") from err
-        self._last_beat = None
-        self._last_beat_time = None
+        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.port = int(self.endpoint.rsplit(":", 1)[1])
+        self._stop = threading.Event()
+        self._failure: Exception | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="serl-learner-link")
+        self._thread.start()
 
     def publish_weights(self, policy: nn.Module, version: int) -> None:
         """Makes ``policy``'s weights the ones the actors fetch next, tagged ``version``."""
         state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-        # weights first, tag second: an actor that sees the new tag always finds the new weights
-        self._store.set(_WEIGHTS, _dumps({"session": self.session, "version": int(version), "state": state}))
-        self._store.set(_WEIGHTS_TAG, f"{self.session}:{int(version)}")
+        payload = _dumps({"session": self.session, "version": int(version), "state": state})
+        self._weights = (f"{self.session}:{int(version)}".encode(), payload)  # one assignment: never torn
 
     def pull(self, max_batches: int = 1000) -> list[TensorDict]:
-        """Pops up to ``max_batches`` transition batches the actors pushed (non-blocking).
+        """Takes up to ``max_batches`` acknowledged transition batches, oldest first (non-blocking).
 
-        An item that is not a batch of transitions like the others (see :func:`batch_from_bytes`)
-        is dropped, counted in ``stats`` and logged; the rest are returned.
+        Raises:
+            LinkError: the link's thread failed (a bug; it is logged): no actor is heard any more.
         """
+        if self._failure is not None:
+            raise LinkError("the learner's link thread failed (see the log)") from self._failure
         batches = []
-        for _ in range(min(int(self._store.queue_len(_TRANSITIONS)), max_batches)):
-            data = self._store.queue_pop(_TRANSITIONS, block=False)
-            try:
-                batch = batch_from_bytes(data, self._schema)
-            except BadPayload as err:
-                self.stats["dropped"] += 1
-                self.stats["last_drop"] = str(err)
-                self._warn(f"dropped a transition batch from the link ({self.stats['dropped']} so far): {err}")
-                continue
-            if self._schema is None:
-                self._schema = _td_schema(batch)
-            self.stats["received"] += 1
-            batches.append(batch)
+        while self._inbox and len(batches) < max_batches:
+            batches.append(self._inbox.popleft())
         return batches
 
-    def actor_seen_within(self, seconds: float) -> bool:
-        """Whether an actor sent a heartbeat in the last ``seconds`` (by the learner's clock)."""
-        # a heartbeat is any change of the key's bytes: nothing written there can fail to parse
-        beat = self._store.get(_BEATS) if self._store.check([_BEATS]) else None
+    def actors_seen_within(self, seconds: float) -> int:
+        """Actors heard from in the last ``seconds`` (any message of theirs counts)."""
         now = time.monotonic()
-        if beat != self._last_beat:
-            self._last_beat, self._last_beat_time = beat, now
-        return self._last_beat_time is not None and now - self._last_beat_time <= seconds
+        with self._actors_lock:
+            return sum(now - heard <= seconds for _, heard in self._actors.values())
 
     def close(self) -> None:
-        """Stops listening (the actors keep acting and retry)."""
-        self._store = None
+        """Stops answering (the actors keep acting and retry); :meth:`pull` still returns what was
+        acknowledged. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        self._close_context()
+
+    def _close_context(self) -> None:
+        if self._auth is not None:
+            self._auth.close()
+        self._ctx.term()
+
+    def _close_sockets(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self._sock.close(linger=0)
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(50))
+                while self._monitor in ready and self._monitor.poll(0):
+                    recv_monitor_message(self._monitor)
+                    self.stats["refused_handshakes"] += 1
+                # a bounded burst, then the stop flag is looked at again
+                for _ in range(100 if self._sock in ready else 0):
+                    try:
+                        frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        reply = self._answer(frames[1:])
+                    except Exception as err:  # a message that breaks a check is its sender's problem
+                        self.stats["malformed"] += 1
+                        self._warn(f"learner link: dropped a message that failed to parse: {type(err).__name__}: {err}")
+                        continue
+                    if reply is None:
+                        self.stats["malformed"] += 1
+                        self._warn("learner link: dropped a message that is not the actor/learner protocol "
+                                   f"({self.stats['malformed']} so far)")
+                        continue
+                    # a ROUTER drops (never blocks on) a reply to a peer that is gone or not reading
+                    self._sock.send_multipart([frames[0], *reply], flags=zmq.NOBLOCK, copy=False)
+        except Exception as err:
+            logger.exception("the learner's link thread failed; pull() raises from now on")
+            self._failure = err
+        finally:
+            self._close_sockets()
+
+    def _answer(self, frames: list[bytes]) -> list[bytes] | None:
+        """The reply to one request, ``None`` for a message that is not one."""
+        if len(frames) < 4 or frames[0] != PROTOCOL or len(frames[2]) != 8 or len(frames[3]) != 16:
+            return None
+        kind, request_id, actor_id, body = frames[1], frames[2], frames[3], frames[4:]
+        if not ((kind == HELLO and not body) or (kind == PUSH and len(body) == 2 and len(body[0]) == 8)
+                or (kind == WEIGHTS and len(body) == 1)):
+            return None
+        entry = self._heard(actor_id)
+        tag, payload = self._weights
+        if kind == HELLO:
+            answer = [self.max_message_bytes.to_bytes(8, "big")]
+        elif kind == PUSH:
+            answer = self._accept(entry, int.from_bytes(body[0], "big"), body[1])
+        else:
+            answer = [b"" if body[0] == tag else payload]
+        return [PROTOCOL, kind, request_id, tag, *answer]
+
+    def _heard(self, actor_id: bytes) -> list:
+        with self._actors_lock:
+            entry = self._actors.setdefault(actor_id, [-1, 0.0])
+            entry[1] = time.monotonic()
+            self._actors.move_to_end(actor_id)
+            if len(self._actors) > MAX_ACTORS:
+                self._actors.popitem(last=False)
+        return entry
+
+    def _accept(self, entry: list, seq: int, payload: bytes) -> list[bytes]:
+        if seq <= entry[0]:  # kept already: its acknowledgement was lost, the actor sent it again
+            self.stats["duplicates"] += 1
+            return [OK, b""]
+        if len(self._inbox) >= self._max_inbox:
+            return [BUSY, f"the learner holds {len(self._inbox)} batches it has not taken yet".encode()]
+        try:
+            batch = batch_from_bytes(payload, self._schema)
+        except BadPayload as err:
+            self.stats["dropped"] += 1
+            self.stats["last_drop"] = str(err)
+            self._warn(f"refused a transition batch from the link ({self.stats['dropped']} so far): {err}")
+            return [BAD, str(err).encode()]
+        if self._schema is None:
+            self._schema = _td_schema(batch)
+        entry[0] = seq
+        self._inbox.append(batch)
+        self.stats["received"] += 1
+        return [OK, b""]
 
 
 class ActorLink:
-    """Actor side of the link: a store client whose every call has a deadline.
+    """Actor side of the link: requests to a :class:`LearnerLink`, each with a deadline.
 
-    Each method raises :class:`LinkError` when the learner is unreachable, dead or does not
-    answer within ``timeout_s``. The store's own timeout only bounds its *wait* operations (a
-    ``get`` from a hung peer blocks forever), so each call runs on a helper thread and is
-    abandoned at the deadline together with its connection.
+    Args:
+        host, port: the learner's address.
+        timeout_s: deadline of every call [s], connection and CURVE handshake included.
+
+    Keyword Args:
+        secret: the shared secret (:func:`torchrl_serl.security.load_secret`: this argument, else
+            ``$TORCHRL_SERL_SECRET``). With one, the actor only talks to a learner holding it; without
+            one only a loopback ``host`` is allowed (with a warning).
+        max_message_bytes: a larger answer (weights) disconnects the learner.
+
+    Each call raises :class:`LinkError` when the learner is unreachable, dead, refuses this actor's
+    secret or does not answer within ``timeout_s``; the socket is then rebuilt by the next call, so
+    a late answer can never be taken for the next one. ``stats`` counts the ``bytes_sent`` and
+    ``bytes_received`` (message frames; CURVE and ZMTP add ~30 bytes a frame). Not thread-safe: one
+    thread makes the calls.
     """
 
-    def __init__(self, host: str, port: int, timeout_s: float = 5.0):
-        _check_address(host, port, timeout_s)
-        self.host, self.port, self.timeout_s = host, int(port), timeout_s
-        self._store = None
-        self._beat_id, self._beats = uuid.uuid4().hex, 0
+    def __init__(self, host: str, port: int, timeout_s: float = 5.0, *, secret: str | bytes | None = None,
+                 max_message_bytes: int = MAX_WEIGHTS_BYTES):
+        self.endpoint, self._ipv6 = _endpoint(host, port)
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}.")
+        secret = load_secret(secret)
+        _require_secret_off_loopback(self.endpoint, secret, "connect to a learner at")
+        self.timeout_s = float(timeout_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self._curve = {} if secret is None else curve_client_options(secret)
+        self.actor_id = uuid.uuid4().bytes
+        self.learner_tag = ""  # of the newest weights, as the learner's last answer said
+        self.learner_max_message_bytes: int | None = None
+        self.stats = {"bytes_sent": 0, "bytes_received": 0}
+        self._ctx = zmq.Context.instance()
+        self._sock = self._monitor = None
+        self._requests = 0
 
     @property
     def connected(self) -> bool:
-        return self._store is not None
+        """Whether the last call got its answer (the next one reuses the connection)."""
+        return self._sock is not None and self.learner_max_message_bytes is not None
 
-    def _with_deadline(self, what: str, fn: Callable):
-        result = {}
+    def _open(self) -> None:
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.IPV6, self._ipv6)
+        # queue nothing before the handshake: POLLOUT then means "connected and admitted"
+        self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        for option, value in self._curve.items():
+            self._sock.setsockopt(option, value)
+        self._monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
+        self._sock.connect(self.endpoint)
 
-        def target():
-            try:
-                result["value"] = fn()
-            except Exception as err:  # re-raised in the caller's thread below
-                result["error"] = err
+    def close(self) -> None:
+        """Drops the connection; the next call opens a new one."""
+        if self._sock is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._sock.close(linger=0)
+            self._sock = self._monitor = None
+        self.learner_max_message_bytes = None
 
-        # a daemon thread, not an executor: one blocked in a hung peer must not hold up exit
-        thread = threading.Thread(target=target, daemon=True, name=f"serl-link-{what}")
-        thread.start()
-        thread.join(self.timeout_s)
-        if "value" in result:
-            return result["value"]
-        # the connection is in an unknown state (the thread may stay blocked in it until the
-        # peer dies or resumes): forget it, the next call reconnects
-        self._store = None
-        if thread.is_alive():
-            raise LinkError(
-                f"{what} to learner {self.host}:{self.port} missed its {self.timeout_s} s deadline"
-            )
-        raise LinkError(f"{what} to learner {self.host}:{self.port} failed: {result['error']}") from result["error"]
+    def _fail(self, what: str, message: str) -> LinkError:
+        refused = self._monitor.poll(0)
+        self.close()
+        if refused:
+            message = (f"learner {self.endpoint} refused the handshake: this actor's secret differs from the "
+                       "learner's, or only one side has one")
+        return LinkError(f"{what}: {message}")
+
+    def _request(self, what: str, kind: bytes, *body: bytes) -> list[bytes]:
+        try:
+            return self._exchange(what, kind, *body)
+        except zmq.ZMQError as err:  # the socket, not the learner, failed: a fresh one may work
+            raise self._fail(what, f"ZMQ error talking to learner {self.endpoint}: {err}") from err
+
+    def _exchange(self, what: str, kind: bytes, *body: bytes) -> list[bytes]:
+        if self._sock is None:
+            self._open()
+        deadline = time.monotonic() + self.timeout_s
+        self._requests += 1
+        request_id = self._requests.to_bytes(8, "big")
+        if not self._sock.poll(self.timeout_s * 1000, zmq.POLLOUT):
+            raise self._fail(what, f"cannot reach learner {self.endpoint} within {self.timeout_s} s "
+                                   "(down or unreachable)")
+        frames = [PROTOCOL, kind, request_id, self.actor_id, *body]
+        self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        self.stats["bytes_sent"] += sum(map(len, frames))
+        while True:
+            left_ms = (deadline - time.monotonic()) * 1000
+            if left_ms <= 0 or not self._sock.poll(left_ms, zmq.POLLIN):
+                raise self._fail(what, f"learner {self.endpoint} missed the {self.timeout_s} s deadline")
+            reply = self._sock.recv_multipart()
+            self.stats["bytes_received"] += sum(map(len, reply))
+            # anything else is a late answer to a request of a previous socket's life, or not an answer
+            if len(reply) >= 4 and reply[:3] == [PROTOCOL, kind, request_id]:
+                self.learner_tag = reply[3].decode(errors="replace")
+                return reply[4:]
 
     def connect(self) -> None:
-        def open_store():
-            return dist.TCPStore(
-                self.host, self.port, is_master=False, timeout=timedelta(seconds=self.timeout_s)
-            )
+        """Says hello (checks the learner is there, admits this actor, and learns its message limit)."""
+        self.close()
+        answer = self._request("connect", HELLO)
+        if len(answer) != 1 or len(answer[0]) != 8:
+            raise self._fail("connect", f"learner {self.endpoint} answered hello with something else")
+        self.learner_max_message_bytes = int.from_bytes(answer[0], "big")
 
-        try:
-            self._store = self._with_deadline("connect", open_store)
-        except LinkError as err:
-            raise LinkError(f"cannot reach learner {self.host}:{self.port}: {err}") from err
+    def push(self, batch: TensorDictBase, seq: int) -> bool:
+        """Sends batch number ``seq`` of this actor (numbers only grow); ``True`` once the learner
+        acknowledged it (also for a batch it had already), ``False`` if the learner's inbox is full.
 
-    def _call(self, what: str, fn: Callable):
-        if self._store is None:
-            self.connect()
-        store = self._store
-        return self._with_deadline(what, lambda: fn(store))
-
-    def push(self, batch: TensorDictBase) -> None:
-        """Sends one batch of transitions to the learner's queue."""
-        data = batch_to_bytes(batch)
-        self._call("push", lambda s: s.queue_push(_TRANSITIONS, data))
-
-    def heartbeat(self) -> None:
-        self._beats += 1
-        beat = f"{self._beat_id}:{self._beats}"
-        self._call("heartbeat", lambda s: s.set(_BEATS, beat))
-
-    def weights_tag(self) -> str | None:
-        """``"session:version"`` of the newest published weights, ``None`` before the first."""
-        def get(s):
-            # undecodable bytes still make a tag: a new one only makes the actor fetch (and check) weights
-            return s.get(_WEIGHTS_TAG).decode(errors="replace") if s.check([_WEIGHTS_TAG]) else None
-
-        return self._call("weights_tag", get)
-
-    def fetch_weights(self, like: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, torch.Tensor]]:
-        """Returns ``(session, version, state_dict)`` of the newest published weights.
-
-        Raises :class:`BadPayload` unless they fit ``like`` (see :func:`weights_from_bytes`).
+        Raises:
+            BadPayload: the learner refused the batch as malformed, or it is larger than the
+                learner's message limit (sending it again would not help).
+            LinkError: no acknowledgement within the deadline.
         """
-        return weights_from_bytes(self._call("fetch_weights", lambda s: s.get(_WEIGHTS)), like)
+        if not self.connected:
+            self.connect()
+        data = batch_to_bytes(batch)
+        if len(data) + 128 > self.learner_max_message_bytes:
+            raise BadPayload(f"a batch of {batch.numel()} transitions is {len(data)} bytes, more than the learner's "
+                             f"max_message_bytes ({self.learner_max_message_bytes}): send fewer frames per batch")
+        answer = self._request("push", PUSH, int(seq).to_bytes(8, "big"), data)
+        status = answer[0] if len(answer) == 2 else None
+        if status == BAD:
+            raise BadPayload(f"the learner refused the batch: {answer[1].decode(errors='replace')}")
+        if status not in (OK, BUSY):
+            raise self._fail("push", f"learner {self.endpoint} answered push with something else")
+        return status == OK
+
+    def fetch_weights(self, have: str = "") -> tuple[str, bytes] | None:
+        """``(tag, payload)`` of the newest published weights (decode with :func:`weights_from_bytes`);
+        ``None`` before the first publication, or when their tag is ``have``."""
+        if not self.connected:
+            self.connect()
+        answer = self._request("fetch_weights", WEIGHTS, have.encode())
+        if len(answer) != 1:
+            raise self._fail("fetch_weights", f"learner {self.endpoint} answered with something else")
+        return (self.learner_tag, answer[0]) if self.learner_tag and answer[0] else None
 
 
 class RemoteActor:
@@ -362,6 +592,8 @@ class RemoteActor:
     bounded backlog and applies weights a background thread has already fetched, so a slow,
     restarting or dead learner never stalls the control loop. Every frame carries the learner's
     weight version under ``("next", "policy_version")`` (-1 before the first weights arrive).
+    A batch leaves the backlog when the learner acknowledges it; while the learner is away the
+    backlog fills, and beyond ``max_backlog`` the oldest unacknowledged batch is dropped (counted).
 
     Args:
         create_env_fn: returns the environment (the robot or its simulation).
@@ -369,13 +601,20 @@ class RemoteActor:
 
     Keyword Args:
         host, port: the learner's :class:`LearnerLink` address.
+        secret: the shared secret (see :class:`ActorLink`).
         frames_per_batch: env steps per pushed batch.
         timeout_s: deadline of every call to the learner.
         reconnect_every_s: pause between reconnection attempts while the learner is away.
-        max_backlog: batches kept while disconnected; the oldest are dropped beyond it.
+        weights_poll_s: longest time between two requests for weights (the actor's heartbeat); any
+            answer of the learner that announces new weights makes the actor fetch them at once.
+        max_backlog: unacknowledged batches kept; the oldest are dropped beyond it.
         init_random_frames: frames taken with a uniformly random policy first.
         exploration_type: action sampling of the policy.
         seed: environment seed.
+
+    ``stats`` counts ``frames``, batches ``acked`` by the learner, ``dropped`` from a full backlog,
+    ``rejected`` by the learner as malformed, ``link_errors``, ``weight_updates`` and ``bad_weights``,
+    and holds the ``weights_version`` acted with and the link's ``bytes_sent``/``bytes_received``.
     """
 
     def __init__(
@@ -385,9 +624,11 @@ class RemoteActor:
         *,
         host: str,
         port: int,
+        secret: str | bytes | None = None,
         frames_per_batch: int = 10,
         timeout_s: float = 5.0,
         reconnect_every_s: float = 1.0,
+        weights_poll_s: float = 0.1,
         max_backlog: int = 1000,
         init_random_frames: int = 0,
         exploration_type: ExplorationType = ExplorationType.RANDOM,
@@ -397,9 +638,10 @@ class RemoteActor:
             raise ValueError(f"frames_per_batch must be >= 1, got {frames_per_batch}.")
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}.")
-        self.link = ActorLink(host, port, timeout_s)
+        self.link = ActorLink(host, port, timeout_s, secret=secret)
         self.policy = policy
         self.reconnect_every_s = reconnect_every_s
+        self.weights_poll_s = weights_poll_s
         env = create_env_fn()
         if seed is not None:
             env.set_seed(seed)
@@ -414,16 +656,18 @@ class RemoteActor:
             auto_register_policy_transforms=False,
         )
         self.collector.policy_version_tracker.version = -1
-        self._backlog = collections.deque(maxlen=max_backlog)
+        self._backlog: collections.deque[tuple[int, TensorDictBase]] = collections.deque(maxlen=max_backlog)
+        self._next_seq = 0
         self._pending = None  # (version, state) fetched by the link thread
         self._weights_like = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop_acting = threading.Event()
+        self._stop_link = threading.Event()
         self._link_failure: Exception | None = None
         self._warn = _Warner()
         self.stats = {
-            "frames": 0, "sent": 0, "dropped": 0, "link_errors": 0, "weights_version": -1, "weight_updates": 0,
-            "bad_weights": 0,
+            "frames": 0, "acked": 0, "dropped": 0, "rejected": 0, "link_errors": 0, "weights_version": -1,
+            "weight_updates": 0, "bad_weights": 0, "bytes_sent": 0, "bytes_received": 0,
         }
 
     def _service_link(self) -> None:
@@ -433,43 +677,62 @@ class RemoteActor:
             # a bug, not a network fault: the control loop must not go on with a dead link
             logger.exception("the actor's link thread failed; the actor stops")
             self._link_failure = err
-            self._stop.set()
+            self._stop_acting.set()
+        finally:
+            self.link.close()
 
     def _link_loop(self) -> None:
-        fetched = None  # tag of the newest weights handed to the control loop, or found bad
-        while not self._stop.is_set():
+        held = ""  # tag of the newest weights handed to the control loop, or found bad
+        polled = -math.inf
+        while not self._stop_link.is_set():
             try:
                 if not self.link.connected:
                     self.link.connect()
-                while self._backlog:
-                    batch = self._backlog.popleft()
-                    try:
-                        self.link.push(batch)
-                    except LinkError:
-                        # put it back unless newer batches filled the backlog meanwhile
-                        if len(self._backlog) < self._backlog.maxlen:
-                            self._backlog.appendleft(batch)
-                        raise
-                    self.stats["sent"] += 1
-                self.link.heartbeat()
-                tag = self.link.weights_tag()
-                if tag is not None and tag != fetched:
-                    try:
-                        session, version, state = self.link.fetch_weights(self._weights_like)
-                    except BadPayload as err:
-                        fetched = tag  # not fetched again until the learner publishes anew
-                        self.stats["bad_weights"] += 1
-                        self._warn(f"dropped weights {tag!r} from the link, acting on with version "
-                                   f"{self.stats['weights_version']}: {err}")
-                    else:
-                        fetched = f"{session}:{version}"
-                        with self._lock:
-                            self._pending = (version, state)
-                self._stop.wait(0.01)
+                learner_busy = not self._send_backlog()
+                if self.link.learner_tag != held or time.monotonic() - polled >= self.weights_poll_s:
+                    polled = time.monotonic()
+                    fetched = self.link.fetch_weights(have=held)
+                    if fetched is not None:
+                        held = fetched[0]  # a bad payload is not fetched again until the learner publishes anew
+                        self._take_weights(*fetched)
+                self._stop_link.wait(0.05 if learner_busy else 0.01)
             except LinkError as err:
                 self.stats["link_errors"] += 1
                 self._warn(f"actor link: {err} ({self.stats['link_errors']} link errors so far); retrying")
-                self._stop.wait(self.reconnect_every_s)
+                self._stop_link.wait(self.reconnect_every_s)
+            finally:
+                self.stats["bytes_sent"] = self.link.stats["bytes_sent"]
+                self.stats["bytes_received"] = self.link.stats["bytes_received"]
+
+    def _send_backlog(self) -> bool:
+        """Sends the backlog oldest first until it is empty (``True``) or the learner is busy (``False``)."""
+        while True:
+            with self._lock:
+                if not self._backlog:
+                    return True
+                seq, batch = self._backlog[0]
+            try:
+                if not self.link.push(batch, seq):
+                    return False
+                self.stats["acked"] += 1
+            except BadPayload as err:
+                self.stats["rejected"] += 1
+                self._warn(f"actor link: batch {seq} dropped: {err}")
+            with self._lock:
+                # the control loop may have pushed it out of a full backlog meanwhile
+                if self._backlog and self._backlog[0][0] == seq:
+                    self._backlog.popleft()
+
+    def _take_weights(self, tag: str, payload: bytes) -> None:
+        try:
+            _, version, state = weights_from_bytes(payload, self._weights_like)
+        except BadPayload as err:
+            self.stats["bad_weights"] += 1
+            self._warn(f"dropped weights {tag!r} from the link, acting on with version "
+                       f"{self.stats['weights_version']}: {err}")
+            return
+        with self._lock:
+            self._pending = (version, state)
 
     def _apply_pending_weights(self) -> None:
         with self._lock:
@@ -488,20 +751,23 @@ class RemoteActor:
         thread.start()
         try:
             for batch in self.collector:
-                if len(self._backlog) == self._backlog.maxlen:
-                    self.stats["dropped"] += 1
-                self._backlog.append(batch.exclude("collector"))
+                with self._lock:
+                    if len(self._backlog) == self._backlog.maxlen:
+                        self.stats["dropped"] += 1
+                    self._backlog.append((self._next_seq, batch.exclude("collector")))
+                    self._next_seq += 1
                 self.stats["frames"] += batch.numel()
                 self._apply_pending_weights()
                 if on_batch is not None:
                     on_batch(self.stats)
                 self._raise_link_failure()
-                if self._stop.is_set() or 0 <= total_frames <= self.stats["frames"]:
+                if self._stop_acting.is_set() or 0 <= total_frames <= self.stats["frames"]:
                     break
             self._drain(thread)
             self._raise_link_failure()
         finally:
-            self._stop.set()
+            self._stop_acting.set()
+            self._stop_link.set()
             thread.join(timeout=self.link.timeout_s + self.reconnect_every_s + 1)
             self.collector.shutdown()
         return self.stats
@@ -517,4 +783,5 @@ class RemoteActor:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stops acting; :meth:`run` then hands the backlog over (for at most twice ``timeout_s``) and returns."""
+        self._stop_acting.set()
