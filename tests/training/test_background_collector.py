@@ -1,0 +1,104 @@
+"""BackgroundCollector: the actor process keeps stepping while the learner is busy; an explicit
+frame limit holds it back; a dead actor process reaches the learner as an error."""
+import time
+from functools import partial
+
+import pytest
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.collectors import AsyncCollector
+from torchrl.envs import GymEnv
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal
+
+from torchrl_serl.training.background_collector import BackgroundCollector
+
+make_env = partial(GymEnv, "Pendulum-v1")
+FRAMES_PER_BATCH = 10
+
+
+def make_policy() -> ProbabilisticActor:
+    net = nn.Sequential(MLP(in_features=3, out_features=2, num_cells=[16]), NormalParamExtractor())
+    module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    return ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal,
+                              distribution_kwargs={"low": -2.0, "high": 2.0})
+
+
+def wait_until(condition, timeout_s: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s  # a generous bound on a loaded machine, never the expected time
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout_s} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def feed():
+    torch.manual_seed(0)
+    policy = make_policy()
+    collector = AsyncCollector(make_env, policy, frames_per_batch=FRAMES_PER_BATCH, total_frames=-1)
+    feed = BackgroundCollector(collector)
+    feed.policy = policy  # the learner's copy, for the weight test
+    yield feed
+    feed.shutdown()
+
+
+def test_actor_runs_ahead_of_a_learner_that_does_not_take_batches(feed):
+    # TorchRL's AsyncCollector alone would stop one batch ahead of a consumer that does not ask
+    feed.start()
+    wait_until(lambda: feed.frames >= 10 * FRAMES_PER_BATCH, what="10 batches without the learner asking")
+    batches = feed.drain()
+    assert len(batches) >= 10
+    assert all(b.shape == (FRAMES_PER_BATCH,) for b in batches)
+    stream = torch.cat(batches)
+    # consecutive env steps, oldest first, nothing dropped or repeated: each step starts where
+    # the previous one ended unless that one ended the episode
+    follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
+    assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+    assert feed.drain() == [] or feed.frames > len(batches) * FRAMES_PER_BATCH
+
+
+def test_frame_limit_holds_the_actor_back(feed):
+    feed.set_frame_limit(3 * FRAMES_PER_BATCH)
+    feed.start()
+    wait_until(lambda: feed.frames >= 3 * FRAMES_PER_BATCH, what="the first 3 batches")
+    assert len(feed.drain(timeout_s=1.0)) == 3
+    assert feed.frames == 3 * FRAMES_PER_BATCH  # the thread waits at the limit
+    feed.set_frame_limit(5 * FRAMES_PER_BATCH)
+    wait_until(lambda: feed.frames >= 5 * FRAMES_PER_BATCH, what="2 more batches after raising the limit")
+    assert feed.frames == 5 * FRAMES_PER_BATCH
+    feed.set_frame_limit(None)
+    wait_until(lambda: feed.frames > 6 * FRAMES_PER_BATCH, what="batches once the limit is lifted")
+
+
+def test_weights_reach_the_actor_while_it_runs(feed):
+    feed.start()
+    wait_until(lambda: feed.frames >= FRAMES_PER_BATCH, what="the first batch")
+    with torch.no_grad():  # a learner step that drives every action to the top of the range
+        last = feed.policy.module[0].module[0][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([20.0, -20.0]))  # loc 20, scale ~0
+    feed.update_policy_weights_()  # returns once the actor process holds the pushed weights
+    feed.drain()
+    before = feed.frames
+    wait_until(lambda: feed.frames >= before + 3 * FRAMES_PER_BATCH, what="batches after a weight push")
+    # the batch in flight at the push may still hold old actions; the last one is all new
+    assert torch.allclose(feed.drain()[-1]["action"], torch.full((FRAMES_PER_BATCH, 1), 2.0), atol=1e-3)
+
+
+def test_a_dead_actor_process_reaches_the_learner_as_an_error(feed):
+    feed.start()
+    wait_until(lambda: feed.frames >= FRAMES_PER_BATCH, what="the first batch")
+    for proc in feed.collector.procs:
+        proc.kill()
+    with pytest.raises(RuntimeError, match="collector stopped"):
+        wait_until(lambda: feed.drain() is None, what="the error")  # drain raises once the thread has seen it
+
+
+def test_shutdown_while_held_at_the_limit_returns(feed):
+    feed.set_frame_limit(FRAMES_PER_BATCH)
+    feed.start()
+    wait_until(lambda: feed.frames >= FRAMES_PER_BATCH, what="the first batch")
+    feed.shutdown()
+    assert not feed._thread.is_alive()
+    assert all(not p.is_alive() for p in feed.collector.procs)
