@@ -62,7 +62,7 @@ def bench_remote_piper(steps: int, hz: float) -> np.ndarray:
     from torchrl_serl.envs.robots.arm_env import PIPER_HOME_Q, RealArmEnv
     from torchrl_serl.envs.robots.piper import PiperArm
     from torchrl_serl.envs.robots.remote import RemoteArm
-    from torchrl_serl.envs.robots.rotations import euler_zyx_to_quat
+    from torchrl_serl.envs.rotations import euler_xyz_to_quat
     from torchrl_serl.envs.robots.safety import SafetyLimits
     from torchrl_serl.envs.robots.server import ArmServer
 
@@ -74,7 +74,7 @@ def bench_remote_piper(steps: int, hz: float) -> np.ndarray:
     remote = RemoteArm(server.endpoint)
     remote.connect()
     safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
-                          reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
+                          reference_quat=euler_xyz_to_quat([np.pi, np.deg2rad(43.4), np.pi]))
     env = RealArmEnv(remote, safety, cameras=_cameras(), home_q=PIPER_HOME_Q, control_hz=hz,
                      max_episode_steps=10**6, seed=0)
     try:

@@ -10,7 +10,7 @@ from torchrl.envs.utils import check_env_specs
 from torchrl_serl.envs.cameras import TestPatternCamera
 from torchrl_serl.envs.robots.arm_env import PIPER_HOME_Q
 from torchrl_serl.envs.robots.piper import PiperArm
-from torchrl_serl.envs.robots.rotations import quat_to_euler_zyx
+from torchrl_serl.envs.rotations import quat_to_euler_xyz
 
 pytestmark = [pytest.mark.robots, pytest.mark.filterwarnings("ignore:The 'bustype' argument:DeprecationWarning")]
 
@@ -104,7 +104,7 @@ def test_piper_env_reset_steps_close(piper_double, can_channel):
             np.testing.assert_allclose([xy[0], xy[1], zrx[0]], expected * 1e6, atol=2.0)
             # Orientation held at the home orientation measured at reset (RX, RY, RZ in 0.001 deg),
             # which is PIPER_HOME_Q's (180, 43.4, 180) deg up to the joint arrival tolerance.
-            home_euler = np.rad2deg(quat_to_euler_zyx(env.home_quat)) * 1000
+            home_euler = np.rad2deg(quat_to_euler_xyz(env.home_quat)) * 1000
             wrapped = (np.array([zrx[1], ryrz[0], ryrz[1]]) - home_euler + 180_000) % 360_000 - 180_000
             np.testing.assert_allclose(wrapped, 0, atol=2)  # +-180 deg are the same roll
             np.testing.assert_allclose(np.abs(home_euler), [180_000, 43_400, 180_000], atol=1500)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from torchrl_serl.envs.robots.interfaces import RobotConnectionError, RobotError
-from torchrl_serl.envs.robots.rotations import euler_zyx_to_quat, quat_angle
+from torchrl_serl.envs.rotations import euler_xyz_to_quat, quat_angle
 from torchrl_serl.envs.robots.safety import SafetyLimits, Watchdog, check_action, check_finite_vector, stop_on_sigint
 
 # piper-sdk still passes python-can's deprecated ``bustype``; not ours to fix.
@@ -34,7 +34,7 @@ def test_per_step_translation_limit_keeps_direction():
 
 def test_rotation_step_and_tilt_limits():
     limits = SafetyLimits(max_step_rad=0.1, max_tilt_rad=0.3)
-    tilted = euler_zyx_to_quat(np.pi + 1.0, 0.0, 0.0)  # 1 rad away from tool-down
+    tilted = euler_xyz_to_quat([np.pi + 1.0, 0.0, 0.0])  # 1 rad away from tool-down
     _, quat = limits.clip([0.4, 0, 0.2], tilted, current_pos=[0.4, 0, 0.2], current_quat=DOWN)
     assert quat_angle(DOWN, quat) == pytest.approx(0.1, abs=1e-6)
     limits = SafetyLimits(max_step_rad=3.0, max_tilt_rad=0.3)
@@ -68,7 +68,7 @@ def test_step_limit_holds_for_any_request_and_pose():
 
 def test_tilted_tool_turns_back_by_at_most_one_rotation_step():
     limits = SafetyLimits(max_step_rad=0.1, max_tilt_rad=0.3)
-    tilted = euler_zyx_to_quat(np.pi + 1.0, 0.0, 0.0)  # measured 1 rad away from tool-down
+    tilted = euler_xyz_to_quat([np.pi + 1.0, 0.0, 0.0])  # measured 1 rad away from tool-down
     _, quat = limits.clip([0.4, 0, 0.2], DOWN, current_pos=[0.4, 0, 0.2], current_quat=tilted)
     assert quat_angle(tilted, quat) == pytest.approx(0.1, abs=1e-6)
     assert quat_angle(DOWN, quat) == pytest.approx(0.9, abs=1e-6)
@@ -200,7 +200,7 @@ def _commanded_positions(double):
 @pytest.mark.robots
 def test_env_clips_to_box_and_step_limit(piper_double, can_channel):
     safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.22, 0.2, 0.4), max_step_m=0.01,
-                          reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
+                          reference_quat=euler_xyz_to_quat([np.pi, np.deg2rad(43.4), np.pi]))
     env = _make_env(can_channel, safety=safety, action_scale_m=0.1, watchdog_timeout_s=None)
     try:
         td = env.reset()

@@ -95,12 +95,12 @@ def test_lost_server_raises_connection_error_within_deadline(served):
 
 def test_env_over_remote_arm(served, piper_double):
     from torchrl_serl.envs.robots.arm_env import PIPER_HOME_Q, RealArmEnv
-    from torchrl_serl.envs.robots.rotations import euler_zyx_to_quat
+    from torchrl_serl.envs.rotations import euler_xyz_to_quat
     from torchrl_serl.envs.robots.safety import SafetyLimits
 
     remote, _, _ = served
     safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
-                          reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
+                          reference_quat=euler_xyz_to_quat([np.pi, np.deg2rad(43.4), np.pi]))
     env = RealArmEnv(remote, safety, home_q=PIPER_HOME_Q, seed=0, max_episode_steps=3, watchdog_timeout_s=None)
     td = env.rollout(3, lambda td: td.set("action", torch.tensor([1.0, 0.0, 0.0, 0.0])))
     assert td.shape == (3,) and bool(td[-1]["next", "truncated"])

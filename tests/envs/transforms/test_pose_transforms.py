@@ -10,13 +10,13 @@ from toy_arm_env import ToyArmEnv, quat_from_axis_angle
 from torchrl_serl.envs.transforms.gripper_penalty import GripperPenalty
 from torchrl_serl.envs.transforms.quat_to_euler import QuatToEuler
 from torchrl_serl.envs.transforms.relative_frame import RelativeFrame
-from torchrl_serl.envs.transforms.rotations import from_wxyz, quat_mul, quat_rotate
+from torchrl_serl.envs.rotations import from_xyzw, quat_mul, quat_rotate, to_xyzw
 
 
 def _axis_quat(i: int, angle: torch.Tensor) -> torch.Tensor:
     axis = torch.zeros(*angle.shape, 3)
     axis[..., i] = 1
-    return quat_from_axis_angle(axis, angle)
+    return to_xyzw(quat_from_axis_angle(axis, angle), "wxyz")
 
 
 @pytest.mark.parametrize("order", ["wxyz", "xyzw"])
@@ -26,7 +26,7 @@ def test_quat_to_euler_recovers_angles_on_batch(order):
     # extrinsic xyz: R = Rz(yaw) Ry(pitch) Rx(roll)
     q = quat_mul(_axis_quat(2, rpy[:, 2]), quat_mul(_axis_quat(1, rpy[:, 1]), _axis_quat(0, rpy[:, 0])))
     pos = torch.randn(500, 3, generator=g)
-    td = TensorDict(tcp_pose=torch.cat([pos, from_wxyz(q, order)], -1), batch_size=[500])
+    td = TensorDict(tcp_pose=torch.cat([pos, from_xyzw(q, order)], -1), batch_size=[500])
     out = QuatToEuler(quat_order=order)(td)["tcp_pose"]
     assert out.shape == (500, 6)
     torch.testing.assert_close(out[:, :3], pos)
@@ -53,7 +53,7 @@ def test_relative_frame_env_pose_identity_at_reset_and_actions_in_reset_frame():
     action = torch.tensor([1.0, 0, 0, 0, 0, 0, 0])
     out = env.step(td.set("action", action))
     base_pos = env.base_env.pos
-    expected_base = origin[:3] + quat_rotate(origin[3:], torch.tensor([0.1, 0, 0]))
+    expected_base = origin[:3] + quat_rotate(to_xyzw(origin[3:], "wxyz"), torch.tensor([0.1, 0, 0]))
     torch.testing.assert_close(base_pos, expected_base, atol=1e-6, rtol=0)
     # ... and in the relative frame the pose moved by exactly +0.1 m in x, velocity is +1 m/s in x
     torch.testing.assert_close(out["next", "tcp_pose"][:3], torch.tensor([0.1, 0, 0]), atol=1e-6, rtol=0)

@@ -64,12 +64,12 @@ class ToyArmEnv(EnvBase):
         return out
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        from torchrl_serl.envs.transforms.rotations import quat_mul, rotvec_to_quat
+        from torchrl_serl.envs.rotations import from_xyzw, quat_mul, rotvec_to_quat, to_xyzw
 
         action = tensordict["action"].clamp(-1, 1)
         dpos, drot = action[:3] * 0.1, action[3:6] * 0.2
         self.pos = self.pos + dpos
-        self.quat = quat_mul(rotvec_to_quat(drot), self.quat)
+        self.quat = from_xyzw(quat_mul(rotvec_to_quat(drot), to_xyzw(self.quat, "wxyz")), "wxyz")
         self.vel = torch.cat([dpos, drot]) / self.dt
         self.grip = (action[6:] > 0).float()
         out = self._obs()

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .interfaces import ArmState, Gripper, RobotArm, RobotConnectionError, RobotError
-from .rotations import euler_zyx_to_quat, quat_to_euler_zyx
+from ..rotations import euler_xyz_to_quat, normalize_quat, quat_to_euler_xyz
 from .safety import SafetyLimits, check_finite_vector, check_joint_limits
 
 MM_PER_M = 1000.0
@@ -108,7 +108,7 @@ class PiperArm(RobotArm):
         ~(0.19, 0, 0.36) m), tilting around the home orientation (piper-sdk FK of ``PIPER_HOME_Q``:
         RX=180, RY=43.4, RZ=180 deg)."""
         return SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
-                            reference_quat=euler_zyx_to_quat(np.pi, np.deg2rad(43.4), np.pi))
+                            reference_quat=euler_xyz_to_quat([np.pi, np.deg2rad(43.4), np.pi]))
 
     # -- link -----------------------------------------------------------------------------
     def connect(self, timeout_s: float = 2.0) -> None:
@@ -201,7 +201,7 @@ class PiperArm(RobotArm):
         if self._last_pose is None or stamp > self._last_pose[0]:
             self._last_pose = (stamp, pos, q)
         return ArmState(
-            q=q, dq=dq, tcp_pos=pos, tcp_quat=euler_zyx_to_quat(*euler), tcp_vel=tcp_vel,
+            q=q, dq=dq, tcp_pos=pos, tcp_quat=euler_xyz_to_quat(euler), tcp_vel=tcp_vel,
             wrench=None, errors=self._status_errors(), timestamp=time.monotonic(),
         )
 
@@ -214,7 +214,7 @@ class PiperArm(RobotArm):
 
             self._fk = C_PiperForwardKinematics(0x01)
         xyz_mm, euler_deg = np.split(np.asarray(self._fk.CalFK(q.tolist())[-1], dtype=np.float64), 2)
-        return xyz_mm / MM_PER_M, euler_zyx_to_quat(*np.deg2rad(euler_deg))
+        return xyz_mm / MM_PER_M, euler_xyz_to_quat(np.deg2rad(euler_deg))
 
     # -- commands -------------------------------------------------------------------------
     def _set_mode(self, move_mode: int) -> None:
@@ -228,7 +228,7 @@ class PiperArm(RobotArm):
     def set_cartesian_target(self, pos, quat) -> None:
         pos = check_finite_vector("Piper target position", pos, 3)
         quat = check_finite_vector("Piper target quaternion", quat, 4)
-        euler = quat_to_euler_zyx(quat)
+        euler = quat_to_euler_xyz(normalize_quat(quat))
         self._set_mode(MOVE_P)
         self.sdk.EndPoseCtrl(
             *(int(round(v)) for v in pos * SDK_LINEAR_PER_M),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .rotations import normalize_quat, quat_angle, quat_slerp
+from ..rotations import normalize_quat, quat_angle, quat_slerp
 
 
 def _check_real_dtype(name: str, dtype) -> None:

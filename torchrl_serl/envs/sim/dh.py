@@ -8,6 +8,8 @@ from typing import Sequence
 import mujoco
 import numpy as np
 
+from torchrl_serl.envs.rotations import from_xyzw, quat_mul, rotvec_to_quat
+
 # Arm geoms collide with the world (floor, cube: contype 1) but not with each other: the capsule
 # approximation of neighbouring links overlaps where the real meshes do not.
 ARM_CONTYPE, ARM_CONAFFINITY = 2, 1
@@ -32,24 +34,16 @@ class DHLink:
     radius: float = 0.04
 
 
-def quat_mul(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
-    out = np.zeros(4)
-    mujoco.mju_mulQuat(out, np.asarray(q1, float), np.asarray(q2, float))
-    return out
-
-
 def axis_quat(axis: str, angle: float) -> np.ndarray:
-    """Quaternion (w, x, y, z) of a rotation by ``angle`` rad about the x, y or z axis."""
-    q = np.zeros(4)
-    mujoco.mju_axisAngle2Quat(q, np.eye(3)["xyz".index(axis)], angle)
-    return q
+    """MuJoCo quaternion (w, x, y, z) of a rotation by ``angle`` rad about the x, y or z axis."""
+    return from_xyzw(rotvec_to_quat(np.eye(3)["xyz".index(axis)] * angle), "wxyz")
 
 
 def dh_frame(link: DHLink) -> tuple[np.ndarray, np.ndarray]:
-    """Position and quaternion of link ``i`` in link ``i-1`` at ``q = 0``."""
+    """Position and MuJoCo (wxyz) quaternion of link ``i`` in link ``i-1`` at ``q = 0``."""
     pos = np.array([link.a, -np.sin(link.alpha) * link.d, np.cos(link.alpha) * link.d])
-    quat = quat_mul(axis_quat("x", link.alpha), axis_quat("z", link.theta_offset))
-    return pos, quat
+    quat = quat_mul(rotvec_to_quat([link.alpha, 0.0, 0.0]), rotvec_to_quat([0.0, 0.0, link.theta_offset]))
+    return pos, from_xyzw(quat, "wxyz")
 
 
 def add_dh_chain(

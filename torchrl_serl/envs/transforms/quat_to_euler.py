@@ -9,7 +9,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import ObservationTransform
 
-from torchrl_serl.envs.transforms.rotations import quat_to_euler_xyz, to_wxyz
+from torchrl_serl.envs.rotations import quat_to_euler_xyz, to_xyzw
 
 
 class QuatToEuler(ObservationTransform):
@@ -32,13 +32,13 @@ class QuatToEuler(ObservationTransform):
     ):
         in_keys = list(in_keys)
         super().__init__(in_keys=in_keys, out_keys=list(out_keys) if out_keys is not None else in_keys)
-        to_wxyz(torch.zeros(4), quat_order)  # validates the order early
+        to_xyzw(torch.zeros(4), quat_order)  # validates the order early
         self.quat_order = quat_order
 
     def _apply_transform(self, pose: torch.Tensor) -> torch.Tensor:
         if pose.shape[-1] != 7:
             raise ValueError(f"QuatToEuler expects [*B, 7] poses (xyz + quaternion), got shape {tuple(pose.shape)}")
-        quat = torch.nn.functional.normalize(to_wxyz(pose[..., 3:], self.quat_order), dim=-1)
+        quat = torch.nn.functional.normalize(to_xyzw(pose[..., 3:], self.quat_order), dim=-1)
         return torch.cat([pose[..., :3], quat_to_euler_xyz(quat)], -1)
 
     def _reset(self, tensordict, tensordict_reset):

@@ -8,13 +8,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
-from torchrl_serl.envs.transforms.rotations import (
-    from_wxyz,
-    quat_conj,
-    quat_mul,
-    quat_rotate,
-    to_wxyz,
-)
+from torchrl_serl.envs.rotations import from_xyzw, quat_conj, quat_mul, quat_rotate, to_xyzw
 
 
 def _next(key: NestedKey) -> tuple:
@@ -52,20 +46,20 @@ class RelativeFrame(Transform):
     ):
         in_keys = [pose_key] + ([vel_key] if vel_key is not None else [])
         super().__init__(in_keys=in_keys, out_keys=in_keys, in_keys_inv=[action_key], out_keys_inv=[action_key])
-        to_wxyz(torch.zeros(4), quat_order)  # validates the order early
+        to_xyzw(torch.zeros(4), quat_order)  # validates the order early
         self.pose_key, self.vel_key, self.action_key, self.origin_key = pose_key, vel_key, action_key, origin_key
         self.quat_order = quat_order
 
     def _split(self, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if pose.shape[-1] != 7:
             raise ValueError(f"{self.pose_key!r} must be [*B, 7] (xyz + quaternion), got shape {tuple(pose.shape)}")
-        return pose[..., :3], torch.nn.functional.normalize(to_wxyz(pose[..., 3:], self.quat_order), dim=-1)
+        return pose[..., :3], torch.nn.functional.normalize(to_xyzw(pose[..., 3:], self.quat_order), dim=-1)
 
     def _relative(self, td: TensorDictBase, origin: torch.Tensor, prefix=lambda k: k) -> None:
         p_o, q_o = self._split(origin)
         q_inv = quat_conj(q_o)
         p, q = self._split(td.get(prefix(self.pose_key)))
-        pose = torch.cat([quat_rotate(q_inv, p - p_o), from_wxyz(quat_mul(q_inv, q), self.quat_order)], -1)
+        pose = torch.cat([quat_rotate(q_inv, p - p_o), from_xyzw(quat_mul(q_inv, q), self.quat_order)], -1)
         td.set(prefix(self.pose_key), pose)
         if self.vel_key is not None:
             vel = td.get(prefix(self.vel_key))
