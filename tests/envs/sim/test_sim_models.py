@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from torchrl_serl.envs.sim.panda import PANDA_HOME, PANDA_Q_MAX, PANDA_Q_MIN, add_panda
-from torchrl_serl.envs.sim.piper import PIPER_Q_MAX, PIPER_Q_MIN, PiperArm, add_piper
+from torchrl_serl.envs.sim.piper import PIPER_Q_MAX, PIPER_Q_MIN, PiperSimArm, add_piper
 from torchrl_serl.envs.sim.scene import build_scene
 
 
@@ -57,7 +57,7 @@ def test_piper_forward_kinematics_matches_vendor_sdk():
 
 def test_piper_ik_reaches_the_whole_task_box():
     model, _ = _compile(add_piper)
-    arm = PiperArm()
+    arm = PiperSimArm()
     arm.bind(model)
     from torchrl_serl.envs.sim.piper import PIPER_HOME, PIPER_TCP_QUAT
 
@@ -79,7 +79,7 @@ def test_piper_ik_unreachable_target_gives_closest_posture_within_limits():
     from torchrl_serl.envs.sim.piper import PIPER_HOME, PIPER_TCP_QUAT
 
     model, _ = _compile(add_piper)
-    arm = PiperArm()
+    arm = PiperSimArm()
     arm.bind(model)
     far = np.array([1.5, 0.0, 0.2])  # beyond the 0.63 m reach
     q = arm.ik.solve(PIPER_HOME, far, PIPER_TCP_QUAT)

@@ -8,7 +8,7 @@ import pytest
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_serl.envs import PiperPickCubeEnv, ScriptedPickPolicy
-from torchrl_serl.envs.sim.piper import PIPER_TCP_QUAT, PiperArm, add_piper
+from torchrl_serl.envs.sim.piper import PIPER_TCP_QUAT, PiperSimArm, add_piper
 from torchrl_serl.envs.sim.scene import build_scene
 
 # Menagerie's agilex_piper/piper.xml in miniature: its names, classes, joint axes and ranges, body
@@ -168,7 +168,7 @@ def test_gripper_command_maps_onto_the_mirrored_finger_joints(checkout):
 
 def test_ik_reaches_the_grasp_region_within_menagerie_limits(checkout):
     model, _ = _compile(checkout)
-    arm = PiperArm(menagerie_root=checkout)
+    arm = PiperSimArm(menagerie_root=checkout)
     arm.bind(model)
     xy_lo, xy_hi = np.array(arm.layout.block_xy_low), np.array(arm.layout.block_xy_high)
     # up to the success height; Menagerie's +-70 deg joint 5 (built-in: +-75) leaves the box's top

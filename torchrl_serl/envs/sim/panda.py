@@ -70,7 +70,7 @@ PANDA_TCP_QUAT = np.array([0.0, 1.0, 0.0, 0.0])
 CONTROLLERS = ("osc", "impedance")
 
 
-class PandaArm(SimArm):
+class PandaSimArm(SimArm):
     """Panda with one of two end-effector controllers, both holding the TCP pointing down:
 
     - ``"osc"`` (default, SERL franka_sim): operational-space torque control recomputed in Python

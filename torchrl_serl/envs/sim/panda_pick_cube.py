@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torchrl_serl.envs.sim.panda import PandaArm
+from torchrl_serl.envs.sim.panda import PandaSimArm
 from torchrl_serl.envs.sim.pick_cube import PickCubeEnv
 
 
@@ -22,5 +22,5 @@ class PandaPickCubeEnv(PickCubeEnv):
     def __init__(self, *args, controller: str = "osc", menagerie_root: str | None = None, **kwargs):
         """``controller``: ``"osc"`` (SERL franka_sim, default) or ``"impedance"`` (faster).
         ``menagerie_root``: a MuJoCo Menagerie checkout (e.g. ``os.environ["MENAGERIE_ROOT"]``) to
-        use its Panda model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.panda.PandaArm`."""
-        super().__init__(*args, arm=PandaArm(controller, menagerie_root), **kwargs)
+        use its Panda model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.panda.PandaSimArm`."""
+        super().__init__(*args, arm=PandaSimArm(controller, menagerie_root), **kwargs)

@@ -145,7 +145,7 @@ PIPER_TILT_RAD = np.pi / 6
 PIPER_TCP_QUAT = axis_quat("y", np.pi - PIPER_TILT_RAD)
 
 
-class PiperArm(SimArm):
+class PiperSimArm(SimArm):
     """Piper driven like the real arm under end-pose commands: each control step, damped-least-
     squares IK turns the TCP target (orientation :data:`PIPER_TCP_QUAT`) into joint targets inside
     the joint limits, which the joint servos track for the physics substeps. Home is the posture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from torchrl_serl.envs.sim.pick_cube import PickCubeEnv
-from torchrl_serl.envs.sim.piper import PiperArm
+from torchrl_serl.envs.sim.piper import PiperSimArm
 
 
 class PiperPickCubeEnv(PickCubeEnv):
@@ -17,5 +17,5 @@ class PiperPickCubeEnv(PickCubeEnv):
 
     def __init__(self, *args, menagerie_root: str | None = None, **kwargs):
         """``menagerie_root``: a MuJoCo Menagerie checkout (e.g. ``os.environ["MENAGERIE_ROOT"]``) to
-        use its Piper model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.piper.PiperArm`."""
-        super().__init__(*args, arm=PiperArm(menagerie_root), **kwargs)
+        use its Piper model instead of the built-in one. See :class:`~torchrl_serl.envs.sim.piper.PiperSimArm`."""
+        super().__init__(*args, arm=PiperSimArm(menagerie_root), **kwargs)
