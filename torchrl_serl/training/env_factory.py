@@ -64,7 +64,7 @@ def _make_cameras(robot: RobotConfig, seed: int) -> dict:
         raise ValueError(f"robot.camera_ids must name 2 cameras (front,wrist), got {robot.camera_ids!r}")
     names = ("front", "wrist")
     if robot.camera == "test_pattern":
-        from torchrl_serl.envs.cameras.test_pattern import TestPatternCamera
+        from torchrl_serl.envs.cameras.synthetic import TestPatternCamera
 
         return {name: TestPatternCamera(seed=seed + i) for i, name in enumerate(names)}
     if robot.camera == "opencv":

@@ -3,6 +3,6 @@ from .base import Camera, crop_resize
 from .opencv import OpenCVCamera
 from .reader import LatestFrameReader
 from .realsense import RealSenseCamera
-from .test_pattern import TestPatternCamera
+from .synthetic import TestPatternCamera
 
 __all__ = ["Camera", "crop_resize", "LatestFrameReader", "OpenCVCamera", "RealSenseCamera", "TestPatternCamera"]
