@@ -11,13 +11,8 @@ from tensordict import NonTensorData, TensorDict
 from torchrl.data import LazyMemmapStorage, TensorDictReplayBuffer
 
 from ted_factory import transitions
-from torchrl_serl.data.checkpoint import (
-    BufferCapacityError,
-    FilledRowsCheckpointer,
-    UnsafeFileError,
-    check_plain_pickle,
-    load_tensor_memmap,
-)
+from torchrl_serl.data.safe_loading import UnsafeFileError, check_plain_pickle, load_tensor_memmap
+from torchrl_serl.data.storage_checkpointer import BufferCapacityError, FilledRowsCheckpointer
 from torchrl_serl.data.demos import load_demos, save_demos
 from torchrl_serl.data.replay import OnlineDemoReplayBuffer
 

@@ -255,7 +255,7 @@ def _republish_integrity(path):
 def test_replaced_prefetch_pickle_is_refused_on_resume_without_running_it(tmp_path):
     import pickle
 
-    from torchrl_serl.data.checkpoint import UnsafeFileError
+    from torchrl_serl.data.safe_loading import UnsafeFileError
 
     loss, optim, _, rb, ckpt = _make(tmp_path)
     rb.extend(_batch(5))
@@ -273,7 +273,7 @@ def test_replaced_prefetch_pickle_is_refused_on_resume_without_running_it(tmp_pa
 def test_non_tensor_state_field_is_refused_without_running_it(tmp_path):
     from tensordict import NonTensorData
 
-    from torchrl_serl.data.checkpoint import UnsafeFileError
+    from torchrl_serl.data.safe_loading import UnsafeFileError
 
     *_, ckpt = _make(tmp_path)
     path = ckpt.save(5)
@@ -310,7 +310,7 @@ def test_buffer_checkpoint_writes_filled_rows_and_names_the_capacity_option(tmp_
     rb2, ckpt2 = _buffer_run(tmp_path, 100_000)
     assert ckpt2.resume().step == 600 and len(rb2) == 600
     assert torch.equal(rb2.storage.get(torch.arange(600))["observation"], rb.storage.get(torch.arange(600))["observation"])
-    from torchrl_serl.data.checkpoint import BufferCapacityError
+    from torchrl_serl.data.storage_checkpointer import BufferCapacityError
 
     _, ckpt3 = _buffer_run(tmp_path, 250)
     with pytest.raises(BufferCapacityError, match=r"capacity 100000 \(600 rows filled\).*capacity 250.*--buffer_size 100000"):

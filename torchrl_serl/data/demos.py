@@ -13,7 +13,7 @@ from tensordict import TensorDict, TensorDictBase, is_non_tensor, is_tensor_coll
 from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase
 
-from torchrl_serl.data.checkpoint import UnsafeFileError, load_tensor_memmap
+from torchrl_serl.data.safe_loading import UnsafeFileError, load_tensor_memmap
 
 DEMO_FORMAT = "torchrl-serl-demos"
 DEMO_FORMAT_VERSION = 1
@@ -103,7 +103,7 @@ def load_demos(path: str | Path, expected_keys: Sequence[str] | TensorDictBase |
     """Load demos written by :func:`save_demos`: ``(transitions [N] (memory-mapped), metadata)``.
 
     Only tensor fields load: a folder whose memmap holds a pickled (non-tensor) field raises
-    :class:`~torchrl_serl.data.checkpoint.UnsafeFileError` before anything is unpickled.
+    :class:`~torchrl_serl.data.safe_loading.UnsafeFileError` before anything is unpickled.
 
     Args:
         path: the demo directory.

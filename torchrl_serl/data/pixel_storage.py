@@ -20,7 +20,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import LazyMemmapStorage, RoundRobinWriter, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import RandomSampler
 
-from torchrl_serl.data.checkpoint import FilledRowsCheckpointer
+from torchrl_serl.data.storage_checkpointer import FilledRowsCheckpointer
 
 # Frames (uint8) or cached trunk features (half precision): what a pixel key may hold.
 _COMPACT_DTYPES = (torch.uint8, torch.float16, torch.bfloat16)

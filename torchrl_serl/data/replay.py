@@ -14,13 +14,8 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import LazyMemmapStorage, OfflineToOnlineReplayBuffer, TensorDictReplayBuffer
 
-from torchrl_serl.data.checkpoint import (
-    BufferCapacityError,
-    FilledRowsCheckpointer,
-    check_safe_to_load,
-    fsync_dir,
-    fsync_tree,
-)
+from torchrl_serl.data.safe_loading import check_safe_to_load
+from torchrl_serl.data.storage_checkpointer import BufferCapacityError, FilledRowsCheckpointer, fsync_dir, fsync_tree
 from torchrl_serl.data.pixel_storage import FrameDedupReplayBuffer
 
 # Keys the buffers add themselves; they are not part of the data contract between demos and online.
@@ -215,9 +210,9 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
     def load(self, path: str | Path) -> None:
         """Restore the checkpoint that ``path/LATEST`` names (written by :meth:`save`).
 
-        Raises :class:`~torchrl_serl.data.checkpoint.UnsafeFileError` before loading anything if a file
+        Raises :class:`~torchrl_serl.data.safe_loading.UnsafeFileError` before loading anything if a file
         in it would run code when loaded (pickled objects, non-tensor fields), and
-        :class:`~torchrl_serl.data.checkpoint.BufferCapacityError` when it was saved with other capacities.
+        :class:`~torchrl_serl.data.storage_checkpointer.BufferCapacityError` when it was saved with other capacities.
         """
         path = Path(path)
         latest = path / _LATEST

@@ -60,14 +60,8 @@ from torchrl.checkpoint import (
 from torchrl.data.replay_buffers.checkpointers import TensorStorageCheckpointer
 from torchrl.data.replay_buffers.storages import TensorStorage
 
-from torchrl_serl.data.checkpoint import (
-    BufferCapacityError,
-    FilledRowsCheckpointer,
-    UnsafeFileError,
-    check_safe_to_load,
-    fsync_dir,
-    fsync_tree,
-)
+from torchrl_serl.data.safe_loading import UnsafeFileError, check_safe_to_load
+from torchrl_serl.data.storage_checkpointer import BufferCapacityError, FilledRowsCheckpointer, fsync_dir, fsync_tree
 
 _PREFIX = "checkpoint"
 _INTEGRITY = "integrity.json"
