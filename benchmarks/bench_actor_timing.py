@@ -1,0 +1,209 @@
+"""Control-loop timing of a real arm while a DrQ learner trains on the same machine.
+
+The actor steps ``PiperEnv`` (real piper-sdk against the CAN double on python-can's virtual bus)
+or ``FrankaEnv`` (franky against franky-sim) at ``--hz`` with two 128x128 test-pattern cameras,
+acting with the DrQ policy on cached ResNet-10 features (the CPU preset: the actor encodes each
+frame once). The learner makes SERL learner steps (UTD 4, batch 256, bf16) on synthetic cached
+batches, at ``--updates-per-step`` learner steps per env step, as fast as it can but never past
+that ratio. Two loops:
+
+- ``sync``: today's synchronous loop: a TorchRL ``Collector`` in the learner's process, learner
+  steps between collector batches (the step after each batch waits for them);
+- ``async``: the recipes' loop: the env in its own process (TorchRL ``AsyncCollector``) taken by
+  a :class:`~torchrl_serl.training.background_collector.BackgroundCollector`, the learner
+  training at the same time, fresh weights after every learner step.
+
+Prints the step period (time between the ends of consecutive steps of one episode): mean, p99,
+max, the share of steps later than 110 % of the period, and the learner's achieved ratio.
+
+    python benchmarks/bench_actor_timing.py --steps 1000 --hz 10
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+
+import numpy as np
+import torch
+from torchrl.envs import Transform, TransformedEnv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "envs", "robots"))  # piper_double, franky-sim launcher
+
+CAMERAS = ("front", "wrist")
+EPISODE_STEPS = 100
+WALL_TIME = ("next", "wall_time_s")
+
+
+class StampWallTime(Transform):
+    """Writes the monotonic clock (system-wide, comparable across processes) at the end of each step."""
+
+    def _step(self, tensordict, next_tensordict):
+        return next_tensordict.set("wall_time_s", torch.tensor([time.monotonic()], dtype=torch.float64))
+
+    def _reset(self, tensordict, tensordict_reset):
+        return self._step(tensordict, tensordict_reset)
+
+    def transform_observation_spec(self, observation_spec):
+        from torchrl.data import Unbounded
+
+        observation_spec["wall_time_s"] = Unbounded(shape=(1,), dtype=torch.float64)
+        return observation_spec
+
+
+def _cameras():
+    from torchrl_serl.envs.cameras import TestPatternCamera
+
+    return {"front": TestPatternCamera(seed=0), "wrist": TestPatternCamera(seed=1)}
+
+
+def make_arm_env(arm: str, hz: float, franky_host: str, features):
+    """The arm env with the actor's transforms; built in the process that steps it (the Piper
+    double's virtual CAN bus lives in that process)."""
+    torch.set_num_threads(1)
+    if arm == "piper":
+        from piper_double import PiperDouble
+
+        from torchrl_serl.envs.robots.arm_env import PiperEnv
+
+        channel = f"bench-{uuid.uuid4().hex[:6]}"
+        double = PiperDouble(channel).start()
+        env = PiperEnv(channel, bustype="virtual", cameras=_cameras(), control_hz=hz,
+                       max_episode_steps=EPISODE_STEPS, seed=0)
+        env._bench_double = double  # lives as long as the env
+    else:
+        from torchrl_serl.envs.robots.arm_env import FrankaEnv
+
+        env = FrankaEnv(franky_host, realtime=False, cameras=_cameras(), control_hz=hz,
+                        max_episode_steps=EPISODE_STEPS, arm_kwargs={"relative_dynamics_factor": 0.6}, seed=0)
+    return TransformedEnv(env, features).append_transform(StampWallTime())
+
+
+def make_learner():
+    """A DrQ agent (CPU preset: cached features of 2 views, bf16) and one learner step on a
+    synthetic batch of cached features."""
+    from tensordict import TensorDict
+
+    from torchrl_serl.modules.encoders import resnet10
+    from torchrl_serl.modules.encoders.cached_features import feature_key
+    from torchrl_serl.training.agent_factory import make_drq_agent
+    from torchrl_serl.training.config import DrQConfig
+    from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
+
+    cfg = DrQConfig(feature_views=2)
+    agent = make_drq_agent(cfg, CAMERAS, 128, 7, 4)
+    updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, cfg), agent.target_updater, cfg.utd_ratio,
+                         bf16=True)
+    n = cfg.batch_size * cfg.utd_ratio
+    feat_shape = (n, cfg.feature_views, *resnet10().output_shape(128))
+
+    def obs():
+        return {**{feature_key(c): torch.rand(feat_shape).half() for c in CAMERAS}, "observation": torch.randn(n, 7)}
+
+    batch = TensorDict({**obs(), "action": torch.rand(n, 4) * 2 - 1,
+                        "next": {**obs(), "reward": torch.randn(n, 1), "done": torch.zeros(n, 1, dtype=torch.bool),
+                                 "terminated": torch.zeros(n, 1, dtype=torch.bool)}}, batch_size=[n])
+    return agent, cfg, lambda: updater.update(batch)
+
+
+def periods_ms(batches) -> np.ndarray:
+    """Time between the ends of consecutive steps of one episode [ms]."""
+    stream = torch.cat(batches)
+    t = stream[WALL_TIME].reshape(-1).numpy()
+    same_episode = ~stream["next", "done"].reshape(-1).numpy()[:-1]
+    return np.diff(t)[same_episode] * 1e3
+
+
+def run_sync(env_fn, agent, learner_step, steps: int, ratio: float):
+    from torchrl_serl.training.collector import make_collector
+
+    env = env_fn()
+    collector = make_collector(env, agent.policy, frames_per_batch=10)
+    batches, updates, frames = [], 0, 0
+    try:
+        for batch in collector:
+            batches.append(batch)
+            frames += batch.numel()
+            while updates < ratio * frames:  # the learner's steps, inside the control loop
+                learner_step()
+                updates += 1
+            if frames >= steps:
+                break
+    finally:
+        collector.shutdown()
+        env.close()
+    return batches, updates / frames
+
+
+def run_async(env_fn, agent, learner_step, steps: int, ratio: float):
+    from torchrl.collectors import AsyncCollector
+
+    from torchrl_serl.training.background_collector import BackgroundCollector
+
+    feed = BackgroundCollector(AsyncCollector(env_fn, agent.policy, frames_per_batch=10, total_frames=-1)).start()
+    batches, updates, frames = [], 0, 0
+    try:
+        while frames < steps:
+            new = feed.drain(timeout_s=0.0 if updates < ratio * frames else 0.1)
+            batches += new
+            frames += sum(b.numel() for b in new)
+            if updates < ratio * frames:
+                learner_step()
+                updates += 1
+                feed.update_policy_weights_()
+    finally:
+        feed.shutdown()
+    return batches, updates / frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--sync-steps", type=int, default=None, help="steps of the sync loop (default: --steps)")
+    parser.add_argument("--hz", type=float, default=10.0)
+    parser.add_argument("--updates-per-step", type=float, default=0.1, help="learner steps per env step (CPU preset: 0.1; SERL: 1)")
+    parser.add_argument("--arms", nargs="+", default=["piper", "franka"], choices=["piper", "franka"])
+    parser.add_argument("--loops", nargs="+", default=["sync", "async"], choices=["sync", "async"])
+    parser.add_argument("--threads", type=int, default=2, help="the learner's torch threads")
+    args = parser.parse_args()
+    from functools import partial
+
+    from torchrl_serl.training.agent_factory import make_trunk_features
+
+    torch.set_num_threads(args.threads)
+    agent, cfg, learner_step = make_learner()
+    learner_step()  # warm-up
+    period = 1e3 / args.hz
+    print(f"{args.hz:g} Hz (period {period:.0f} ms), two 128x128 cameras, DrQ policy on cached ResNet-10 features; "
+          f"learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, bf16, {args.threads} threads, "
+          f"{args.updates_per_step:g} learner steps per env step at most")
+    print(f"{'arm':<8}{'loop':<7}{'steps':>6}{'mean ms':>9}{'p99 ms':>9}{'max ms':>9}{'>110%':>8}{'ratio':>8}")
+    franky = None
+    try:
+        if "franka" in args.arms:
+            from franky_sim_server import start_franky_sim
+
+            franky = start_franky_sim()
+        for arm in args.arms:
+            env_fn = partial(make_arm_env, arm, args.hz, franky[0] if franky else "",
+                             make_trunk_features(agent, cfg, seed=0))
+            for loop in args.loops:
+                steps = args.sync_steps or args.steps if loop == "sync" else args.steps
+                run = run_sync if loop == "sync" else run_async
+                batches, achieved = run(env_fn, agent, learner_step, steps, args.updates_per_step)
+                p = periods_ms(batches)
+                late = np.mean(p > 1.1 * period) * 100
+                print(f"{arm:<8}{loop:<7}{len(p):>6}{p.mean():>9.1f}{np.percentile(p, 99):>9.1f}{p.max():>9.1f}"
+                      f"{late:>7.1f}%{achieved:>8.3f}", flush=True)
+    finally:
+        if franky is not None:
+            from franky_sim_server import stop_franky_sim
+
+            stop_franky_sim(franky[1])
+
+
+if __name__ == "__main__":
+    main()
