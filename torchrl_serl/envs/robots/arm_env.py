@@ -1,6 +1,5 @@
-"""Real arms as TorchRL envs with the same keys and specs as the simulated pick tasks.
-
-Keys (``docs/conventions.md``): ``observation`` float32 ``[7]`` = tcp_pos [m], tcp_vel [m/s],
+"""Real arms as TorchRL envs with the specs and action checks of the simulated pick tasks
+(:mod:`torchrl_serl.envs.pick_task`): ``observation`` float32 ``[7]`` = tcp_pos [m], tcp_vel [m/s],
 gripper (0 open, 1 closed); one uint8 ``[3, H, W]`` image per camera (``front``, ``wrist``);
 ``action`` float32 ``[4]`` in ``[-1, 1]`` = tool delta x ``action_scale_m`` and gripper increment;
 ``reward``, ``success``, ``done``/``terminated``/``truncated`` ``[1]``.
@@ -14,15 +13,15 @@ import time
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from ..cameras.base import Camera
 from ..cameras.reader import LatestFrameReader
+from ..pick_task import PROPRIO_OBSERVATION_SIZE, check_pick_action, set_pick_task_specs
 from .franka import PANDA_HOME_Q, FrankaArm
 from .interfaces import ArmState, RobotArm, RobotError
 from .piper import PiperArm
-from .safety import SafetyLimits, Watchdog, check_action, check_finite_vector, stop_on_sigint
+from .safety import SafetyLimits, Watchdog, check_finite_vector, stop_on_sigint
 
 
 class RealArmEnv(EnvBase):
@@ -115,22 +114,7 @@ class RealArmEnv(EnvBase):
         self._steps = 0
         self._last_tick: float | None = None
         self._failure: str | None = None  # why the last reset/step stopped the arm
-        self._make_specs()
-
-    # -- specs ----------------------------------------------------------------------------
-    def _make_specs(self) -> None:
-        obs = {"observation": Unbounded(shape=(7,), dtype=torch.float32),
-               "success": Categorical(2, shape=(1,), dtype=torch.bool)}
-        for name in self.readers:
-            obs[name] = Bounded(0, 255, shape=(3, *self.image_size), dtype=torch.uint8)
-        self.observation_spec = Composite(obs)
-        self.action_spec = Bounded(-1.0, 1.0, shape=(4,), dtype=torch.float32)
-        self.reward_spec = Unbounded(shape=(1,), dtype=torch.float32)
-        self.full_done_spec = Composite(
-            done=Categorical(2, shape=(1,), dtype=torch.bool),
-            terminated=Categorical(2, shape=(1,), dtype=torch.bool),
-            truncated=Categorical(2, shape=(1,), dtype=torch.bool),
-        )
+        set_pick_task_specs(self, PROPRIO_OBSERVATION_SIZE, list(self.readers), self.image_size)
 
     def _set_seed(self, seed: int | None) -> None:
         self._rng = np.random.default_rng(seed)
@@ -245,8 +229,8 @@ class RealArmEnv(EnvBase):
                                    "call reset() before step()")
             raise RuntimeError("call reset() before step()")
         # Refuse bad actions before the guarded block: nothing has been sent, nothing to stop.
-        action = check_action(tensordict.get("action"), 4)
-        return self._guarded(lambda: self._do_step(np.clip(action, -1.0, 1.0)))
+        action = np.array(check_pick_action(tensordict.get("action")))
+        return self._guarded(lambda: self._do_step(action))
 
     def _do_step(self, action: np.ndarray) -> TensorDict:
         # The pose observed at the end of the last step can be stale by a pause or a push: the

@@ -43,23 +43,6 @@ def check_finite_vector(name: str, value, size: int) -> np.ndarray:
     return arr
 
 
-def check_action(action, size: int) -> np.ndarray:
-    """A policy action as float64 ``[size]``; refuses non-floating dtypes, wrong shapes and NaN/inf.
-
-    Stricter than :func:`check_finite_vector`: a policy emits floats, so a bool, integer or
-    complex action is a bug upstream (a wrong key, a discrete head) and is refused by name.
-    """
-    if isinstance(action, torch.Tensor):
-        dtype, floating = action.dtype, action.is_floating_point()
-    else:
-        action = np.asarray(action)
-        dtype, floating = action.dtype, action.dtype.kind == "f"
-    if not floating:
-        raise ValueError(f"action has dtype {dtype}; a real-arm action must be floating point "
-                         "(float16/32/64); nothing was sent to the arm")
-    return check_finite_vector("action", action, size)
-
-
 def check_joint_limits(name: str, q: np.ndarray, low_rad, high_rad, margin_rad: float = 0.0) -> None:
     """Raises ``ValueError`` naming the first joint of ``q`` ``[n]`` [rad] outside ``[low + margin, high - margin]``."""
     low_rad, high_rad = np.asarray(low_rad, dtype=np.float64), np.asarray(high_rad, dtype=np.float64)

@@ -9,9 +9,14 @@ import mujoco
 import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from torchrl_serl.envs.pick_task import (
+    PROPRIO_OBSERVATION_SIZE,
+    STATE_OBSERVATION_SIZE,
+    check_pick_action,
+    set_pick_task_specs,
+)
 from torchrl_serl.envs.sim.arm import SimArm
 from torchrl_serl.envs.sim.rendering import CameraRenderer
 from torchrl_serl.envs.sim.scene import build_scene
@@ -24,11 +29,12 @@ DENSE_FULL_LIFT_M = 0.2  # franka_sim: the lift term saturates 0.2 m above the s
 class PickCubeEnv(EnvBase):
     """Lift a 4 cm cube with an arm whose TCP follows an end-effector target (SERL PandaPickCube).
 
-    Action ``[4]`` in ``[-1, 1]``: ``dx, dy, dz`` move the TCP target by ``action * action_scale_m``
-    (m), clipped to the task box; ``g`` updates the gripper command ``gripper <- clip(gripper + g, 0, 1)``
-    (franka_sim, action scale 1; 0 open, 1 closed). Out-of-range actions are clipped; NaN/inf, a
-    wrong shape or a bool/integer/complex dtype raise ``ValueError`` before the simulator is touched
-    (as the real-arm envs do: ``True`` would otherwise pass as 1.0).
+    Specs and action checks are the task's (:mod:`torchrl_serl.envs.pick_task`, shared with the
+    real-arm envs). Action ``[4]`` in ``[-1, 1]``: ``dx, dy, dz`` move the TCP target by ``action *
+    action_scale_m`` (m), clipped to the task box; ``g`` updates the gripper command ``gripper <-
+    clip(gripper + g, 0, 1)`` (franka_sim, action scale 1; 0 open, 1 closed). Out-of-range actions
+    are clipped; NaN/inf, a wrong shape or a bool/integer/complex dtype raise ``ValueError`` before
+    the simulator is touched (:func:`~torchrl_serl.envs.pick_task.check_pick_action`).
 
     Observation (``docs/conventions.md``): ``observation [10]`` = block_pos, gripper, tcp_pos, tcp_vel
     for state tasks; ``observation [7]`` = tcp_pos, tcp_vel, gripper plus ``front``/``wrist`` uint8
@@ -115,30 +121,13 @@ class PickCubeEnv(EnvBase):
         self._renderer = (CameraRenderer(self.model, image_size, image_size, render_full_quality)
                           if pixels else None)
         self._vel6 = np.zeros(6)
-        self._obs_buf = np.zeros(7 if pixels else 10, np.float32)
+        self._obs_buf = np.zeros(PROPRIO_OBSERVATION_SIZE if pixels else STATE_OBSERVATION_SIZE, np.float32)
         self._target = np.zeros(3)
         self._gripper = 0.0
         self._z_init = 0.0
         self._steps = 0
         self._rng = np.random.default_rng(seed)
-        self._make_specs()
-
-    # ---- specs -------------------------------------------------------------------------------
-    def _make_specs(self) -> None:
-        obs_dim = 7 if self.pixels else 10
-        obs = {"observation": Unbounded((obs_dim,), dtype=torch.float32, device=self.device),
-               "success": Categorical(2, (1,), dtype=torch.bool, device=self.device)}
-        for key in self.camera_keys:
-            obs[key] = Bounded(0, 255, (3, self.image_size, self.image_size), dtype=torch.uint8,
-                               device=self.device)
-        self.observation_spec = Composite(obs, device=self.device)
-        self.action_spec = Bounded(-1.0, 1.0, (4,), dtype=torch.float32, device=self.device)
-        self.reward_spec = Unbounded((1,), dtype=torch.float32, device=self.device)
-        self.done_spec = Composite(
-            {k: Categorical(2, (1,), dtype=torch.bool, device=self.device)
-             for k in ("done", "terminated", "truncated")},
-            device=self.device,
-        )
+        set_pick_task_specs(self, len(self._obs_buf), self.camera_keys, (image_size, image_size))
 
     # ---- privileged state (scripted policies, tests) -----------------------------------------
     def block_pos(self) -> np.ndarray:
@@ -176,7 +165,7 @@ class PickCubeEnv(EnvBase):
         return _tensordict(out, self.device)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = self._validated_action(tensordict.get("action"))
+        action = check_pick_action(tensordict.get("action"))
         # target/gripper updates on 4 Python floats: numpy's clip costs ~4 us a call at this size
         scale, target, low, high = self.action_scale_m, self._target, self._box_low, self._box_high
         self._target = np.array([min(max(target[i] + action[i] * scale, low[i]), high[i])
@@ -213,21 +202,6 @@ class PickCubeEnv(EnvBase):
         if self.run_type_checks:
             return super()._step_proc_data(next_tensordict)
         return next_tensordict
-
-    def _validated_action(self, action) -> list[float]:
-        """Checks before any simulator write: floating dtype, shape ``[4]``, finite; then clips to ``[-1, 1]``."""
-        if action is None:
-            raise ValueError("the input tensordict has no 'action' entry")
-        action = torch.as_tensor(action)
-        if not action.is_floating_point():
-            # A policy emits floats: a bool, integer or complex action is a wrong key or head upstream.
-            raise ValueError(f"action must be floating point (float16/32/64), got dtype {action.dtype}")
-        if action.shape != (4,):
-            raise ValueError(f"action must have shape (4,) = (dx, dy, dz, gripper), got {tuple(action.shape)}")
-        a = [float(x) for x in action.detach().cpu().tolist()]  # float32 -> float64 is exact
-        if not all(map(math.isfinite, a)):
-            raise ValueError(f"action must be finite (no NaN/inf), got {a}")
-        return [min(max(x, -1.0), 1.0) for x in a]
 
     def _observe(self) -> dict[str, torch.Tensor]:
         d = self.data
