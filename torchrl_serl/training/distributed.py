@@ -40,8 +40,9 @@ Wire protocol (ZMQ multipart messages; the ROUTER adds the actor's connection id
                                                     -> (b"ok" | b"busy" | b"bad", reason)
           b"weights": (tag the actor holds)         -> (the weights, or b"" if it holds them)
 
-Every answer carries the newest weights tag, so the actor fetches weights when they change and
-otherwise asks only every ``weights_poll_s`` (its heartbeat).
+Every answer carries the newest weights tag, so the actor fetches weights when they change (at
+most once per collected batch: it applies them between batches) and otherwise says hello every
+``weights_poll_s`` (its heartbeat).
 """
 from __future__ import annotations
 
@@ -544,11 +545,18 @@ class ActorLink:
                 return reply[4:]
 
     def connect(self) -> None:
-        """Says hello (checks the learner is there, admits this actor, and learns its message limit)."""
+        """Opens a fresh connection and says hello (the learner is there and admits this actor)."""
         self.close()
-        answer = self._request("connect", HELLO)
+        self._hello("connect")
+
+    def heartbeat(self) -> None:
+        """Says hello on the current connection: the learner hears this actor, and it hears of newer weights."""
+        self._hello("heartbeat")
+
+    def _hello(self, what: str) -> None:
+        answer = self._request(what, HELLO)
         if len(answer) != 1 or len(answer[0]) != 8:
-            raise self._fail("connect", f"learner {self.endpoint} answered hello with something else")
+            raise self._fail(what, f"learner {self.endpoint} answered hello with something else")
         self.learner_max_message_bytes = int.from_bytes(answer[0], "big")
 
     def push(self, batch: TensorDictBase, seq: int) -> bool:
@@ -605,8 +613,9 @@ class RemoteActor:
         frames_per_batch: env steps per pushed batch.
         timeout_s: deadline of every call to the learner.
         reconnect_every_s: pause between reconnection attempts while the learner is away.
-        weights_poll_s: longest time between two requests for weights (the actor's heartbeat); any
-            answer of the learner that announces new weights makes the actor fetch them at once.
+        weights_poll_s: longest time between two requests (the actor's heartbeat). New weights are
+            fetched as soon as an answer announces them, unless the last ones fetched wait for the
+            end of the current batch: at most one weights payload crosses the link per batch.
         max_backlog: unacknowledged batches kept; the oldest are dropped beyond it.
         init_random_frames: frames taken with a uniformly random policy first.
         exploration_type: action sampling of the policy.
@@ -689,12 +698,18 @@ class RemoteActor:
                 if not self.link.connected:
                     self.link.connect()
                 learner_busy = not self._send_backlog()
-                if self.link.learner_tag != held or time.monotonic() - polled >= self.weights_poll_s:
+                due = time.monotonic() - polled >= self.weights_poll_s
+                with self._lock:
+                    waiting = self._pending is not None
+                if not waiting and (due or self.link.learner_tag != held):
                     polled = time.monotonic()
                     fetched = self.link.fetch_weights(have=held)
                     if fetched is not None:
                         held = fetched[0]  # a bad payload is not fetched again until the learner publishes anew
                         self._take_weights(*fetched)
+                elif due:
+                    polled = time.monotonic()
+                    self.link.heartbeat()
                 self._stop_link.wait(0.05 if learner_busy else 0.01)
             except LinkError as err:
                 self.stats["link_errors"] += 1
