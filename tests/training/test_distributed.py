@@ -32,7 +32,6 @@ from torchrl_serl.training.distributed import (
     LearnerLink,
     LinkError,
     RemoteActor,
-    batch_to_bytes,
 )
 
 make_env = partial(GymEnv, "Pendulum-v1")
