@@ -6,7 +6,8 @@ its simulated twin by default, the real arm with ``--robot.real true`` (Franka: 
 ``--robot.address <FCI host>``; Piper: piper-sdk on the CAN channel ``--robot.address can0``), images
 from two cameras (``--robot.camera realsense --robot.camera_ids <front_serial>,<wrist_serial>``) and,
 with ``--intervention spacemouse``, a human correcting the policy (interventions go to the demo side,
-HIL-SERL style).
+HIL-SERL style). With ``--grasp_critic true`` the gripper command comes from HIL-SERL's DQN grasp
+critic instead of the SAC actor.
 
 Two 128x128 cameras (``front``, ``wrist``) + the 7-D state go through a frozen ResNet-10 (pass
 SERL's pretrained weights with ``--drq.pretrained_path``; nothing is downloaded) shared by actor
@@ -21,7 +22,7 @@ every batch is half demos (RLPD).
     python recipes/drq.py --env.task piper --robot.real true --robot.address can0 \\
         --demos demos/piper_real --intervention spacemouse
     python recipes/drq.py --robot.real true --robot.address 172.16.0.2 \\
-        --demos demos/franka_real --intervention spacemouse
+        --demos demos/franka_real --intervention spacemouse --grasp_critic true
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.intervention_router import InterventionRouter
 from torchrl_serl.data.replay_factory import make_demo_replay_buffer, make_pixel_replay_buffer, online_size, transitions
+from torchrl_serl.envs.transforms.gripper_penalty import GripperPenalty
 from torchrl_serl.envs.transforms.intervention import Intervention
 from torchrl_serl.modules.encoders.cached_features import feature_key
+from torchrl_serl.optim import make_optimizer
 from torchrl_serl.training.agent_factory import make_drq_agent, make_trunk_features
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
 from torchrl_serl.training.collector import make_collector
@@ -58,7 +61,7 @@ from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
-from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
+from torchrl_serl.training.updater import GraspCriticUpdater, SACUpdater, make_sac_optimizers
 
 CAMERAS = ("front", "wrist")
 _INTERVENTIONS = ("none", "spacemouse", "keyboard")
@@ -91,6 +94,15 @@ class Config(RunConfig):
     updates_per_step: float = 1.0
     """Learner steps (each ``drq.utd_ratio`` critic updates) per env step from ``training_starts``
     on; SERL: 1. Made after each collector batch; a fractional ratio carries over between batches."""
+    grasp_critic: bool = False
+    """HIL-SERL's hybrid agent, for the real arms: SAC learns the arm's motion, a DQN grasp critic
+    (an MLP head on the shared encoder) picks the gripper command (open / stay / close) and trains
+    in every critic update. Its reward is charged ``grasp_penalty`` for each command that toggles the
+    gripper (``GripperPenalty`` judged by the command); the SAC reward is left as it is."""
+    grasp_critic_hidden: tuple[int, ...] = (128, 128)
+    """Hidden widths of the grasp critic's head (HIL-SERL: 128, 128)."""
+    grasp_penalty: float = 0.02
+    """Charged to the grasp critic's reward per gripper toggle (HIL-SERL: 0.02)."""
     ddp: bool = False
     """Data-parallel learner (``DDPSACUpdater``), simulation only: ``torchrun --nproc_per_node N
     recipes/drq.py --ddp true``. Each rank steps its own simulation (seed + rank) and samples its own
@@ -109,6 +121,8 @@ def main(argv=None) -> None:
         raise ValueError("DrQ learns from pixels: --env.pixels must be true")
     if cfg.ddp and cfg.robot.real:
         raise ValueError("--ddp runs one simulation per rank; a real arm trains with one learner process")
+    if cfg.ddp and cfg.grasp_critic:
+        raise ValueError("--ddp averages the SAC learner's gradients only: train the grasp critic without --ddp")
     exp_name = cfg.exp_name or f"drq_{cfg.env.task}{'_real' if cfg.robot.real else ''}_seed{cfg.seed}"
     cached = cfg.drq.feature_views > 0
     run_async = cfg.async_collector and not cfg.robot.real and cfg.intervention == "none"
@@ -143,7 +157,8 @@ def main(argv=None) -> None:
         action_dim = env.action_spec.shape[-1]
         if run_async:
             env.close()  # the collector builds its own env, in its own process
-        agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device)
+        agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device,
+                               grasp_critic_hidden=cfg.grasp_critic_hidden if cfg.grasp_critic else None)
         if cfg.ddp:
             seed_everything(env_seed)  # each rank explores with its own noise
         # with cached features the env encodes each frame once (TrunkFeatures) and the buffer
@@ -180,6 +195,15 @@ def main(argv=None) -> None:
         else:
             updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                                  compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+        grasp_components, grasp_updater = {}, None
+        if agent.grasp is not None:
+            grasp_optim = make_optimizer(agent.grasp.head.parameters(), lr=cfg.drq.critic_lr)
+            grasp_updater = GraspCriticUpdater(agent.grasp.loss, grasp_optim, agent.grasp.target_updater,
+                                               cfg.drq.utd_ratio)
+            grasp_components = {"grasp_loss": agent.grasp.loss, "grasp_optim": grasp_optim}
+            # HIL-SERL's grasp penalty, computed on every sample (demos and interventions included)
+            toggle_penalty = GripperPenalty(cfg.grasp_penalty, index=-1, penalty_key="grasp_penalty", judge="command",
+                                            apply_to_reward=False)
         learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
         logger = RunLogger(
             cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
@@ -203,7 +227,7 @@ def main(argv=None) -> None:
         router = InterventionRouter(buffer) if cfg.intervention != "none" else None
         checkpointer = RunCheckpointer(
             logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
-            loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers,
+            loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers, **grasp_components,
         )
         run = RunCounters()
         if cfg.resume and run.resume(checkpointer, logger):
@@ -236,7 +260,12 @@ def main(argv=None) -> None:
                     if run.step >= cfg.training_starts:  # SERL: one learner step per env step from training_starts on
                         owed_updates += cfg.updates_per_step * (run.step - max(run.step - frames, cfg.training_starts - 1))
                         while owed_updates >= 1:
-                            train_metrics = updater.update(buffer.sample(learner_batch))
+                            batch = buffer.sample(learner_batch)
+                            grasp_metrics = {}
+                            if grasp_updater is not None:  # the gripper command is the grasp critic's
+                                grasp_metrics = grasp_updater.update(toggle_penalty(batch))
+                                batch = batch.exclude("action").set("action", batch["action"][..., :-1])
+                            train_metrics = {**updater.update(batch), **grasp_metrics}
                             run.updates += 1
                             owed_updates -= 1
                         collector.update_policy_weights_()

@@ -71,13 +71,16 @@ def main(argv=None) -> None:
     obs_dim = env.observation_spec["observation"].shape[-1]
     if "drq" in config:
         learner = apply_overrides(DrQConfig(), _fields(config["drq"]))
-        agent = make_drq_agent(learner, CAMERAS, env_cfg.image_size, obs_dim, action_dim)
+        grasp_hidden = tuple(config["grasp_critic_hidden"]) if config.get("grasp_critic") else None
+        agent = make_drq_agent(learner, CAMERAS, env_cfg.image_size, obs_dim, action_dim, grasp_critic_hidden=grasp_hidden)
         if learner.feature_views > 0:  # the policy reads view 0 of the cached trunk features
             env = TransformedEnv(env, make_trunk_features(agent, learner, cfg.seed, num_views=1))
     else:
         learner = apply_overrides(SACConfig(), _fields(config["sac"]))
         agent = make_sac_agent(learner, obs_dim, action_dim)
-    checkpointer = RunCheckpointer(run_dir / "checkpoints", loss=agent.loss)
+    # a hybrid agent's gripper commands come from its grasp critic
+    grasp = {"grasp_loss": agent.grasp.loss} if agent.grasp is not None else {}
+    checkpointer = RunCheckpointer(run_dir / "checkpoints", loss=agent.loss, **grasp)
     try:
         if cfg.checkpoint:
             info = checkpointer.load(cfg.checkpoint)

@@ -4,8 +4,8 @@ from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
 from torchrl_serl.modules import make_grasp_critic
-from torchrl_serl.objectives import GraspCriticLoss, grasp_penalty
-from torchrl_serl.objectives.grasp_critic import grasp_action_to_index, grasp_index_to_action
+from torchrl_serl.modules.sac_networks import grasp_action_to_index, grasp_index_to_action
+from torchrl_serl.objectives import GraspCriticLoss
 
 OBS, B = 5, 12
 
@@ -20,7 +20,7 @@ def _batch(terminated=False):
         next=TensorDict(
             observation=torch.randn(B, OBS, generator=g),
             reward=torch.randn(B, 1, generator=g),
-            grasp_penalty=-0.02 * torch.randint(0, 2, (B, 1), generator=g).float(),
+            grasp_penalty=0.02 * torch.randint(0, 2, (B, 1), generator=g).float(),
             done=torch.full((B, 1), terminated),
             terminated=torch.full((B, 1), terminated),
             batch_size=[B],
@@ -33,13 +33,6 @@ def test_action_index_round_trip():
     cmd = torch.tensor([-1.0, -0.4, 0.0, 0.6, 1.0])
     torch.testing.assert_close(grasp_action_to_index(cmd), torch.tensor([0, 1, 1, 2, 2]))
     torch.testing.assert_close(grasp_index_to_action(torch.tensor([0, 1, 2])), torch.tensor([-1.0, 0.0, 1.0]))
-
-
-def test_grasp_penalty_only_on_state_changes():
-    state = torch.tensor([[0.0], [0.0], [1.0], [1.0], [0.0], [1.0]])
-    cmd = torch.tensor([[1.0], [-1.0], [-1.0], [1.0], [0.0], [0.0]])
-    expected = torch.tensor([[-0.02], [0.0], [-0.02], [0.0], [0.0], [0.0]])
-    torch.testing.assert_close(grasp_penalty(state, cmd), expected)
 
 
 def test_double_dqn_target_matches_hand_computation():
@@ -58,13 +51,13 @@ def test_double_dqn_target_matches_hand_computation():
     with torch.no_grad():
         a_star = q(loss.value_network_params, td["next", "observation"]).argmax(-1)
         next_q = q(loss.target_value_network_params, td["next", "observation"])[torch.arange(B), a_star]
-        y = td["next", "reward"].squeeze(-1) + td["next", "grasp_penalty"].squeeze(-1) + 0.9 * next_q
+        y = td["next", "reward"].squeeze(-1) - td["next", "grasp_penalty"].squeeze(-1) + 0.9 * next_q
         idx = td["action"][:, -1].long() + 1
         pred = q(loss.value_network_params, td["observation"])[torch.arange(B), idx]
     torch.testing.assert_close(out["loss_grasp_critic"], ((pred - y) ** 2).mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_terminal_target_is_reward_plus_penalty():
+def test_terminal_target_is_reward_minus_penalty():
     loss = GraspCriticLoss(make_grasp_critic(OBS, hidden=(16,)))
     critic = loss.value_network
     td = _batch(terminated=True)
@@ -72,7 +65,7 @@ def test_terminal_target_is_reward_plus_penalty():
     with loss.value_network_params.to_module(critic), torch.no_grad():
         q = critic(td.select("observation").clone())["grasp_q_values"]
     pred = q[torch.arange(B), td["action"][:, -1].long() + 1]
-    y = (td["next", "reward"] + td["next", "grasp_penalty"]).squeeze(-1)
+    y = (td["next", "reward"] - td["next", "grasp_penalty"]).squeeze(-1)
     torch.testing.assert_close(out["loss_grasp_critic"], ((pred - y) ** 2).mean(), rtol=1e-5, atol=1e-6)
 
 

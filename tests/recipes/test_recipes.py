@@ -101,6 +101,21 @@ def test_drq_with_pixel_demos_and_resume(tmp_path, demos):
     assert checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{16:012d}")["counters"]["updates"] == 16 - 4 + 1
 
 
+def test_drq_with_grasp_critic_learns_the_gripper_command_and_evaluates(tmp_path, demos, capsys):
+    """HIL-SERL's hybrid agent on the simulated arm, with demos: SAC on the arm's motion, the grasp
+    critic (charged for gripper toggles) on the gripper command; eval.py rebuilds it."""
+    run("drq", "--grasp_critic", "true", "--grasp_critic_hidden", "8", "--demos", demos / "pixels", "--logdir", tmp_path,
+        "--total_steps", 12, "--eval_every", 12, "--eval_episodes", 1, "--checkpoint_every", 12, *TINY_DRQ)
+    run_dir = tmp_path / "drq_panda_seed0"
+    assert read_scalar_csv(run_dir / "scalars" / "train" / "loss_grasp_critic.csv")[0].tolist() == [4, 8, 12]
+    assert read_scalar_csv(run_dir / "scalars" / "train" / "loss_qvalue.csv")[0].tolist() == [4, 8, 12]
+    from torchrl.checkpoint import Checkpoint
+
+    assert {"grasp_loss", "grasp_optim"} <= set(Checkpoint.manifest(run_dir / "checkpoints" / f"checkpoint-{12:012d}")["components"])
+    run("eval", "--run", run_dir, "--episodes", 1)
+    assert "env step 12): eval/success_rate=" in capsys.readouterr().out
+
+
 def test_drq_data_parallel_learner_without_torchrun_is_one_rank(tmp_path, capsys):
     import torch.distributed as dist
 

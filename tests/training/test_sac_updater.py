@@ -267,3 +267,48 @@ def test_replayed_updates_keep_training_and_refuse_bad_batches():
     with pytest.raises(ValueError, match="non-finite"):
         updater.update(bad)
     torch.testing.assert_close(_params(agent.loss), after, rtol=0, atol=0)
+
+
+def test_hybrid_drq_agent_and_grasp_critic_updater():
+    """HIL-SERL's hybrid agent: SAC on the arm's 3 dims, the grasp critic's head trained once per
+    minibatch on the full action, the shared encoder left to the arm critic; the policy acts with
+    the grasp critic's best gripper command."""
+    from torchrl_serl.envs.transforms.gripper_penalty import GripperPenalty
+    from torchrl_serl.optim import make_optimizer
+    from torchrl_serl.training.updater import GraspCriticUpdater
+
+    cfg = DrQConfig(encoder="small", hidden=(16,), num_critics=2, utd_ratio=3, batch_size=4)
+    agent = make_drq_agent(cfg, ("front",), 32, 7, 4, grasp_critic_hidden=(8,))
+    assert agent.actor.spec["action"].shape == (3,) and agent.loss.target_entropy == -2.0  # -|A|/2 of the full action
+    n = 12
+    g = torch.Generator().manual_seed(0)
+    obs = {"front": torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+           "observation": torch.rand(n, 7, generator=g)}
+    batch = TensorDict(
+        **obs, action=torch.cat([torch.rand(n, 3, generator=g) * 2 - 1, torch.randint(-1, 2, (n, 1), generator=g)], -1),
+        next=TensorDict(**obs, reward=torch.rand(n, 1, generator=g), done=torch.zeros(n, 1, dtype=torch.bool),
+                        terminated=torch.zeros(n, 1, dtype=torch.bool), batch_size=[n]),
+        batch_size=[n],
+    )
+    acted = agent.policy(batch[:2].select("front", "observation"))
+    assert acted["action"].shape == (2, 4) and set(acted["action"][:, -1].tolist()) <= {-1.0, 0.0, 1.0}
+
+    head_before = [p.clone() for p in agent.grasp.head.parameters()]
+    encoder = agent.grasp.critic.module[0]  # the shared encoder, as the policy runs it
+    assert any(p.requires_grad for p in encoder.parameters()) and not any(p.is_meta for p in encoder.parameters())
+    encoder_before = [p.clone() for p in encoder.parameters()]
+    steps = []
+    optimizer = make_optimizer(agent.grasp.head.parameters())
+    optimizer.step = (lambda step: lambda *a, **k: (steps.append(1), step(*a, **k))[1])(optimizer.step)
+    updater = GraspCriticUpdater(agent.grasp.loss, optimizer, agent.grasp.target_updater, cfg.utd_ratio)
+    penalty = GripperPenalty(0.02, index=-1, penalty_key="grasp_penalty", judge="command", apply_to_reward=False)
+    metrics = updater.update(penalty(batch))
+    assert len(steps) == cfg.utd_ratio and torch.isfinite(torch.tensor(metrics["train/loss_grasp_critic"]))
+    assert all(not torch.equal(a, b) for a, b in zip(head_before, agent.grasp.head.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, encoder.parameters()))
+    # the arm's learner trains on the same sample without the gripper command
+    sac = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, cfg), agent.target_updater, cfg.utd_ratio)
+    assert torch.isfinite(torch.tensor(sac.update(batch.exclude("action").set("action", batch["action"][:, :3]))
+                                       ["train/loss_qvalue"]))
+    # ... and trains the encoder the grasp critic reads
+    assert any(not torch.equal(a, b) for a, b in zip(encoder_before, encoder.parameters()))

@@ -17,7 +17,7 @@ from torchrl_serl.data.replay import OnlineDemoReplayBuffer
 
 # Keys the policy and collector write that the learner never reads (the DrQ loss re-encodes
 # the images): not worth buffer memory.
-_NOT_STORED = ("loc", "scale", "embedding", "collector")
+_NOT_STORED = ("loc", "scale", "embedding", "embedding_sg", "grasp_q_values", "collector")
 
 
 def _clear_scratch_dir(scratch_dir: str | Path) -> None:

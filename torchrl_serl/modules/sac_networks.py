@@ -15,6 +15,19 @@ from torchrl_serl.modules.critics import EnsembleQValue
 from torchrl_serl.modules.mlp import LayerNormMLP
 
 
+GRASP_ACTIONS = (-1.0, 0.0, 1.0)  # index 0 open, 1 stay, 2 close (gripper command, + closes)
+
+
+def grasp_action_to_index(gripper_command: torch.Tensor) -> torch.Tensor:
+    """Gripper command in ``{-1, 0, 1}`` (rounded) ``[*B]`` -> discrete index ``{0, 1, 2}`` ``[*B]``."""
+    return gripper_command.round().clamp(-1, 1).long() + 1
+
+
+def grasp_index_to_action(index: torch.Tensor) -> torch.Tensor:
+    """Discrete index ``{0, 1, 2}`` ``[*B]`` -> gripper command ``{-1., 0., 1.}`` ``[*B]``."""
+    return index.to(torch.float32) - 1
+
+
 class _StopGradient(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach()
@@ -152,6 +165,20 @@ def make_grasp_critic(
     With a shared ``encoder`` its gradient is stopped by default (the arm critic trains it).
     """
     pre, mlp_keys = _features(in_keys, encoder, stop_encoder_grad)
-    net = LayerNormMLP(obs_dim, 3, hidden=hidden, activation=activation, layer_norm=layer_norm)
+    net = LayerNormMLP(obs_dim, len(GRASP_ACTIONS), hidden=hidden, activation=activation, layer_norm=layer_norm)
     head = TensorDictModule(net, in_keys=mlp_keys, out_keys=["grasp_q_values"])
     return TensorDictSequential(*pre, head) if pre else head
+
+
+class _GreedyGraspCommand(nn.Module):
+    def forward(self, arm_action: torch.Tensor, grasp_q_values: torch.Tensor) -> torch.Tensor:
+        command = grasp_index_to_action(grasp_q_values.argmax(-1, keepdim=True))
+        return torch.cat([arm_action, command.to(arm_action.dtype)], -1)
+
+
+def greedy_grasp_command(action_key: str = "action") -> TensorDictModule:
+    """HIL-SERL's hybrid action: the arm action ``[*B, A - 1]`` the actor wrote to ``action_key``,
+    followed by the gripper command of the grasp critic's best value, ``argmax_b Q_g(s, b) - 1`` in
+    ``{-1, 0, 1}``, written back as the full action ``[*B, A]``. Put it after the actor and the
+    grasp critic in the acting policy."""
+    return TensorDictModule(_GreedyGraspCommand(), in_keys=[action_key, "grasp_q_values"], out_keys=[action_key])

@@ -2,7 +2,7 @@
 
 from torchrl_serl.objectives.bc import SERLBCLoss
 from torchrl_serl.objectives.drq import DrQLoss
-from torchrl_serl.objectives.grasp_critic import GraspCriticLoss, grasp_penalty
+from torchrl_serl.objectives.grasp_critic import GraspCriticLoss
 from torchrl_serl.objectives.sac import SERLSACLoss
 from torchrl_serl.objectives.vice import BinaryClassifierLoss, VICELoss, label_batch
 
@@ -13,6 +13,5 @@ __all__ = [
     "SERLBCLoss",
     "SERLSACLoss",
     "VICELoss",
-    "grasp_penalty",
     "label_batch",
 ]

@@ -12,33 +12,7 @@ from torch import Tensor
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, _reduce
 
-GRASP_ACTIONS = (-1.0, 0.0, 1.0)  # index 0 open, 1 stay, 2 close (gripper command, + closes)
-
-
-def grasp_action_to_index(gripper_command: Tensor) -> Tensor:
-    """Gripper command in ``{-1, 0, 1}`` (rounded) ``[*B]`` -> discrete index ``{0, 1, 2}`` ``[*B]``."""
-    return gripper_command.round().clamp(-1, 1).long() + 1
-
-
-def grasp_index_to_action(index: Tensor) -> Tensor:
-    """Discrete index ``{0, 1, 2}`` ``[*B]`` -> gripper command ``{-1., 0., 1.}`` ``[*B]``."""
-    return index.to(torch.float32) - 1
-
-
-def grasp_penalty(
-    gripper_state: Tensor, gripper_command: Tensor, penalty: float = 0.02, closed_threshold: float = 0.5
-) -> Tensor:
-    """HIL-SERL's grasp penalty: ``-penalty`` when a command changes the gripper state.
-
-    Args:
-        gripper_state: opening in ``[0, 1]`` (0 open, 1 closed) ``[*B, 1]`` before the step.
-        gripper_command: ``[*B, 1]``; ``> 0.5`` closes, ``< -0.5`` opens.
-
-    Returns ``[*B, 1]``: ``-penalty`` for close-while-open or open-while-closed, else 0.
-    """
-    closed = gripper_state > closed_threshold
-    changes = ((gripper_command > 0.5) & ~closed) | ((gripper_command < -0.5) & closed)
-    return changes.to(gripper_state.dtype) * -penalty
+from torchrl_serl.modules.sac_networks import GRASP_ACTIONS, grasp_action_to_index
 
 
 class GraspCriticLoss(LossModule):
@@ -48,12 +22,14 @@ class GraspCriticLoss(LossModule):
     gripper command (open / stay / close = -1 / 0 / +1) scored by ``Q_g(s) [*B, 3]``:
 
     .. math::
-        y = r + p_{grasp} + \gamma (1 - d)\, \bar Q_g(s', \arg\max_b Q_g(s', b)), \qquad
+        y = r - p_{grasp} + \gamma (1 - d)\, \bar Q_g(s', \arg\max_b Q_g(s', b)), \qquad
         \mathcal{L} = \mathrm{mean}_B\,(Q_g(s, a_g) - y)^2
 
     with :math:`\bar Q_g` the target network (update it with
-    :class:`~torchrl.objectives.SoftUpdate`) and :math:`p_{grasp}` the grasp penalty
-    (:func:`grasp_penalty`, read from the batch).
+    :class:`~torchrl.objectives.SoftUpdate`) and :math:`p_{grasp} \ge 0` the grasp penalty read
+    from the batch: HIL-SERL charges it on the transitions whose gripper command toggles the gripper,
+    :class:`~torchrl_serl.envs.transforms.GripperPenalty` with ``judge="command"`` writes it
+    (HIL-SERL stores it negated and adds it).
 
     Args:
         grasp_critic: module writing ``grasp_q_values`` ``[*B, 3]`` (see
@@ -64,7 +40,7 @@ class GraspCriticLoss(LossModule):
 
     Input keys: the critic's ``in_keys`` (and their ``("next", ...)`` twins), ``action``
     ``[*B, A]`` (gripper command last), ``("next", "reward")``, ``("next", "grasp_penalty")``
-    ``[*B, 1]``, ``("next", "terminated")`` (only termination stops bootstrapping). Change them
+    ``[*B, 1]`` (``>= 0``), ``("next", "terminated")`` (only termination stops bootstrapping). Change them
     with :meth:`set_keys`. Use :meth:`make_value_estimator` to set ``gamma`` (default 0.99).
 
     Example:
@@ -74,7 +50,7 @@ class GraspCriticLoss(LossModule):
         >>> b = 4
         >>> data = TensorDict(observation=torch.randn(b, 3), action=torch.tensor([[0.2, 1.0]]).expand(b, 2),
         ...     next=TensorDict(observation=torch.randn(b, 3), reward=torch.zeros(b, 1),
-        ...                     grasp_penalty=grasp_penalty(torch.zeros(b, 1), torch.ones(b, 1)),
+        ...                     grasp_penalty=torch.full((b, 1), 0.02),
         ...                     terminated=torch.zeros(b, 1, dtype=torch.bool)),
         ...     batch_size=[b])
         >>> loss(data)["loss_grasp_critic"].backward()
@@ -150,7 +126,7 @@ class GraspCriticLoss(LossModule):
         with torch.no_grad():
             best_next = self._q(self.value_network_params, nxt).argmax(-1, keepdim=True)
             next_q = self._q(self.target_value_network_params, nxt).gather(-1, best_next)
-            reward = nxt.get(self.tensor_keys.reward) + nxt.get(self.tensor_keys.grasp_penalty)
+            reward = nxt.get(self.tensor_keys.reward) - nxt.get(self.tensor_keys.grasp_penalty)
             not_terminal = (~nxt.get(self.tensor_keys.terminated)).to(reward.dtype)
             target = reward + self.discount * not_terminal * next_q
         index = grasp_action_to_index(tensordict.get(self.tensor_keys.action)[..., -1:])

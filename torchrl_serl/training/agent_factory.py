@@ -1,5 +1,6 @@
 """SERL's SAC (state) and DrQ (pixels) learners from the recipe options: networks, loss and
-target-network updater, plus the env transform that caches a DrQ agent's trunk features."""
+target-network updater (with HIL-SERL's grasp critic on request), plus the env transform that caches
+a DrQ agent's trunk features."""
 
 from __future__ import annotations
 
@@ -14,15 +15,29 @@ from torchrl_serl.training.config import DrQConfig, SACConfig
 
 
 @dataclass
+class GraspCriticComponents:
+    """HIL-SERL's grasp critic beside a DrQ learner: ``critic`` (the shared encoder, its gradient
+    stopped, then ``head`` writing ``grasp_q_values`` ``[*B, 3]``), its double-DQN loss and
+    target-network updater. Only ``head`` is trained by the grasp loss (the arm critic trains the encoder)."""
+
+    critic: nn.Module
+    head: nn.Module
+    loss: nn.Module
+    target_updater: SoftUpdate
+
+
+@dataclass
 class SACComponents:
-    """The pieces of a SERL SAC/DrQ learner: the acting ``policy`` (encoder + actor for pixels),
-    actor, critic ensemble, loss and target-network updater."""
+    """The pieces of a SERL SAC/DrQ learner: the acting ``policy`` (encoder + actor for pixels,
+    + the grasp critic's gripper command with ``grasp``), actor, critic ensemble, loss and
+    target-network updater."""
 
     policy: nn.Module
     actor: nn.Module
     critic: nn.Module
     loss: nn.Module
     target_updater: SoftUpdate
+    grasp: GraspCriticComponents | None = None
 
 
 def make_sac_agent(
@@ -64,18 +79,33 @@ def make_drq_agent(
     proprio_dim: int,
     action_dim: int,
     device: str | torch.device = "cpu",
+    grasp_critic_hidden: tuple[int, ...] | None = None,
 ) -> SACComponents:
     """SERL's DrQ: shared multi-camera encoder (frozen ResNet-10 by default), ensemble critic,
     :class:`~torchrl_serl.objectives.drq.DrQLoss` with random-shift augmentation inside the loss.
 
     With ``cfg.feature_views = K >= 1`` the loss reads cached trunk features of ``K`` views and
-    the policy reads view 0 of them: the env needs :func:`make_trunk_features` on top."""
-    from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
+    the policy reads view 0 of them: the env needs :func:`make_trunk_features` on top.
+
+    With ``grasp_critic_hidden`` (HIL-SERL's hybrid agent, ``sac_hybrid_single.py``): SAC learns
+    the first ``action_dim - 1`` action dims (its batches need ``action[..., :-1]``), and a grasp
+    critic with an MLP head of these widths (HIL-SERL: 128, 128) on the shared encoder's
+    stop-gradient embedding scores the gripper command open / stay / close; the policy acts with
+    its best command (:func:`~torchrl_serl.modules.sac_networks.greedy_grasp_command`). The target
+    entropy stays -``action_dim``/2 (HIL-SERL's, from the full action) unless ``cfg`` sets one."""
+    from torchrl_serl.modules.drq_networks import make_drq_networks
     from torchrl_serl.modules.encoders.cached_features import CachedFeaturesEncoder
+    from torchrl_serl.modules.sac_networks import greedy_grasp_command
     from torchrl_serl.objectives.drq import DrQLoss
 
     if cfg.feature_views < 0:
         raise ValueError(f"drq.feature_views must be >= 0 (0: exact path), got {cfg.feature_views}")
+    grasp = grasp_critic_hidden is not None
+    target_entropy = cfg.target_entropy
+    if target_entropy is None:
+        target_entropy = -action_dim / 2 if grasp else "auto"
+    if grasp:
+        action_dim -= 1
 
     actor, critic, encoder = make_drq_networks(
         camera_keys=camera_keys,
@@ -100,14 +130,30 @@ def make_drq_agent(
         critic_subset=cfg.critic_subsample,
         backup_entropy=cfg.backup_entropy,
         alpha_init=cfg.alpha_init,
-        target_entropy="auto" if cfg.target_entropy is None else cfg.target_entropy,
+        target_entropy=target_entropy,
     )
     loss.make_value_estimator(gamma=cfg.discount)
-    if cfg.feature_views > 0:
-        policy = TensorDictSequential(CachedFeaturesEncoder(encoder), actor)
-    else:
-        policy = make_drq_policy(actor, encoder)
-    return SACComponents(policy=policy, actor=actor, critic=critic, loss=loss, target_updater=SoftUpdate(loss, tau=cfg.tau))
+    acting_encoder = CachedFeaturesEncoder(encoder) if cfg.feature_views > 0 else encoder
+    policy = TensorDictSequential(acting_encoder, actor)
+    grasp_components = None
+    if grasp:
+        grasp_components = _make_grasp_critic(acting_encoder, encoder.out_features, grasp_critic_hidden, cfg, device)
+        # the actor writes the arm's action, the grasp critic's best gripper command completes it
+        policy = TensorDictSequential(acting_encoder, actor, *grasp_components.critic.module[1:],
+                                      greedy_grasp_command())
+    return SACComponents(policy=policy, actor=actor, critic=critic, loss=loss,
+                         target_updater=SoftUpdate(loss, tau=cfg.tau), grasp=grasp_components)
+
+
+def _make_grasp_critic(encoder, embedding_dim: int, hidden: tuple[int, ...], cfg: DrQConfig, device) -> GraspCriticComponents:
+    from torchrl_serl.modules.sac_networks import make_grasp_critic
+    from torchrl_serl.objectives.grasp_critic import GraspCriticLoss
+
+    critic = make_grasp_critic(embedding_dim, hidden=hidden, in_keys=("embedding",), encoder=encoder).to(device)
+    loss = GraspCriticLoss(critic)
+    loss.make_value_estimator(gamma=cfg.discount)
+    return GraspCriticComponents(critic=critic, head=critic.module[-1], loss=loss,
+                                 target_updater=SoftUpdate(loss, tau=cfg.tau))
 
 
 def make_trunk_features(agent: SACComponents, cfg: DrQConfig, seed: int, num_views: int | None = None):

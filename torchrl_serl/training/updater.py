@@ -168,10 +168,7 @@ class SACUpdater:
 
     def minibatches(self, batch: TensorDictBase) -> list[TensorDictBase]:
         """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint ``[B]`` minibatches (rows ``i::utd_ratio``)."""
-        if batch.ndim != 1 or batch.shape[0] % self.utd_ratio:
-            raise ValueError(f"batch must be [B] with B divisible by utd_ratio={self.utd_ratio}, "
-                             f"got {tuple(batch.shape)}")
-        return [batch[i :: self.utd_ratio].contiguous() for i in range(self.utd_ratio)]
+        return split_minibatches(batch, self.utd_ratio)
 
     def update(self, batch: TensorDictBase) -> dict[str, float]:
         """Run one learner step on ``batch`` ``[utd_ratio * B]``; return the full update's
@@ -184,6 +181,47 @@ class SACUpdater:
             self._critic_step(minibatch)
         out = self._full_step(last)
         return {f"train/{k}": float(v) for k, v in out.items()}
+
+
+class GraspCriticUpdater:
+    """HIL-SERL's grasp critic learner, beside :class:`SACUpdater` on the same sample.
+
+    ``update(batch)`` splits the ``[utd_ratio * B]`` sample as :class:`SACUpdater` does and makes
+    one double-DQN update (:class:`~torchrl_serl.objectives.GraspCriticLoss`, then the target
+    network moved by ``tau``) on each minibatch: HIL-SERL updates the grasp critic in every critic
+    step, critic-only steps included (``networks_to_update`` holds both). The batch keeps the full
+    action, gripper command last.
+
+    Args:
+        loss: a ``GraspCriticLoss``.
+        optimizer: steps the grasp critic's head (the shared encoder belongs to the arm critic).
+        target_updater: ``SoftUpdate`` on ``loss``.
+        utd_ratio: minibatches per sample, as the SAC learner's.
+    """
+
+    def __init__(self, loss, optimizer: torch.optim.Optimizer, target_updater, utd_ratio: int) -> None:
+        if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
+            raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
+        self.loss, self.optimizer, self.target_updater, self.utd_ratio = loss, optimizer, target_updater, utd_ratio
+        self.device = next(loss.parameters()).device
+
+    def update(self, batch: TensorDictBase) -> dict[str, float]:
+        """Run the grasp critic's updates on ``batch`` ``[utd_ratio * B]``; return the last one's
+        diagnostics as ``train/<name>`` floats."""
+        for minibatch in split_minibatches(batch.to(self.device, non_blocking=True), self.utd_ratio):
+            out = self.loss(minibatch)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss_grasp_critic"].backward()
+            self.optimizer.step()
+            self.target_updater.step()
+        return {f"train/{k}": float(v.detach()) for k, v in out.items()}
+
+
+def split_minibatches(batch: TensorDictBase, utd_ratio: int) -> list[TensorDictBase]:
+    """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint ``[B]`` minibatches (rows ``i::utd_ratio``)."""
+    if batch.ndim != 1 or batch.shape[0] % utd_ratio:
+        raise ValueError(f"batch must be [B] with B divisible by utd_ratio={utd_ratio}, got {tuple(batch.shape)}")
+    return [batch[i::utd_ratio].contiguous() for i in range(utd_ratio)]
 
 
 def _detached(out) -> TensorDictBase:
