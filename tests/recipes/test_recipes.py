@@ -116,6 +116,22 @@ def test_drq_with_grasp_critic_learns_the_gripper_command_and_evaluates(tmp_path
     assert "env step 12): eval/success_rate=" in capsys.readouterr().out
 
 
+def test_drq_in_the_relative_frame_on_the_simulated_piper(tmp_path, capsys):
+    """SERL's pose wrappers (RelativeFrame, QuatToEuler) from --env.relative_pose: the learner and
+    eval.py see the 10-entry relative observation; scripted demos, which act in the base frame, refuse it."""
+    run("drq", "--env.task", "piper", "--env.relative_pose", "true", "--logdir", tmp_path, "--total_steps", 8,
+        "--eval_every", 8, "--eval_episodes", 1, "--checkpoint_every", 8, *TINY_DRQ)
+    run_dir = tmp_path / "drq_piper_seed0"
+    assert read_scalar_csv(run_dir / "scalars" / "eval" / "success_rate.csv")[0].tolist() == [8]
+    run("eval", "--run", run_dir, "--episodes", 1)  # the actor's input size is the relative observation's
+    assert "env step 8): eval/success_rate=" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="base frame"):
+        run("record_demos", "--env.relative_pose", "true", "--env.pixels", "true", "--env.image_size", 32,
+            "--out", tmp_path / "d", "--episodes", 1)
+    with pytest.raises(ValueError, match="relative_pose"):
+        run("drq", "--env.relative_pose", "true", "--demos", "auto", "--logdir", tmp_path, *TINY_DRQ)
+
+
 def test_drq_data_parallel_learner_without_torchrun_is_one_rank(tmp_path, capsys):
     import torch.distributed as dist
 

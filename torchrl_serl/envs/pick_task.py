@@ -10,7 +10,11 @@ Keys (``docs/conventions.md``):
 - ``observation`` float32: ``[10]`` = block_pos, gripper, tcp_pos, tcp_vel (simulated state tasks)
   or ``[7]`` = tcp_pos, tcp_vel, gripper (pixel tasks and the real arms); one uint8 ``[3, H, W]``
   image per camera (``front``, ``wrist``);
-- ``success``, ``done``, ``terminated``, ``truncated`` bool ``[1]``; ``reward`` float32 ``[1]``.
+- ``success``, ``done``, ``terminated``, ``truncated`` bool ``[1]``; ``reward`` float32 ``[1]``;
+- with ``pose_keys`` (pixel tasks and real arms), the tool pose for SERL's pose wrappers
+  (:class:`~torchrl_serl.envs.transforms.RelativeFrame`, :class:`~torchrl_serl.envs.transforms.QuatToEuler`):
+  ``tcp_pose`` float32 ``[7]`` = position (m) + orientation quaternion ``[x, y, z, w]``, ``tcp_vel``
+  float32 ``[3]`` (m/s) and ``gripper`` float32 ``[1]``, the entries of ``observation`` one by one.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from torchrl.envs import EnvBase
 ACTION_SIZE = 4
 STATE_OBSERVATION_SIZE = 10  # block_pos (3), gripper (1), tcp_pos (3), tcp_vel (3)
 PROPRIO_OBSERVATION_SIZE = 7  # tcp_pos (3), tcp_vel (3), gripper (1)
+POSE_KEYS = {"tcp_pose": 7, "tcp_vel": 3, "gripper": 1}  # xyz + xyzw quaternion, m/s, closure
 
 
 def set_pick_task_specs(env: EnvBase, observation_size: int, camera_keys: Sequence[str],
-                        image_hw: tuple[int, int]) -> None:
+                        image_hw: tuple[int, int], pose_keys: bool = False) -> None:
     """Give ``env`` the task's observation, action, reward and done specs, on ``env.device``.
 
     Args:
@@ -37,13 +42,19 @@ def set_pick_task_specs(env: EnvBase, observation_size: int, camera_keys: Sequen
         observation_size: :data:`STATE_OBSERVATION_SIZE` or :data:`PROPRIO_OBSERVATION_SIZE`.
         camera_keys: one uint8 ``[3, H, W]`` image entry per name.
         image_hw: ``(H, W)`` of the images [px].
+        pose_keys: also the :data:`POSE_KEYS` entries (proprioception only).
     """
     if observation_size not in (STATE_OBSERVATION_SIZE, PROPRIO_OBSERVATION_SIZE):
         raise ValueError(f"observation_size must be {STATE_OBSERVATION_SIZE} (state) or "
                          f"{PROPRIO_OBSERVATION_SIZE} (proprioception), got {observation_size}")
+    if pose_keys and observation_size != PROPRIO_OBSERVATION_SIZE:
+        raise ValueError("pose_keys=True needs the proprioceptive observation (pixel tasks, real arms): "
+                         "the state task's observation holds the cube")
     device = env.device
     obs = {"observation": Unbounded((observation_size,), dtype=torch.float32, device=device),
            "success": Categorical(2, (1,), dtype=torch.bool, device=device)}
+    if pose_keys:
+        obs.update({key: Unbounded((size,), dtype=torch.float32, device=device) for key, size in POSE_KEYS.items()})
     for key in camera_keys:
         obs[key] = Bounded(0, 255, (3, *image_hw), dtype=torch.uint8, device=device)
     env.observation_spec = Composite(obs, device=device)

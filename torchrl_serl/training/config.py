@@ -38,6 +38,10 @@ class EnvConfig:
     max_episode_steps: int = 100
     control_hz: float = 10.0
     action_scale_m: float = 0.1
+    relative_pose: bool = False
+    """SERL's relative frame (pixel tasks and real arms; RelativeFrame, then QuatToEuler):
+    ``observation`` = tool position and roll/pitch/yaw relative to the tool pose at reset, tool
+    velocity in that frame, gripper (10 entries), and actions in that frame. Scripted demos need false."""
 
 
 @dataclass

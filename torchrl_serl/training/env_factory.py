@@ -13,15 +13,36 @@ from torchrl_serl.training.config import EnvConfig, RobotConfig
 _TASKS = ("panda", "piper")
 
 
+def with_relative_pose(env: EnvBase, cfg: EnvConfig) -> EnvBase:
+    """With ``cfg.relative_pose``: ``env`` (built with ``pose_keys=True``) behind SERL's pose wrappers,
+    :class:`~torchrl_serl.envs.transforms.RelativeFrame` (tool pose, velocity and actions in the frame
+    of the tool pose at reset) then :class:`~torchrl_serl.envs.transforms.QuatToEuler`;
+    ``observation`` = relative position (m), roll/pitch/yaw (rad), velocity (m/s), gripper ``[10]``.
+    Relative to the reset pose the orientation stays near zero, where Euler angles do not wrap
+    (a downward tool is at roll ±pi in the base frame)."""
+    if not cfg.relative_pose:
+        return env
+    from torchrl.envs import CatTensors, Compose, TransformedEnv
+
+    from torchrl_serl.envs.transforms import QuatToEuler, RelativeFrame
+
+    return TransformedEnv(env, Compose(
+        RelativeFrame("tcp_pose", "tcp_vel", quat_order="xyzw"),
+        QuatToEuler(["tcp_pose"], quat_order="xyzw"),
+        CatTensors(["tcp_pose", "tcp_vel", "gripper"], out_key="observation", del_keys=False, sort=False),
+    ))
+
+
 def make_sim_env(cfg: EnvConfig, seed: int, device: str | torch.device = "cpu") -> EnvBase:
-    """The simulated pick-cube task named by ``cfg.task`` (``panda`` | ``piper``)."""
+    """The simulated pick-cube task named by ``cfg.task`` (``panda`` | ``piper``), in the relative
+    frame with ``cfg.relative_pose`` (:func:`with_relative_pose`)."""
     if cfg.task not in _TASKS:
         raise ValueError(f"env.task must be one of {_TASKS}, got {cfg.task!r}")
     if cfg.task == "panda":
         from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv as task_cls
     else:
         from torchrl_serl.envs.sim.piper_pick_cube import PiperPickCubeEnv as task_cls
-    return task_cls(
+    env = task_cls(
         pixels=cfg.pixels,
         image_size=cfg.image_size,
         control_hz=cfg.control_hz,
@@ -30,7 +51,9 @@ def make_sim_env(cfg: EnvConfig, seed: int, device: str | torch.device = "cpu") 
         max_episode_steps=cfg.max_episode_steps,
         device=device,
         seed=seed,
+        pose_keys=cfg.relative_pose,
     )
+    return with_relative_pose(env, cfg)
 
 
 _CAMERAS = ("realsense", "opencv", "test_pattern")
@@ -39,7 +62,8 @@ _CAMERAS = ("realsense", "opencv", "test_pattern")
 def make_arm_env(robot: RobotConfig, cfg: EnvConfig, seed: int) -> EnvBase:
     """The real arm named by ``cfg.task`` (``panda`` -> :class:`FrankaEnv`, ``piper`` ->
     :class:`PiperEnv`) at ``robot.address`` (Franka host / Piper CAN channel), with the
-    ``front``/``wrist`` cameras of ``robot.camera`` kind when ``cfg.pixels``."""
+    ``front``/``wrist`` cameras of ``robot.camera`` kind when ``cfg.pixels``, in the relative frame
+    with ``cfg.relative_pose`` (:func:`with_relative_pose`)."""
     if cfg.task not in _TASKS:
         raise ValueError(f"env.task must be one of {_TASKS}, got {cfg.task!r}")
     if not robot.address:
@@ -49,11 +73,11 @@ def make_arm_env(robot: RobotConfig, cfg: EnvConfig, seed: int) -> EnvBase:
     cameras = _make_cameras(robot, seed) if cfg.pixels else None
     common = dict(
         cameras=cameras, image_size=(cfg.image_size, cfg.image_size), control_hz=cfg.control_hz,
-        max_episode_steps=cfg.max_episode_steps, seed=seed,
+        max_episode_steps=cfg.max_episode_steps, seed=seed, pose_keys=cfg.relative_pose,
     )
     if cfg.task == "panda":
-        return FrankaEnv(host=robot.address, **common)
-    return PiperEnv(can_channel=robot.address, **common)
+        return with_relative_pose(FrankaEnv(host=robot.address, **common), cfg)
+    return with_relative_pose(PiperEnv(can_channel=robot.address, **common), cfg)
 
 
 def _make_cameras(robot: RobotConfig, seed: int) -> dict:

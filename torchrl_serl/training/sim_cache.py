@@ -5,6 +5,7 @@ Both live under :func:`cache_dir` and are written atomically (a killed run leave
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -28,7 +29,8 @@ def cached_pretrained_trunk(env_cfg, seed: int = 0, log=print, **kwargs) -> Path
         return path
     log(f"no pretrained trunk for the {env_cfg.task} task at {path}: pretraining one on simulated frames "
         "(once, a few minutes on a CPU)")
-    env = make_sim_env(env_cfg, seed=seed)
+    # the trunk sees images only; the scripted episodes that render them act in the base frame
+    env = make_sim_env(dataclasses.replace(env_cfg, relative_pose=False), seed=seed)
     try:
         result = pretrain_trunk(env, seed=seed, log=log, **kwargs)
     finally:
@@ -48,6 +50,9 @@ def cached_scripted_demos(env_cfg, episodes: int = 20, seed: int = 0, log=print)
     from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
     from torchrl_serl.training.env_factory import make_sim_env
 
+    if env_cfg.relative_pose:
+        raise ValueError("scripted demos move the tool in the base frame: with --env.relative_pose true pass "
+                         "--demos <folder> (teleoperated with the same option) or --demos ''")
     name = f"{env_cfg.task}_pixels_{env_cfg.image_size}px_{env_cfg.max_episode_steps}steps_{episodes}ep"
     path = cache_dir() / "demos" / name
     if (path / "metadata.json").is_file():

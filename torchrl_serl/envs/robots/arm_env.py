@@ -59,6 +59,8 @@ class RealArmEnv(EnvBase):
         watchdog_timeout_s: stop the arm when no step arrives for this long (``None``: no watchdog).
         terminate_on_success: end the episode on success (SERL's real envs do; the sim tasks
             default to ``False``, as SERL's sim does).
+        pose_keys: also observe ``tcp_pose [7]`` (position + ``ArmState.tcp_quat``, xyzw),
+            ``tcp_vel [3]`` and ``gripper [1]``, for the pose wrappers (:mod:`~torchrl_serl.envs.pick_task`).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class RealArmEnv(EnvBase):
         watchdog_timeout_s: float | None = 1.0,
         terminate_on_success: bool = True,
         seed: int | None = None,
+        pose_keys: bool = False,
     ):
         super().__init__(device="cpu", batch_size=torch.Size([]))
         if not 0 < control_hz <= 1000:
@@ -100,6 +103,7 @@ class RealArmEnv(EnvBase):
         self.target_tol_m = float(target_tol_m)
         self.reward_classifier = reward_classifier
         self.terminate_on_success = terminate_on_success
+        self.pose_keys = pose_keys
         self.image_size = tuple(image_size)
         self.readers = {name: LatestFrameReader(cam, self.image_size) for name, cam in (cameras or {}).items()}
         # The watchdog thread and the control loop both command the arm: one at a time.
@@ -114,7 +118,7 @@ class RealArmEnv(EnvBase):
         self._steps = 0
         self._last_tick: float | None = None
         self._failure: str | None = None  # why the last reset/step stopped the arm
-        set_pick_task_specs(self, PROPRIO_OBSERVATION_SIZE, list(self.readers), self.image_size)
+        set_pick_task_specs(self, PROPRIO_OBSERVATION_SIZE, list(self.readers), self.image_size, pose_keys)
 
     def _set_seed(self, seed: int | None) -> None:
         self._rng = np.random.default_rng(seed)
@@ -149,6 +153,10 @@ class RealArmEnv(EnvBase):
     def _observe(self, state: ArmState) -> TensorDict:
         obs = np.concatenate([state.tcp_pos, state.tcp_vel, [self._gripper_closed_fraction()]])
         out = {"observation": torch.as_tensor(obs, dtype=torch.float32)}
+        if self.pose_keys:
+            out["tcp_pose"] = torch.as_tensor(np.concatenate([state.tcp_pos, state.tcp_quat]), dtype=torch.float32)
+            out["tcp_vel"] = out["observation"][3:6].clone()
+            out["gripper"] = out["observation"][6:].clone()
         for name, reader in self.readers.items():
             out[name] = torch.from_numpy(reader.latest().transpose(2, 0, 1).copy())
         td = TensorDict(out, batch_size=[])

@@ -40,6 +40,8 @@ class PickCubeEnv(EnvBase):
     for state tasks; ``observation [7]`` = tcp_pos, tcp_vel, gripper plus ``front``/``wrist`` uint8
     ``[3, H, W]`` for pixel tasks. ``gripper`` is the commanded closure, as in franka_sim.
     Positions and velocities are read after the last physics step, as franka_sim's sensors.
+    ``pose_keys=True`` (pixel tasks) adds the TCP pose ``tcp_pose [7]`` (xyzw quaternion),
+    ``tcp_vel [3]`` and ``gripper [1]`` for the pose wrappers (:mod:`torchrl_serl.envs.pick_task`).
 
     Reward: dense ``0.3 exp(-20 |block - tcp|) + 0.7 clip(lift / 0.2, 0, 1)`` (franka_sim), or sparse
     ``1[success]``; ``success`` = block lifted more than 0.1 m above its start height. Episodes are
@@ -64,6 +66,7 @@ class PickCubeEnv(EnvBase):
         batch_size: torch.Size | Sequence[int] | None = None,
         seed: int | None = None,
         terminate_on_success: bool = False,
+        pose_keys: bool = False,
         *,
         arm: SimArm,
     ):
@@ -103,6 +106,7 @@ class PickCubeEnv(EnvBase):
         self.max_episode_steps = max_episode_steps
         self.camera_keys = camera_keys if pixels else ()
         self.terminate_on_success = terminate_on_success
+        self.pose_keys = pose_keys
 
         self.arm = arm
         layout = self.arm.layout
@@ -121,13 +125,14 @@ class PickCubeEnv(EnvBase):
         self._renderer = (CameraRenderer(self.model, image_size, image_size, render_full_quality)
                           if pixels else None)
         self._vel6 = np.zeros(6)
+        self._quat_wxyz = np.zeros(4)
         self._obs_buf = np.zeros(PROPRIO_OBSERVATION_SIZE if pixels else STATE_OBSERVATION_SIZE, np.float32)
         self._target = np.zeros(3)
         self._gripper = 0.0
         self._z_init = 0.0
         self._steps = 0
         self._rng = np.random.default_rng(seed)
-        set_pick_task_specs(self, len(self._obs_buf), self.camera_keys, (image_size, image_size))
+        set_pick_task_specs(self, len(self._obs_buf), self.camera_keys, (image_size, image_size), pose_keys)
 
     # ---- privileged state (scripted policies, tests) -----------------------------------------
     def block_pos(self) -> np.ndarray:
@@ -214,6 +219,12 @@ class PickCubeEnv(EnvBase):
         else:
             vec[:3], vec[3], vec[4:7], vec[7:] = d.xpos[self._block_body], self._gripper, tcp, self._vel6[3:]
         out = {"observation": torch.from_numpy(vec.copy()).to(self.device)}
+        if self.pose_keys:
+            mujoco.mju_mat2Quat(self._quat_wxyz, d.site_xmat[self._tcp_id])
+            pose = np.concatenate([tcp, self._quat_wxyz[[1, 2, 3, 0]]]).astype(np.float32)  # xyzw
+            out["tcp_pose"] = torch.from_numpy(pose).to(self.device)
+            out["tcp_vel"] = torch.from_numpy(vec[3:6].copy()).to(self.device)
+            out["gripper"] = torch.from_numpy(vec[6:7].copy()).to(self.device)
         for key in self.camera_keys:
             img = self._renderer.render(d, key)
             out[key] = torch.from_numpy(img).permute(2, 0, 1).contiguous().to(self.device)

@@ -44,6 +44,9 @@ class ScriptedPickPolicy(TensorDictModuleBase):
         self.grasp_tol_m = grasp_tol_m
 
     def _state(self, td: TensorDictBase):
+        if "tcp_pose_origin" in td.keys():
+            raise ValueError("the scripted policy moves the tool in the base frame and reads the base-frame observation: "
+                             "build its env without RelativeFrame (EnvConfig.relative_pose=False)")
         obs = td.get("observation")
         if obs.shape[-1] == 10:
             return obs[..., 0:3], obs[..., 3], obs[..., 4:7]
