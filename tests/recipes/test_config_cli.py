@@ -43,3 +43,23 @@ def test_bad_values_exit_with_a_message(argv, capsys):
         parse_config(_Config, argv)
     err = capsys.readouterr().err
     assert argv[0] in err or "unrecognized" in err
+
+
+TRAINING_RECIPES = ["sac_state_sim", "drq", "vice", "bc", "train_reward_classifier", "async_sac"]
+
+
+@pytest.mark.parametrize("name", TRAINING_RECIPES)
+def test_every_training_recipe_config_is_a_run_config(name):
+    """Seed, budget, logging, evaluation, checkpoints and resume read the same in every training recipe."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"recipe_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    assert issubclass(module.Config, RunConfig)
+    text = build_parser(module.Config).format_help()
+    assert "--resume" in text and "--checkpoint_every" in text and "--total_steps" in text
