@@ -5,7 +5,7 @@ successful episodes. ``--source spacemouse`` / ``keyboard`` lets a human drive t
 policy outputs zeros; every executed action comes from the device and is flagged
 ``intervention``), on the simulation or, with ``--robot.real true --robot.address ...``, on the
 real arm. Keyboard: w/s a/d r/f move x/y/z, space toggles the gripper (see
-``torchrl_serl.envs.transforms.keyboard``).
+``torchrl_serl.envs.input_devices.keyboard``).
 
     python recipes/record_demos.py --out demos/panda_state --episodes 20
     python recipes/record_demos.py --out demos/panda_pixels --env.pixels true

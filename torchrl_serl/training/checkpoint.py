@@ -17,9 +17,9 @@ directory and published with one atomic rename) and :class:`~torchrl.checkpoint.
   non-tensor (pickled) fields are refused, ``prefetch.pkl`` must hold plain data (its opcodes are
   read, it is not unpickled first), and ``torch.load`` runs with ``weights_only=True``;
 - TorchRL buffers on a TensorDict storage are given the
-  :class:`~torchrl_serl.data.checkpoint.FilledRowsCheckpointer`: a save writes the rows in use, not
+  :class:`~torchrl_serl.data.storage_checkpointer.FilledRowsCheckpointer`: a save writes the rows in use, not
   the preallocated capacity, and resuming into a buffer of another capacity raises
-  :class:`~torchrl_serl.data.checkpoint.BufferCapacityError` naming the option;
+  :class:`~torchrl_serl.data.storage_checkpointer.BufferCapacityError` naming the option;
 - stale staging directories left by a save that was killed are removed;
 - :class:`GracefulStop` turns Ctrl-C and SIGTERM into a stop at the next step boundary, so a
   recipe's ``try/finally`` saves a consistent state on Ctrl-C and on ``kill``.
@@ -225,9 +225,9 @@ class RunCheckpointer:
     def load(self, path: str | os.PathLike) -> ResumeInfo:
         """Restore every component from ``path``; :class:`CheckpointError` if it is damaged.
 
-        Raises :class:`~torchrl_serl.data.checkpoint.UnsafeFileError` (before loading anything) when a
+        Raises :class:`~torchrl_serl.data.safe_loading.UnsafeFileError` (before loading anything) when a
         file in it would run code when loaded (pickled objects in ``prefetch.pkl``, non-tensor fields),
-        and :class:`~torchrl_serl.data.checkpoint.BufferCapacityError` when a replay buffer was saved
+        and :class:`~torchrl_serl.data.storage_checkpointer.BufferCapacityError` when a replay buffer was saved
         with another capacity. :meth:`resume` does not skip past either: both need the user.
         """
         path = Path(path)
