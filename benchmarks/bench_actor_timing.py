@@ -61,10 +61,12 @@ def _cameras():
     return {"front": TestPatternCamera(seed=0), "wrist": TestPatternCamera(seed=1)}
 
 
-def make_arm_env(arm: str, hz: float, franky_host: str, features):
+def make_arm_env(arm: str, hz: float, franky_host: str, features, cpus: set[int] | None = None):
     """The arm env with the actor's transforms; built in the process that steps it (the Piper
-    double's virtual CAN bus lives in that process)."""
+    double's virtual CAN bus lives in that process), pinned to ``cpus`` if given."""
     torch.set_num_threads(1)
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # this thread; the threads the env starts inherit it
     if arm == "piper":
         from piper_double import PiperDouble
 
@@ -119,6 +121,12 @@ def periods_ms(batches) -> np.ndarray:
     return np.diff(t)[same_episode] * 1e3
 
 
+def pin_process(cpus: set[int]) -> None:
+    """Pins every thread of this process to ``cpus``."""
+    for tid in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 def renice_process(niceness: int) -> None:
     """Sets the niceness of every thread of this process (Linux niceness is per thread)."""
     for tid in os.listdir("/proc/self/task"):
@@ -146,13 +154,17 @@ def run_sync(env_fn, agent, learner_step, steps: int, ratio: float):
     return batches, updates / frames
 
 
-def run_async(env_fn, agent, learner_step, steps: int, ratio: float, learner_nice: int = 0):
+def run_async(env_fn, agent, learner_step, steps: int, ratio: float, learner_nice: int = 0,
+              learner_cpus: set[int] | None = None):
     from torchrl.collectors import AsyncCollector
 
     from torchrl_serl.training.background_collector import BackgroundCollector
 
     feed = BackgroundCollector(AsyncCollector(env_fn, agent.policy, frames_per_batch=10, total_frames=-1)).start()
     renice_process(learner_nice)  # the actor process keeps the niceness it started with
+    all_cpus = os.sched_getaffinity(0)
+    if learner_cpus:
+        pin_process(learner_cpus)
     batches, updates, frames = [], 0, 0
     try:
         while frames < steps:
@@ -166,6 +178,7 @@ def run_async(env_fn, agent, learner_step, steps: int, ratio: float, learner_nic
     finally:
         feed.shutdown()
         renice_process(0)  # back down needs root (or CAP_SYS_NICE)
+        pin_process(all_cpus)
     return batches, updates / frames
 
 
@@ -178,6 +191,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["piper", "franka"], choices=["piper", "franka"])
     parser.add_argument("--loops", nargs="+", default=["sync", "async"], choices=["sync", "async"])
     parser.add_argument("--threads", type=int, default=2, help="the learner's torch threads")
+    parser.add_argument("--pin", action="store_true",
+                        help="async: the actor process on CPU 0, the learner's threads on the others")
     parser.add_argument("--learner-nice", type=int, default=0,
                         help="async: niceness the learner process takes once the actor process runs")
     args = parser.parse_args()
@@ -191,7 +206,8 @@ def main() -> None:
     period = 1e3 / args.hz
     print(f"{args.hz:g} Hz (period {period:.0f} ms), two 128x128 cameras, DrQ policy on cached ResNet-10 features; "
           f"learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, bf16, {args.threads} threads, "
-          f"{args.updates_per_step:g} learner steps per env step at most, async learner niceness +{args.learner_nice}")
+          f"{args.updates_per_step:g} learner steps per env step at most, async learner niceness +{args.learner_nice}"
+          + (", actor pinned to CPU 0, learner to the rest" if args.pin else ""))
     print(f"{'arm':<8}{'loop':<7}{'steps':>6}{'mean ms':>9}{'p99 ms':>9}{'max ms':>9}{'>110%':>8}{'ratio':>8}")
     franky = None
     try:
@@ -200,15 +216,17 @@ def main() -> None:
 
             franky = start_franky_sim()
         for arm in args.arms:
+            cpus = sorted(os.sched_getaffinity(0))
+            actor_cpus, learner_cpus = ({cpus[0]}, set(cpus[1:]) or {cpus[0]}) if args.pin else (None, None)
             env_fn = partial(make_arm_env, arm, args.hz, franky[0] if franky else "",
-                             make_trunk_features(agent, cfg, seed=0))
+                             make_trunk_features(agent, cfg, seed=0), actor_cpus)
             for loop in args.loops:
                 steps = args.sync_steps or args.steps if loop == "sync" else args.steps
                 if loop == "sync":
                     batches, achieved = run_sync(env_fn, agent, learner_step, steps, args.updates_per_step)
                 else:
                     batches, achieved = run_async(env_fn, agent, learner_step, steps, args.updates_per_step,
-                                                  args.learner_nice)
+                                                  args.learner_nice, learner_cpus)
                 p = periods_ms(batches)
                 late = np.mean(p > 1.1 * period) * 100
                 print(f"{arm:<8}{loop:<7}{len(p):>6}{p.mean():>9.1f}{np.percentile(p, 99):>9.1f}{p.max():>9.1f}"
