@@ -10,6 +10,7 @@ from torchrl_serl.security import (
     is_loopback_endpoint,
     load_secret,
     new_secret,
+    require_secret_off_loopback,
 )
 
 SECRET = b"a-shared-secret-of-enough-length"
@@ -56,3 +57,19 @@ def test_short_secret_refused_without_repeating_it(tmp_path):
 ])
 def test_loopback_endpoints(endpoint, local):
     assert is_loopback_endpoint(endpoint) is local
+
+
+RULE = dict(link="test link", refused="serve on", risk="do harm", local_risk="do local harm",
+            secret_option="--secret-file", fallback="bind tcp://127.0.0.1")
+
+
+def test_without_a_secret_only_loopback_with_a_warning(recwarn):
+    with pytest.raises(ValueError, match=r"refusing to serve on 'tcp://0.0.0.0:5555' without a secret: anyone who "
+                                         r"reaches it could do harm\. Give --secret-file"):
+        require_secret_off_loopback("tcp://0.0.0.0:5555", None, **RULE)
+    with pytest.warns(UserWarning, match="test link on 'tcp://127.0.0.1:5555' has no secret: any process on this "
+                                         "machine may do local harm"):
+        require_secret_off_loopback("tcp://127.0.0.1:5555", None, **RULE)
+    recwarn.clear()
+    require_secret_off_loopback("tcp://0.0.0.0:5555", SECRET, **RULE)  # a secret: any address, no warning
+    assert not recwarn.list

@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 SECRET_ENV = "TORCHRL_SERL_SECRET"
@@ -130,6 +131,32 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     except ValueError:  # "*", an interface name, a host name: may be reachable from elsewhere
         return False
 
+
+def require_secret_off_loopback(endpoint: str, secret: bytes | None, *, link: str, refused: str, risk: str,
+                                local_risk: str, secret_option: str, fallback: str) -> None:
+    """The rule every ZMQ link here follows without a secret: loopback only, with a warning.
+
+    Nothing happens when ``secret`` is set. Without one, a non-loopback ``endpoint`` raises
+    ``ValueError("refusing to <refused> <endpoint> without a secret: anyone who reaches it could
+    <risk>. ...")`` and a loopback one warns ``"<link> on <endpoint> has no secret: any process on
+    this machine may <local_risk>"``, attributed to the caller of the constructor that calls this.
+
+    Args:
+        link: what listens or connects (``"robot server"``).
+        refused: the refused act, before the endpoint (``"serve the arm on"``).
+        risk, local_risk: what a stranger on the network, or any local process, could then do.
+        secret_option: the command-line option that gives the secret (``--secret-file``).
+        fallback: the loopback alternative to offer (``"bind tcp://127.0.0.1"``).
+    """
+    if secret is not None:
+        return
+    if not is_loopback_endpoint(endpoint):
+        raise ValueError(
+            f"refusing to {refused} {endpoint!r} without a secret: anyone who reaches it could {risk}. Give "
+            f"{secret_option} (or ${SECRET_ENV}; make one with `python -m torchrl_serl.security`), or {fallback}"
+        )
+    warnings.warn(f"{link} on {endpoint!r} has no secret: any process on this machine may {local_risk} "
+                  f"(set ${SECRET_ENV} or {secret_option})", stacklevel=3)
 
 if __name__ == "__main__":
     print(new_secret())

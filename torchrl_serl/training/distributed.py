@@ -65,7 +65,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, ExplorationType
 from zmq.utils.monitor import recv_monitor_message
 
-from ..security import CurveServerAuth, curve_client_options, is_loopback_endpoint, load_secret
+from ..security import CurveServerAuth, curve_client_options, load_secret, require_secret_off_loopback
 
 # Keys every batch a RemoteActor pushes carries, and the learner reads.
 REQUIRED_TRANSITION_KEYS = (
@@ -126,18 +126,12 @@ def _endpoint(host: str, port: int) -> tuple[str, bool]:
     return (f"tcp://[{host.strip('[]')}]:{int(port)}" if ipv6 else f"tcp://{host}:{int(port)}"), ipv6
 
 
-def _require_secret_off_loopback(endpoint: str, secret: bytes | None, what: str) -> None:
-    """The robot server's rule: without a secret, loopback only, and a warning."""
-    if secret is not None:
-        return
-    if not is_loopback_endpoint(endpoint):
-        raise ValueError(
-            f"refusing to {what} {endpoint!r} without a secret: anyone who reaches it could feed the learner "
-            "or, through the weights, drive the actor. Give --secret_file (or $TORCHRL_SERL_SECRET; make one "
-            "with `python -m torchrl_serl.security`), or use 127.0.0.1 (e.g. through an SSH tunnel)"
-        )
-    warnings.warn(f"actor/learner link on {endpoint!r} has no secret: any process on this machine may feed the "
-                  "learner or serve weights to the actor (set $TORCHRL_SERL_SECRET or --secret_file)", stacklevel=3)
+# the robot server's rule without a secret (loopback only, with a warning), worded for this link
+_NO_SECRET_RULE = dict(
+    link="actor/learner link", risk="feed the learner or, through the weights, drive the actor",
+    local_risk="feed the learner or serve weights to the actor", secret_option="--secret_file",
+    fallback="use 127.0.0.1 (e.g. through an SSH tunnel)",
+)
 
 
 def _dumps(obj) -> bytes:
@@ -279,7 +273,7 @@ class LearnerLink:
             raise ValueError(f"max_message_bytes must be >= 1024 and max_inbox >= 1, got {max_message_bytes} "
                              f"and {max_inbox}.")
         secret = load_secret(secret)
-        _require_secret_off_loopback(endpoint, secret, "let actors connect on")
+        require_secret_off_loopback(endpoint, secret, refused="let actors connect on", **_NO_SECRET_RULE)
         self.session = uuid.uuid4().hex
         self.max_message_bytes = int(max_message_bytes)
         self._schema = None
@@ -469,7 +463,7 @@ class ActorLink:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}.")
         secret = load_secret(secret)
-        _require_secret_off_loopback(self.endpoint, secret, "connect to a learner at")
+        require_secret_off_loopback(self.endpoint, secret, refused="connect to a learner at", **_NO_SECRET_RULE)
         self.timeout_s = float(timeout_s)
         self.max_message_bytes = int(max_message_bytes)
         self._curve = {} if secret is None else curve_client_options(secret)

@@ -33,11 +33,10 @@ import dataclasses
 import json
 import threading
 import time
-import warnings
 
 import numpy as np
 
-from ...security import CurveServerAuth, is_loopback_endpoint, load_secret
+from ...security import CurveServerAuth, is_loopback_endpoint, load_secret, require_secret_off_loopback
 from .interfaces import ArmState, RobotArm, RobotError
 from .safety import SafetyLimits
 
@@ -100,15 +99,9 @@ class ArmServer:
         import zmq
 
         secret = load_secret(secret)
-        if secret is None:
-            if not is_loopback_endpoint(bind):
-                raise ValueError(
-                    f"refusing to serve the arm on {bind!r} without a secret: anyone who reaches that address could "
-                    "move it. Give --secret-file (or $TORCHRL_SERL_SECRET; make one with `python -m "
-                    "torchrl_serl.security`), or bind tcp://127.0.0.1"
-                )
-            warnings.warn(f"robot server on {bind!r} has no secret: any process on this machine may command the arm "
-                          "(set $TORCHRL_SERL_SECRET or --secret-file)", stacklevel=2)
+        require_secret_off_loopback(bind, secret, link="robot server", refused="serve the arm on", risk="move it",
+                                    local_risk="command the arm", secret_option="--secret-file",
+                                    fallback="bind tcp://127.0.0.1")
 
         if safety is None:
             default_safety = getattr(arm, "default_safety", None)
