@@ -34,6 +34,8 @@ from torchrl.envs import Transform, TransformedEnv
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "envs", "robots"))  # piper_double, franky-sim launcher
 
+from bench_robot_loop import test_pattern_cameras  # noqa: E402
+
 CAMERAS = ("front", "wrist")
 EPISODE_STEPS = 100
 WALL_TIME = ("next", "wall_time_s")
@@ -55,12 +57,6 @@ class StampWallTime(Transform):
         return observation_spec
 
 
-def _cameras():
-    from torchrl_serl.envs.cameras import TestPatternCamera
-
-    return {"front": TestPatternCamera(seed=0), "wrist": TestPatternCamera(seed=1)}
-
-
 def make_arm_env(arm: str, hz: float, franky_host: str, features, cpus: set[int] | None = None):
     """The arm env with the actor's transforms; built in the process that steps it (the Piper
     double's virtual CAN bus lives in that process), pinned to ``cpus`` if given."""
@@ -74,13 +70,13 @@ def make_arm_env(arm: str, hz: float, franky_host: str, features, cpus: set[int]
 
         channel = f"bench-{uuid.uuid4().hex[:6]}"
         double = PiperDouble(channel).start()
-        env = PiperEnv(channel, bustype="virtual", cameras=_cameras(), control_hz=hz,
+        env = PiperEnv(channel, bustype="virtual", cameras=test_pattern_cameras(), control_hz=hz,
                        max_episode_steps=EPISODE_STEPS, seed=0)
         env._bench_double = double  # lives as long as the env
     else:
         from torchrl_serl.envs.robots.arm_env import FrankaEnv
 
-        env = FrankaEnv(franky_host, realtime=False, cameras=_cameras(), control_hz=hz,
+        env = FrankaEnv(franky_host, realtime=False, cameras=test_pattern_cameras(), control_hz=hz,
                         max_episode_steps=EPISODE_STEPS, arm_kwargs={"relative_dynamics_factor": 0.6}, seed=0)
     # the stamp comes first, right after the arm's tick and sensing, before the actor encodes the frames
     return TransformedEnv(env, StampWallTime()).append_transform(features)

@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "envs", "robots"))  # piper_double, franky-sim launcher
 
 
-def _cameras():
+def test_pattern_cameras() -> dict:
+    """The ``front`` and ``wrist`` 128x128 test-pattern cameras every benchmark arm uses."""
     from torchrl_serl.envs.cameras import TestPatternCamera
 
     return {"front": TestPatternCamera(seed=0), "wrist": TestPatternCamera(seed=1)}
@@ -48,7 +49,7 @@ def bench_piper(steps: int, hz: float) -> np.ndarray:
 
     channel = f"bench-{uuid.uuid4().hex[:6]}"
     double = PiperDouble(channel).start()
-    env = PiperEnv(channel, bustype="virtual", cameras=_cameras(), control_hz=hz, max_episode_steps=10**6, seed=0)
+    env = PiperEnv(channel, bustype="virtual", cameras=test_pattern_cameras(), control_hz=hz, max_episode_steps=10**6, seed=0)
     try:
         return _run(env, steps)
     finally:
@@ -75,7 +76,7 @@ def bench_remote_piper(steps: int, hz: float) -> np.ndarray:
     remote.connect()
     safety = SafetyLimits(box_low_m=(0.1, -0.2, 0.1), box_high_m=(0.35, 0.2, 0.4),
                           reference_quat=euler_xyz_to_quat([np.pi, np.deg2rad(43.4), np.pi]))
-    env = RealArmEnv(remote, safety, cameras=_cameras(), home_q=PIPER_HOME_Q, control_hz=hz,
+    env = RealArmEnv(remote, safety, cameras=test_pattern_cameras(), home_q=PIPER_HOME_Q, control_hz=hz,
                      max_episode_steps=10**6, seed=0)
     try:
         return _run(env, steps)
@@ -93,7 +94,7 @@ def bench_franka(steps: int, hz: float) -> np.ndarray:
 
     host, proc = start_franky_sim()
     try:
-        env = FrankaEnv(host, realtime=False, cameras=_cameras(), control_hz=hz, max_episode_steps=10**6,
+        env = FrankaEnv(host, realtime=False, cameras=test_pattern_cameras(), control_hz=hz, max_episode_steps=10**6,
                         arm_kwargs={"relative_dynamics_factor": 0.6}, seed=0)
         try:
             return _run(env, steps)
