@@ -1,5 +1,5 @@
 """DrQ from pixels on the pick-cube task: the simulated Panda or Piper, or the real arm (SERL's
-``async_drq_sim`` and its real-robot examples, synchronous).
+``async_drq_sim`` and its real-robot examples), with the actor and the learner side by side.
 
 The arm is ``--env.task panda`` (Franka Panda/FR3, default) or ``--env.task piper`` (AgileX Piper):
 its simulated twin by default, the real arm with ``--robot.real true`` (Franka: franky/libfranka at
@@ -11,10 +11,18 @@ critic instead of the SAC actor.
 
 Two 128x128 cameras (``front``, ``wrist``) + the 7-D state go through a frozen ResNet-10 (pass
 SERL's pretrained weights with ``--drq.pretrained_path``; nothing is downloaded) shared by actor
-and critic; images are randomly shifted inside the loss. Each env step is followed by
-one learner step: one sample split into ``drq.utd_ratio`` minibatches, critic updates on all but the
-last, one full update on the last (SERL's ratio 4). With ``--demos <dir>``
+and critic; images are randomly shifted inside the loss. A learner step is one sample split into
+``drq.utd_ratio`` minibatches, critic updates on all but the last, one full update on the last
+(SERL's ratio 4); ``--updates_per_step`` of them per env step (SERL: 1). With ``--demos <dir>``
 every batch is half demos (RLPD).
+
+The actor (the env or the arm, its cameras, the intervention device, the policy) runs in a process
+of its own and never waits for the learner: its batches queue up while the learner trains, and the
+learner's newest weights reach it after every learner round. In simulation the actor is held one
+batch ahead of the learner, so the ratio of learner steps to env steps is exactly
+``--updates_per_step``; on a real arm the control rate sets the pace, the learner trains whenever it
+is behind that ratio (never ahead of the data), and ``train/updates_per_step`` logs the ratio it
+achieved. If the learner dies, the actor stops the arm within ``--frames_per_batch`` steps.
 
     python recipes/drq.py --demos demos/panda_pixels
     python recipes/drq.py --env.image_size 64 --drq.encoder small   # cheaper on a CPU
@@ -29,22 +37,24 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch.distributed as dist
-from torchrl.collectors import AsyncCollector
+import torch.multiprocessing as mp
 from torchrl.envs import TransformedEnv
 
 from torchrl_serl.data.intervention_router import InterventionRouter
 from torchrl_serl.data.replay_factory import make_demo_replay_buffer, make_pixel_replay_buffer, online_size, transitions
+from torchrl_serl.envs.input_devices.keyboard import TerminalKeyReader
 from torchrl_serl.envs.transforms.gripper_penalty import GripperPenalty
 from torchrl_serl.envs.transforms.intervention import Intervention
 from torchrl_serl.modules.encoders.cached_features import feature_key
 from torchrl_serl.optim import make_optimizer
 from torchrl_serl.training.agent_factory import make_drq_agent, make_trunk_features
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
-from torchrl_serl.training.collector import make_collector
+from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.config import (
     DrQConfig,
     EnvConfig,
@@ -85,15 +95,13 @@ class Config(RunConfig):
     simulated frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner
     steps per env step, bfloat16 autocast in the learner (``--bf16``), 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
     CUDA is available, else ``cpu``. Options given on the command line override the preset."""
-    async_collector: bool = True
-    """Simulation: step the env in its own process (TorchRL ``AsyncCollector``) while the learner
-    trains, so wall clock is the slower of the two, not their sum. Real arms and interventions
-    run in this process (synchronous)."""
     frames_per_batch: int = 10
-    """Env steps per collector batch (the learner's weights reach the actor between batches)."""
+    """Env steps per actor batch: the unit in which steps reach the learner (and, in simulation,
+    the most the actor runs ahead of it); a dead learner stops the actor within one batch."""
     updates_per_step: float = 1.0
     """Learner steps (each ``drq.utd_ratio`` critic updates) per env step from ``training_starts``
-    on; SERL: 1. Made after each collector batch; a fractional ratio carries over between batches."""
+    on; SERL: 1. The learner never runs ahead of it; on a real arm it may fall behind (logged as
+    ``train/updates_per_step``)."""
     grasp_critic: bool = False
     """HIL-SERL's hybrid agent, for the real arms: SAC learns the arm's motion, a DQN grasp critic
     (an MLP head on the shared encoder) picks the gripper command (open / stay / close) and trains
@@ -125,7 +133,7 @@ def main(argv=None) -> None:
         raise ValueError("--ddp averages the SAC learner's gradients only: train the grasp critic without --ddp")
     exp_name = cfg.exp_name or f"drq_{cfg.env.task}{'_real' if cfg.robot.real else ''}_seed{cfg.seed}"
     cached = cfg.drq.feature_views > 0
-    run_async = cfg.async_collector and not cfg.robot.real and cfg.intervention == "none"
+    governed = not cfg.robot.real  # simulation: the actor is held to the learner's ratio
     start_time = time.perf_counter()
 
     with ExitStack() as stack:
@@ -151,12 +159,12 @@ def main(argv=None) -> None:
         if cfg.ddp and rank == 0:
             dist.barrier()
 
-        # env first for its specs, then the agent (a cached-feature env needs the agent's frozen trunk)
+        # the env's specs, then the agent (a cached-feature env needs the agent's frozen trunk);
+        # the actor process builds its own env (and connects to the arm again)
         env = make_env(cfg.env, cfg.robot, seed=env_seed, device=cfg.device)
         proprio_dim = env.observation_spec["observation"].shape[-1]
         action_dim = env.action_spec.shape[-1]
-        if run_async:
-            env.close()  # the collector builds its own env, in its own process
+        env.close()
         agent = make_drq_agent(cfg.drq, CAMERAS, cfg.env.image_size, proprio_dim, action_dim, device=cfg.device,
                                grasp_critic_hidden=cfg.grasp_critic_hidden if cfg.grasp_critic else None)
         if cfg.ddp:
@@ -169,24 +177,16 @@ def main(argv=None) -> None:
         def with_features(env, seed, num_views=None):
             return TransformedEnv(env, make_trunk_features(agent, cfg.drq, seed, num_views)) if cached else env
 
-        # env (real arm or simulation) and collector: in a process of its own when asynchronous
-        if run_async:
-            features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
-            env_fn = functools.partial(_make_collector_env, cfg.env, features, env_seed)
-            collector = AsyncCollector(env_fn, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
-                                       init_random_frames=cfg.random_steps)
-        else:
-            env = with_features(env, env_seed)
-            if cfg.intervention != "none":
-                env = TransformedEnv(env, Intervention(make_intervention_source(cfg.intervention, stack)))
-            collector = make_collector(env, agent.policy, frames_per_batch=cfg.frames_per_batch,
-                                       random_steps=cfg.random_steps)
-        # a real arm is evaluated by the operator's episodes, not by a second robot
-        eval_env = None
-        if not cfg.robot.real and rank == 0:
-            # the policy acts on view 0: the evaluation env encodes only that one
-            eval_env = with_features(make_env(cfg.env, None, seed=cfg.seed + 1_000_000, device=cfg.device),
-                                     cfg.seed + 1_000_000, num_views=1)
+        keys = None
+        if cfg.intervention == "keyboard":  # this process owns the terminal; its keys go to the actor's
+            keys = mp.Queue()
+            stack.enter_context(TerminalKeyReader(keys))
+        learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
+        logger = RunLogger(
+            cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
+            use_wandb=cfg.wandb and rank == 0, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project,
+            progress=cfg.progress and rank == 0,
+        )
         optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
         if cfg.ddp:  # gradients averaged over the ranks
             updater = DDPSACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
@@ -204,12 +204,6 @@ def main(argv=None) -> None:
             # HIL-SERL's grasp penalty, computed on every sample (demos and interventions included)
             toggle_penalty = GripperPenalty(cfg.grasp_penalty, index=-1, penalty_key="grasp_penalty", judge="command",
                                             apply_to_reward=False)
-        learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
-        logger = RunLogger(
-            cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
-            use_wandb=cfg.wandb and rank == 0, wandb_mode=cfg.wandb_mode, wandb_project=cfg.wandb_project,
-            progress=cfg.progress and rank == 0,
-        )
         if cfg.demos:
             encode = None
             if cached:
@@ -225,73 +219,106 @@ def main(argv=None) -> None:
             )
         # intervened steps also go to the demo side (SERL/HIL-SERL)
         router = InterventionRouter(buffer) if cfg.intervention != "none" else None
+        # the actor's env is rebuilt on resume: the checkpoint holds the learner's side
         checkpointer = RunCheckpointer(
             logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
-            loss=agent.loss, buffer=buffer, collector=collector, logger=logger, **optimizers, **grasp_components,
+            loss=agent.loss, buffer=buffer, logger=logger, **optimizers, **grasp_components,
         )
         run = RunCounters()
         if cfg.resume and run.resume(checkpointer, logger):
-            if not run_async:
-                env.set_seed(env_seed + run.step)
-            collector.reset()
             print(f"resumed {run} buffer={online_size(buffer)} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
+
+        # the actor: env (simulation or arm), cameras, intervention device and policy in a process of
+        # its own (TorchRL AsyncCollector), its batches queued by a thread of this one
+        features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
+        actor_env = functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None, features,
+                                      cfg.intervention, env_seed + run.step)
+        actor = BackgroundCollector.async_collector(
+            actor_env, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+            init_random_frames=max(cfg.random_steps - run.step, 0),
+            # not in the partial: TorchRL cloudpickles the env function, which breaks a queue's pipes
+            create_env_kwargs={"keys": keys},
+        )
+        stack.callback(actor.shutdown)
+        if governed:
+            actor.set_frame_limit(run.step + cfg.frames_per_batch)
+        # a real arm is evaluated by the operator's episodes, not by a second robot
+        eval_env = None
+        if not cfg.robot.real and rank == 0:
+            # the policy acts on view 0: the evaluation env encodes only that one
+            eval_env = with_features(make_env(cfg.env, None, seed=cfg.seed + 1_000_000, device=cfg.device),
+                                     cfg.seed + 1_000_000, num_views=1)
+            stack.callback(eval_env.close)
         tracker = EpisodeTracker()
         train_metrics: dict[str, float] = {}
-        owed_updates = 0.0  # learner steps due but not made yet (fractional updates_per_step)
+        pushed_updates = run.updates  # the learner's weights the actor has
+
+        def learner_step() -> None:
+            nonlocal train_metrics
+            batch = buffer.sample(learner_batch)
+            grasp_metrics = {}
+            if grasp_updater is not None:  # the gripper command is the grasp critic's
+                grasp_metrics = grasp_updater.update(toggle_penalty(batch))
+                batch = batch.exclude("action").set("action", batch["action"][..., :-1])
+            train_metrics = {**updater.update(batch), **grasp_metrics}
+            run.updates += 1
+
+        def periodic_work() -> None:
+            minutes = (time.perf_counter() - start_time) / 60
+            if run.due(cfg.log_every):
+                ratio = run.updates / max(run.step - cfg.training_starts + 1, 1)  # achieved; the target is updates_per_step
+                logger.log({**train_metrics, "train/updates": run.updates, "train/interventions": run.interventions,
+                            "train/buffer_size": online_size(buffer), "time/minutes": minutes,
+                            "train/updates_per_step": ratio}, run.step)
+                logger.progress(run.step, updates_per_step=ratio)
+            if eval_env is not None and run.due(cfg.eval_every):
+                video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
+                metrics = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
+                logger.log({**metrics, "time/minutes": minutes}, run.step)
+                logger.progress(run.step, eval_success=metrics["eval/success_rate"])
+            if run.due(cfg.checkpoint_every):
+                run.save(checkpointer)
 
         with GracefulStop() as stop:
             try:
-                for batch in collector:
-                    if run.step >= cfg.total_steps:
-                        break
-                    if router is not None:
-                        run.interventions += router.extend(stored(batch))
-                    else:
-                        buffer.extend(stored(batch))
-                    frames = batch.numel()
-                    run.advance(frames)
-                    for episode in tracker.update(batch.reshape(-1)):
-                        run.episodes += 1
-                        logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
-                                    "train/episode_length": episode["length"]}, run.step)
-                        logger.progress(run.step, success=episode["success"], ret=episode["return"])
-
-                    if run.step >= cfg.training_starts:  # SERL: one learner step per env step from training_starts on
-                        owed_updates += cfg.updates_per_step * (run.step - max(run.step - frames, cfg.training_starts - 1))
-                        while owed_updates >= 1:
-                            batch = buffer.sample(learner_batch)
-                            grasp_metrics = {}
-                            if grasp_updater is not None:  # the gripper command is the grasp critic's
-                                grasp_metrics = grasp_updater.update(toggle_penalty(batch))
-                                batch = batch.exclude("action").set("action", batch["action"][..., :-1])
-                            train_metrics = {**updater.update(batch), **grasp_metrics}
-                            run.updates += 1
-                            owed_updates -= 1
-                        collector.update_policy_weights_()
-
-                    minutes = (time.perf_counter() - start_time) / 60
-                    if run.due(cfg.log_every):
-                        learning_steps = max(run.step - cfg.training_starts + 1, 1)
-                        logger.log({**train_metrics, "train/updates": run.updates,
-                                    "train/interventions": run.interventions, "train/buffer_size": online_size(buffer),
-                                    "time/minutes": minutes, "train/updates_per_step": run.updates / learning_steps},
-                                   run.step)
-                        logger.progress(run.step)
-                    if eval_env is not None and run.due(cfg.eval_every):
-                        video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
-                        metrics = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
-                        logger.log({**metrics, "time/minutes": minutes}, run.step)
-                        logger.progress(run.step, eval_success=metrics["eval/success_rate"])
-                    if run.due(cfg.checkpoint_every):
-                        run.save(checkpointer)
-                    if stop.requested:  # Ctrl-C / SIGTERM: finish this step, save, exit
-                        break
+                actor.start()
+                while run.step < cfg.total_steps and not stop.requested:
+                    owed = run.updates_owed(cfg.updates_per_step, cfg.training_starts)
+                    try:  # wait for the actor only when the learner has nothing to do
+                        batches = actor.drain(timeout_s=0.0 if owed else 1.0)
+                    except RuntimeError:
+                        if stop.requested:  # Ctrl-C reached the actor process too: it has stopped
+                            break
+                        raise
+                    for batch in batches:
+                        if run.step >= cfg.total_steps:
+                            break
+                        if router is not None:
+                            run.interventions += router.extend(stored(batch))
+                        else:
+                            buffer.extend(stored(batch))
+                        run.advance(batch.numel())
+                        for episode in tracker.update(batch.reshape(-1)):
+                            run.episodes += 1
+                            logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
+                                        "train/episode_length": episode["length"]}, run.step)
+                            logger.progress(run.step, success=episode["success"], ret=episode["return"])
+                        if governed:  # simulation: every learner step this batch is owed, now
+                            for _ in range(run.updates_owed(cfg.updates_per_step, cfg.training_starts)):
+                                learner_step()
+                        periodic_work()
+                    # a real arm: train while behind the ratio, until the actor's next batch is there
+                    while (run.updates_owed(cfg.updates_per_step, cfg.training_starts) and not actor.pending
+                           and not stop.requested):
+                        learner_step()
+                    if run.updates > pushed_updates:
+                        actor.update_policy_weights_()
+                        pushed_updates = run.updates
+                    if governed:
+                        actor.set_frame_limit(run.step + cfg.frames_per_batch)
             finally:
                 run.save(checkpointer)
-                collector.shutdown()
-                if eval_env is not None:
-                    eval_env.close()
                 logger.close()
 
 
@@ -328,10 +355,17 @@ def parse_with_preset(argv=None) -> Config:
     return cfg
 
 
-def _make_collector_env(env_cfg: EnvConfig, trunk_features, seed: int):
-    """The simulated task, built inside the collector's process (with its TrunkFeatures copy)."""
-    env = make_env(env_cfg, None, seed=seed)
-    return TransformedEnv(env, trunk_features) if trunk_features is not None else env
+def _make_actor_env(env_cfg: EnvConfig, robot_cfg: RobotConfig | None, trunk_features, intervention: str,
+                    seed: int, keys: Any = None):
+    """The actor's env, built in the actor's process: the simulation or the arm (``robot_cfg``), with
+    its TrunkFeatures copy and the human-intervention device (``keys``: the learner process's
+    keyboard queue)."""
+    env = make_env(env_cfg, robot_cfg, seed=seed)
+    if trunk_features is not None:
+        env = TransformedEnv(env, trunk_features)
+    if intervention != "none":
+        env = TransformedEnv(env, Intervention(make_intervention_source(intervention, keys=keys)))
+    return env
 
 
 if __name__ == "__main__":

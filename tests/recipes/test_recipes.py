@@ -7,7 +7,9 @@ without paying the interpreter start-up six times); ``tests/training/test_resume
 
 import json
 import runpy
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -240,3 +242,27 @@ def test_intervention_requires_demos(tmp_path):
 def test_scripted_demos_refused_on_a_real_arm(tmp_path):
     with pytest.raises(ValueError, match="scripted"):
         run("record_demos", "--robot.real", "true", "--robot.address", "can0", "--out", tmp_path / "d")
+
+
+def test_drq_keyboard_keys_reach_the_actor_process_and_go_to_the_demo_side(tmp_path, demos):
+    """The learner process owns the terminal (here its stdin); the keys typed there drive the env
+    in the actor's process, and the intervened steps are counted (and routed to the demo side)."""
+    log = (tmp_path / "log.txt").open("wb")  # a file, not a pipe: nobody reads it while the run goes
+    proc = subprocess.Popen(
+        [sys.executable, str(RECIPES / "drq.py"), "--intervention", "keyboard", "--demos", str(demos / "pixels"),
+         "--logdir", str(tmp_path), "--total_steps", "24", "--eval_every", "0", "--checkpoint_every", "24",
+         *TINY_DRQ], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while proc.poll() is None:  # keep typing 'w' (+x) until the run is over
+            try:
+                proc.stdin.write(b"w")
+                proc.stdin.flush()
+            except BrokenPipeError:
+                break
+            time.sleep(0.05)
+        assert proc.wait(timeout=600) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    counters = checkpoint_summary(tmp_path / "drq_panda_seed0" / "checkpoints" / f"checkpoint-{24:012d}")["counters"]
+    assert 1 <= counters["interventions"] <= 24

@@ -102,3 +102,34 @@ def test_shutdown_while_held_at_the_limit_returns(feed):
     feed.shutdown()
     assert not feed._thread.is_alive()
     assert all(not p.is_alive() for p in feed.collector.procs)
+
+
+def _env_that_fails_in_the_actor_process():
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        raise ConnectionError("no arm at this address")
+    return make_env()
+
+
+def test_an_actor_that_fails_to_start_raises_and_the_learner_exits(tmp_path):
+    """The actor's env fails in its own process: the error reaches the learner, whose interpreter
+    then exits (TorchRL 0.14 alone leaves a weight-sync finalizer that hangs it at exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "learner.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_background_collector import _env_that_fails_in_the_actor_process, make_policy\n"
+        "from torchrl_serl.training.background_collector import BackgroundCollector\n"
+        "if __name__ == '__main__':  # the error ends the program, as in a recipe\n"
+        "    BackgroundCollector.async_collector(_env_that_fails_in_the_actor_process, make_policy(),\n"
+        "                                        frames_per_batch=2, total_frames=-1)\n"
+    )
+    # a hang is the failure: the bound is generous (start-up on a loaded machine), never the expected time
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "ConnectionError: no arm at this address" in done.stderr

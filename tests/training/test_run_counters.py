@@ -59,3 +59,16 @@ def test_resume_without_checkpoint_leaves_zeros_and_refuses_foreign_counters(tmp
     RunCheckpointer(tmp_path / "b", net=net).save(3, policy_version=7)
     with pytest.raises(ValueError, match="policy_version"):
         RunCounters().resume(RunCheckpointer(tmp_path / "b", net=net))
+
+
+def test_updates_owed_follows_the_ratio_from_training_starts_on():
+    run = RunCounters()
+    run.advance(3)
+    assert run.updates_owed(1.0, training_starts=4) == 0
+    run.advance(1)  # step 4: the first update is due
+    assert run.updates_owed(1.0, training_starts=4) == 1
+    run.advance(9)  # step 13: 10 due at 1 per step, 5 at 0.5 (a fractional ratio carries over)
+    assert run.updates_owed(1.0, training_starts=4) == 10
+    assert run.updates_owed(0.5, training_starts=4) == 5
+    run.updates = 12  # a learner ahead of the ratio owes nothing
+    assert run.updates_owed(1.0, training_starts=4) == 0

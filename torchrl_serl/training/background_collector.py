@@ -24,7 +24,8 @@ import collections
 import threading
 
 from tensordict import TensorDictBase
-from torchrl.collectors import MultiAsyncCollector
+from torchrl.collectors import AsyncCollector, MultiAsyncCollector
+from torchrl.weight_update import SharedMemWeightSyncScheme
 
 
 class BackgroundCollector:
@@ -55,6 +56,24 @@ class BackgroundCollector:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="BackgroundCollector", daemon=True)
 
+    @classmethod
+    def async_collector(cls, create_env_fn, policy, **collector_kwargs) -> BackgroundCollector:
+        """A :class:`~torchrl.collectors.AsyncCollector` (one actor process) behind a
+        BackgroundCollector, not started yet. ``collector_kwargs`` go to the collector.
+
+        If the actor process fails to start (an arm that does not answer, a missing camera), its
+        error is raised here and nothing is left behind: TorchRL 0.14 otherwise leaves the policy's
+        weight-sync queues to a finalizer that hangs the interpreter at exit.
+        """
+        weight_sync = SharedMemWeightSyncScheme()  # TorchRL's default for a CPU policy, owned here
+        try:
+            collector = AsyncCollector(create_env_fn, policy, weight_sync_schemes={"policy": weight_sync},
+                                       **collector_kwargs)
+        except BaseException:
+            weight_sync.shutdown()
+            raise
+        return cls(collector)
+
     def start(self) -> BackgroundCollector:
         self._thread.start()
         return self
@@ -64,6 +83,12 @@ class BackgroundCollector:
         """Env steps taken from the collector so far (drained or still queued)."""
         with self._cond:
             return self._frames
+
+    @property
+    def pending(self) -> int:
+        """Batches queued for :meth:`drain`."""
+        with self._cond:
+            return len(self._batches)
 
     def set_frame_limit(self, frames: int | None) -> None:
         """Take no batch once :attr:`frames` reaches ``frames`` (``None``: no limit).
@@ -98,7 +123,8 @@ class BackgroundCollector:
             self._cond.notify_all()
         # the thread is waiting on the frame limit (woken above) or on the worker's next batch
         # (which comes within one batch time, or never if the worker is gone)
-        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
         self.collector.shutdown()
 
     def _may_take(self) -> bool:

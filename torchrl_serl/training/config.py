@@ -99,6 +99,8 @@ class RobotConfig:
     """``realsense``, ``opencv`` or ``test_pattern``."""
     camera_ids: str = ""
     """``front,wrist`` camera serials (RealSense) or device indices (OpenCV); empty: defaults."""
+    realtime: bool = True
+    """Franka: enforce libfranka's real-time kernel (``false`` only for simulators such as franky-sim)."""
 
 
 @dataclass

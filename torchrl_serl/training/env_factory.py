@@ -76,7 +76,7 @@ def make_arm_env(robot: RobotConfig, cfg: EnvConfig, seed: int) -> EnvBase:
         max_episode_steps=cfg.max_episode_steps, seed=seed, pose_keys=cfg.relative_pose,
     )
     if cfg.task == "panda":
-        return with_relative_pose(FrankaEnv(host=robot.address, **common), cfg)
+        return with_relative_pose(FrankaEnv(host=robot.address, realtime=robot.realtime, **common), cfg)
     return with_relative_pose(PiperEnv(can_channel=robot.address, **common), cfg)
 
 
@@ -105,9 +105,12 @@ def _make_cameras(robot: RobotConfig, seed: int) -> dict:
 _INTERVENTION_DEVICES = ("spacemouse", "keyboard")
 
 
-def make_intervention_source(kind: str, stack: contextlib.ExitStack):
+def make_intervention_source(kind: str, stack: contextlib.ExitStack | None = None, keys=None):
     """A human-action source for :class:`~torchrl_serl.envs.transforms.intervention.Intervention`:
-    a SpaceMouse, or the terminal's keyboard (its reader thread is stopped when ``stack`` closes)."""
+    a SpaceMouse, or the keyboard. Keyboard keys come from ``keys`` (a queue filled by a
+    :class:`~torchrl_serl.envs.input_devices.keyboard.TerminalKeyReader` in the process that owns the
+    terminal, e.g. a ``multiprocessing.Queue`` for an actor process) or, without it, from this
+    process's terminal (its reader thread is stopped when ``stack`` closes)."""
     if kind not in _INTERVENTION_DEVICES:
         raise ValueError(f"intervention device must be one of {_INTERVENTION_DEVICES}, got {kind!r}")
     if kind == "spacemouse":
@@ -118,8 +121,11 @@ def make_intervention_source(kind: str, stack: contextlib.ExitStack):
 
     from torchrl_serl.envs.input_devices.keyboard import KeyboardSource, TerminalKeyReader
 
-    keys: queue.Queue = queue.Queue()
-    stack.enter_context(TerminalKeyReader(keys))
+    if keys is None:
+        if stack is None:
+            raise ValueError("the keyboard source needs a key queue or an ExitStack for its terminal reader")
+        keys = queue.Queue()
+        stack.enter_context(TerminalKeyReader(keys))
     return KeyboardSource(keys)
 
 

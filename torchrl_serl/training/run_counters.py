@@ -56,6 +56,12 @@ class RunCounters:
         never), so periodic work keeps its period when a collector batch holds several steps."""
         return every > 0 and self.step // every != (self.step - self._frames) // every
 
+    def updates_owed(self, updates_per_step: float, training_starts: int) -> int:
+        """Learner updates due by :attr:`step` (SERL's ratio: ``updates_per_step`` per env step from
+        ``training_starts`` on; a fractional ratio carries over) that :attr:`updates` does not cover."""
+        due = int(updates_per_step * max(self.step - training_starts + 1, 0))
+        return max(due - self.updates, 0)
+
     def counters(self) -> dict[str, int]:
         """The counters a checkpoint stores beside ``step``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("step", "_frames")}
