@@ -10,6 +10,12 @@ with the current classifier by :class:`~torchrl_serl.envs.transforms.learned_rew
 ``success`` is logged only, with the fraction of sampled transitions where the classifier agrees
 with it (``train/vice_agrees_with_env_success``), to show how well the learned reward tracks the task.
 
+The actor (the simulation and the policy) runs in a process of its own (TorchRL AsyncCollector behind
+:class:`~torchrl_serl.training.background_collector.BackgroundCollector`), one batch of
+``--frames_per_batch`` steps ahead of the learner, so the ratio of learner steps to env steps is
+exactly ``--updates_per_step`` (SERL: 1); the learner's newest weights reach it after every learner
+round, and ``train/updates_per_step`` logs the ratio achieved.
+
 Goal images: lifted-cube frames of scripted-policy episodes (SERL loads goal images recorded by
 teleoperation). Learning the task from pixels needs a GPU and far more steps than the defaults;
 the defaults run on a CPU.
@@ -22,7 +28,9 @@ the defaults run on a CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -35,8 +43,8 @@ from torchrl_serl.envs.transforms.learned_reward import LearnedReward
 from torchrl_serl.modules.classifier import make_pixel_classifier
 from torchrl_serl.objectives.vice import VICELoss, label_batch
 from torchrl_serl.training.agent_factory import make_drq_agent
+from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
-from torchrl_serl.training.collector import make_collector
 from torchrl_serl.training.config import DrQConfig, EnvConfig, RunConfig, config_to_dict, parse_config
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.evaluation import evaluate
@@ -86,6 +94,12 @@ class Config(RunConfig):
     eval_every: int = 5_000
     eval_episodes: int = 5
     checkpoint_every: int = 5_000
+    frames_per_batch: int = 10
+    """Env steps per actor batch: the unit in which steps reach the learner (and the most the actor
+    runs ahead of it); a dead learner stops the actor within one batch."""
+    updates_per_step: float = 1.0
+    """Learner steps (each ``drq.utd_ratio`` critic updates) per env step from ``training_starts``
+    on; SERL: 1. The actor is held to it, so the ratio is exact."""
 
 
 def collect_goals(cfg: Config) -> TensorDict:
@@ -112,15 +126,15 @@ def main(argv=None) -> dict[str, float]:
     seed_everything(cfg.seed)
     keys = list(cfg.camera_keys)
 
-    # goal images, env
+    # goal images; the evaluation env (its specs size the agent; the actor process builds its own env)
     goals = collect_goals(cfg)
     print(f"{len(goals)} goal images from {cfg.vice.goal_episodes} scripted episodes", flush=True)
-    env = make_sim_env(cfg.env, seed=cfg.seed, device=cfg.device)
     eval_env = make_sim_env(cfg.env, seed=cfg.seed + 1_000_000, device=cfg.device)
 
     # DrQ agent
-    agent = make_drq_agent(cfg.drq, cfg.camera_keys, cfg.env.image_size, env.observation_spec["observation"].shape[-1],
-                           env.action_spec.shape[-1], device=cfg.device)
+    agent = make_drq_agent(cfg.drq, cfg.camera_keys, cfg.env.image_size,
+                           eval_env.observation_spec["observation"].shape[-1], eval_env.action_spec.shape[-1],
+                           device=cfg.device)
     optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
@@ -150,15 +164,13 @@ def main(argv=None) -> dict[str, float]:
         # success_key: keep the simulator's ground-truth ("next", "success") beside the classifier's
         transform=LearnedReward(classifier, "threshold", cfg.vice.threshold, success_key="vice_success"),
     )
-    collector = make_collector(env, agent.policy, frames_per_batch=1, random_steps=cfg.random_steps)
+    # the actor's env is rebuilt on resume: the checkpoint holds the learner's side
     checkpointer = RunCheckpointer(
         logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints, loss=agent.loss, classifier=classifier,
-        vice_optim=vice_optim, buffer=buffer, collector=collector, logger=logger, **optimizers,
+        vice_optim=vice_optim, buffer=buffer, logger=logger, **optimizers,
     )
     run = RunCounters()
     if cfg.resume and run.resume(checkpointer, logger):
-        env.set_seed(cfg.seed + run.step)  # the interrupted episode's MuJoCo state is not saved
-        collector.reset()
         print(f"resumed {run} buffer={len(buffer)}", flush=True)
     tracker = EpisodeTracker()
     metrics: dict[str, float] = {}
@@ -179,47 +191,75 @@ def main(argv=None) -> dict[str, float]:
         metrics["train/vice_agrees_with_env_success"] = float(agree.float().mean())
         return batch
 
+    def learner_step() -> None:
+        if run.updates % cfg.vice.update_every == 0:
+            metrics.update(vice_update())
+        metrics.update(updater.update(sample()))
+        run.updates += 1
+
     t_start = time.perf_counter()
-    with GracefulStop() as stop:
-        try:
-            for batch in collector:
-                if run.step >= cfg.total_steps or stop.requested:
-                    break
-                buffer.extend(transitions(batch))
-                run.advance(batch.numel())
-                for episode in tracker.update(batch):
-                    run.episodes += 1
-                    logger.log({"train/env_success": episode["success"],
-                                "train/episode_length": episode["length"]}, run.step)
-                    logger.progress(run.step, success=episode["success"])
+    with ExitStack() as stack:
+        stack.callback(eval_env.close)
+        # the actor: simulation and policy in a process of its own (TorchRL AsyncCollector), its batches
+        # queued by a thread of this one; seeded by the step so a resumed run does not replay its first episodes
+        actor = BackgroundCollector.async_collector(
+            functools.partial(make_sim_env, cfg.env, cfg.seed + run.step), agent.policy,
+            frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+            init_random_frames=max(cfg.random_steps - run.step, 0),
+        )
+        stack.callback(actor.shutdown)
+        resumed_at = run.step  # actor.frames counts from this process's start
 
-                if len(buffer) >= cfg.training_starts:
-                    if run.updates % cfg.vice.update_every == 0:
-                        metrics.update(vice_update())
-                    metrics.update(updater.update(sample()))
-                    run.updates += 1
-                    collector.update_policy_weights_()
+        with GracefulStop() as stop:
+            try:
+                actor.set_frame_limit(cfg.frames_per_batch)
+                actor.start()
+                pushed_updates = run.updates  # the learner's weights the actor has
+                while run.step < cfg.total_steps and not stop.requested:
+                    try:
+                        batches = actor.drain(timeout_s=1.0)
+                    except RuntimeError:
+                        if stop.requested:  # Ctrl-C reached the actor process too: it has stopped
+                            break
+                        raise
+                    for batch in batches:
+                        if run.step >= cfg.total_steps:
+                            break
+                        buffer.extend(transitions(batch))
+                        run.advance(batch.numel())
+                        for episode in tracker.update(batch.reshape(-1)):
+                            run.episodes += 1
+                            logger.log({"train/env_success": episode["success"],
+                                        "train/episode_length": episode["length"]}, run.step)
+                            logger.progress(run.step, success=episode["success"])
+                        # every learner step this batch is owed, now (the classifier every vice.update_every of them)
+                        for _ in range(run.updates_owed(cfg.updates_per_step, cfg.training_starts)):
+                            learner_step()
 
-                if run.due(cfg.log_every):
-                    logger.log({**metrics, "train/updates": run.updates, "train/buffer_size": len(buffer),
-                                "train/steps_per_s": run.step / (time.perf_counter() - t_start)}, run.step)
-                    logger.progress(run.step, vice_acc=metrics.get("vice/accuracy"))
-                if run.due(cfg.eval_every):
-                    video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
-                    result = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
-                    logger.log(result, run.step)
-                    logger.progress(run.step, eval_success=result["eval/success_rate"])
-                if run.due(cfg.checkpoint_every):
-                    run.save(checkpointer)
-        finally:
-            run.save(checkpointer)
-            collector.shutdown()
-            eval_env.close()
-            logger.close()
+                        if run.due(cfg.log_every):
+                            ratio = run.updates / max(run.step - cfg.training_starts + 1, 1)  # achieved
+                            logger.log({**metrics, "train/updates": run.updates, "train/buffer_size": len(buffer),
+                                        "train/updates_per_step": ratio,
+                                        "train/steps_per_s": run.step / (time.perf_counter() - t_start)}, run.step)
+                            logger.progress(run.step, vice_acc=metrics.get("vice/accuracy"), updates_per_step=ratio)
+                        if run.due(cfg.eval_every):
+                            video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
+                            result = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
+                            logger.log(result, run.step)
+                            logger.progress(run.step, eval_success=result["eval/success_rate"])
+                        if run.due(cfg.checkpoint_every):
+                            run.save(checkpointer)
+                    if run.updates > pushed_updates:
+                        actor.update_policy_weights_()
+                        pushed_updates = run.updates
+                    # one batch ahead of the learner: the ratio of updates to env steps is exact
+                    actor.set_frame_limit(run.step - resumed_at + cfg.frames_per_batch)
+            finally:
+                run.save(checkpointer)
+                logger.close()
     print(f"done: {run.step} env steps, {run.updates} learner updates, {run.episodes} episodes; "
           f"logs in {logger.run_dir}", flush=True)
     return {"step": run.step, "updates": run.updates, "episodes": run.episodes, **metrics}
-
 
 if __name__ == "__main__":
     main()

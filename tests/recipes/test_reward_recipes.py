@@ -1,6 +1,8 @@
 """The reward-classifier and VICE recipes, run for a handful of steps at tiny sizes."""
 
 import importlib.util
+import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -78,19 +80,21 @@ def test_train_reward_classifier_from_demo_files(tmp_path):
     assert read_scalar_csv(tmp_path / "clf" / "scalars" / "train" / "loss_classifier.csv")[0].tolist() == [1, 2, 3, 4, 5]
 
 
+TINY_VICE = [
+    "--drq.encoder", "small", "--vice.trunk", "small", "--env.image_size", "32", "--env.max_episode_steps", "20",
+    "--random_steps", "10", "--training_starts", "10", "--buffer_size", "100",
+    "--drq.batch_size", "8", "--drq.num_critics", "2", "--drq.hidden", "32,32", "--drq.utd_ratio", "2",
+    "--vice.batch_size", "8", "--vice.hidden_dims", "16", "--vice.bottleneck_dim", "16",
+    "--vice.goal_episodes", "2", "--vice.goal_episode_steps", "60",
+    "--eval_every", "0", "--checkpoint_every", "10", "--exp_name", "run", "--progress", "false",
+]
+
+
 def test_vice_trains_drq_on_classifier_rewards_and_resumes(tmp_path):
-    args = [
-        "--drq.encoder", "small", "--vice.trunk", "small", "--env.image_size", "32", "--env.max_episode_steps", "20",
-        "--random_steps", "10", "--training_starts", "10", "--buffer_size", "100",
-        "--drq.batch_size", "8", "--drq.num_critics", "2", "--drq.hidden", "32,32", "--drq.utd_ratio", "2",
-        "--vice.batch_size", "8", "--vice.hidden_dims", "16", "--vice.bottleneck_dim", "16",
-        "--vice.goal_episodes", "2", "--vice.goal_episode_steps", "60",
-        "--log_every", "10", "--eval_every", "0", "--checkpoint_every", "10",
-        "--logdir", str(tmp_path), "--exp_name", "run", "--progress", "false",
-    ]
+    args = [*TINY_VICE, "--log_every", "10", "--logdir", str(tmp_path)]
     vice = load_recipe("vice")
     first = vice.main([*args, "--total_steps", "20"])
-    assert first["step"] == 20 and 10 <= first["updates"] <= 12  # updates start once ~10 rows are stored
+    assert first["step"] == 20 and first["updates"] == 20 - 10 + 1  # one per env step from training_starts on
     keys = ("vice/loss_classifier", "vice/loss_gradient_penalty", "train/loss_qvalue", "train/vice_reward_mean",
             "train/vice_agrees_with_env_success")
     for key in keys:
@@ -101,6 +105,36 @@ def test_vice_trains_drq_on_classifier_rewards_and_resumes(tmp_path):
 
     resumed = vice.main([*args, "--total_steps", "30", "--resume", "true"])
     assert resumed["step"] == 30 and resumed["updates"] == first["updates"] + 10  # counters carried over
+
+
+def test_vice_actor_runs_in_its_own_process_held_to_the_ratio(tmp_path, monkeypatch):
+    """The simulation steps in the actor's process, batches of 4 steps reach the learner, which
+    makes exactly 0.5 learner steps per env step; a resumed run seeds a fresh actor by its step."""
+    vice = load_recipe("vice")
+    actors = []
+    build = vice.BackgroundCollector.async_collector
+
+    def recording(env_fn, policy, **kwargs):
+        actors.append((env_fn, kwargs, build(env_fn, policy, **kwargs)))
+        return actors[-1][2]
+
+    monkeypatch.setattr(vice.BackgroundCollector, "async_collector", recording)
+    args = [*TINY_VICE, "--frames_per_batch", "4", "--updates_per_step", "0.5", "--log_every", "8",
+            "--logdir", str(tmp_path)]
+    first = vice.main([*args, "--total_steps", "16"])
+    assert (first["step"], first["updates"]) == (16, 3)  # floor(0.5 * (16 - 10 + 1))
+    env_fn, kwargs, actor = actors[0]
+    worker_pids = [proc.pid for proc in actor.collector.procs]
+    assert worker_pids and os.getpid() not in worker_pids
+    pickle.dumps(env_fn)  # sent to the actor's process
+    assert (env_fn.args[1], kwargs["frames_per_batch"], kwargs["init_random_frames"]) == (0, 4, 10)
+
+    resumed = vice.main([*args, "--total_steps", "24", "--resume", "true"])
+    assert (resumed["step"], resumed["updates"]) == (24, 7)  # floor(0.5 * (24 - 10 + 1))
+    env_fn, kwargs, _ = actors[1]
+    assert (env_fn.args[1], kwargs["init_random_frames"]) == (16, 0)  # new episodes, the random phase is over
+    ratio = read_scalar_csv(tmp_path / "run" / "scalars" / "train" / "updates_per_step.csv")[1]
+    assert ratio[-1] == pytest.approx(7 / 15)
 
 
 def test_vice_refuses_cached_trunk_features(tmp_path):
