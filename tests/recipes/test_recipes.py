@@ -266,3 +266,31 @@ def test_drq_keyboard_keys_reach_the_actor_process_and_go_to_the_demo_side(tmp_p
             proc.kill()
     counters = checkpoint_summary(tmp_path / "drq_panda_seed0" / "checkpoints" / f"checkpoint-{24:012d}")["counters"]
     assert 1 <= counters["interventions"] <= 24
+
+
+def test_drq_ctrl_c_stops_actor_and_learner_and_saves(tmp_path):
+    """Ctrl-C at the terminal reaches the learner and the actor process (one process group): the
+    actor stops, the learner finishes its step, saves and exits with 130; nothing waits on the
+    dead actor (its weight pushes are not acknowledged)."""
+    import os
+    import signal
+
+    run_dir = tmp_path / "drq_panda_seed0"
+    log = (tmp_path / "log.txt").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, str(RECIPES / "drq.py"), "--logdir", str(tmp_path), "--total_steps", "1000000",
+         "--eval_every", "0", "--checkpoint_every", "8", *TINY_DRQ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300  # start-up on a loaded machine; never the expected time
+        while not list(run_dir.glob("checkpoints/checkpoint-*")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=300) == 128 + signal.SIGINT, (tmp_path / "log.txt").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    newest = sorted(run_dir.glob("checkpoints/checkpoint-*"))[-1]
+    summary = checkpoint_summary(newest)
+    assert summary["step"] >= 8 and summary["counters"]["updates"] == summary["step"] - 4 + 1

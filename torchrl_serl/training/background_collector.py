@@ -65,7 +65,10 @@ class BackgroundCollector:
         error is raised here and nothing is left behind: TorchRL 0.14 otherwise leaves the policy's
         weight-sync queues to a finalizer that hangs the interpreter at exit.
         """
-        weight_sync = SharedMemWeightSyncScheme()  # TorchRL's default for a CPU policy, owned here
+        # TorchRL's default for a CPU policy, owned here; not waiting for the actor's acknowledgement,
+        # which never comes from an actor that has died (Ctrl-C, a lost arm): the push is a copy into
+        # shared memory that the actor's receiver thread applies
+        weight_sync = SharedMemWeightSyncScheme(sync=False)
         try:
             collector = AsyncCollector(create_env_fn, policy, weight_sync_schemes={"policy": weight_sync},
                                        **collector_kwargs)
@@ -113,7 +116,8 @@ class BackgroundCollector:
             return batches
 
     def update_policy_weights_(self) -> None:
-        """Sends the learner's current policy weights to the actor process(es)."""
+        """Sends the learner's current policy weights to the actor process(es); returns without
+        waiting for them (see :meth:`async_collector`)."""
         self.collector.update_policy_weights_()
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
