@@ -1,15 +1,21 @@
 """Asynchronous SAC on the simulated PandaPickCube from state (SERL's ``async_sac_state_sim``).
 
-The actor acts continuously; the learner updates as fast as it can (SERL's critic:actor ratio
-``utd_ratio``) and pushes fresh weights every ``push_every`` learner steps. Three roles:
+The actor acts continuously; the learner makes ``--updates_per_step`` learner steps per env step
+(SERL: 1), each ``sac.utd_ratio`` critic updates on one sample (SERL's critic:actor ratio), never
+more than the data allows, and pushes fresh weights every ``push_every`` learner steps.
+``train/updates_per_step`` logs the ratio achieved. Three roles:
 
-- ``local`` (default): actor in a child process on this machine (TorchRL ``MultiAsyncCollector``
-  running free into a shared buffer, weights through a ``MultiProcessWeightSyncScheme``).
+- ``local`` (default): actor in a child process on this machine (TorchRL ``AsyncCollector`` whose
+  batches a thread of the learner queues, ``BackgroundCollector``; weights through shared memory).
+  The simulated actor is held one batch ahead of the learner, so the ratio is exactly
+  ``--updates_per_step``.
 - ``learner`` / ``actor``: the two halves on different machines (GPU box / robot PC), linked by
   ZeroMQ on the learner's ``--port``, authenticated and encrypted (CURVE) by one shared secret
   (``--secret_file`` or ``$TORCHRL_SERL_SECRET``; without one, loopback only). The actor survives
   learner restarts (it keeps acting with its last weights and reconnects); the learner survives
-  actor crashes and checkpoints its state (``--resume`` continues after a restart).
+  actor crashes and checkpoints its state (``--resume`` continues after a restart). The actor is
+  not held back (a real arm runs at its control rate; a simulated one runs free), so a learner
+  slower than it falls behind the ratio.
 
     python recipes/async_sac.py                                    # both on this machine
     (umask 077; python -m torchrl_serl.security > ~/.torchrl_serl_secret)   # once; copy to both machines
@@ -26,18 +32,16 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-import torch
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
-
 from torchrl_serl.data.replay_factory import make_replay_buffer, transitions
-from torchrl_serl.training.actor_learner import POLICY_VERSION_KEY, ActorLearner
 from torchrl_serl.training.agent_factory import make_sac_agent
+from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, terminate_as_interrupt
 from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
-from torchrl_serl.training.distributed import LearnerLink, RemoteActor
+from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 from torchrl_serl.security import load_secret
+from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
@@ -62,89 +66,111 @@ class Config(RunConfig):
     """Env steps the actor sends (or writes) at once."""
     push_every: int = 1
     """Learner steps between weight pushes (bounds the actor's staleness)."""
+    updates_per_step: float = 1.0
+    """Learner steps (each ``sac.utd_ratio`` critic updates) per env step from ``training_starts`` on;
+    SERL: 1. The learner never runs ahead of it: ``local`` holds the simulated actor to it exactly,
+    ``learner`` falls behind an actor that is faster than it; ``train/updates_per_step`` logs the
+    ratio achieved."""
 
 
-def learner_step_and_push(cfg, updater, buffer, push, updates, metrics):
-    """One SERL learner step once the buffer is warm; pushes weights every ``push_every`` steps."""
-    if len(buffer) < max(cfg.training_starts, cfg.sac.batch_size):
-        time.sleep(0.01)
-        return updates, metrics
-    metrics = updater.update(buffer.sample(cfg.sac.batch_size * cfg.sac.utd_ratio))
-    updates += 1
-    if updates % cfg.push_every == 0:
-        push(updates)
-    return updates, metrics
+def learner_step(cfg: Config, updater, buffer) -> dict:
+    """One SERL learner step: ``sac.utd_ratio`` critic updates on one sample, the actor and the
+    temperature on the last."""
+    return updater.update(buffer.sample(cfg.sac.batch_size * cfg.sac.utd_ratio))
+
+
+def achieved_ratio(run: RunCounters, training_starts: int) -> float:
+    """Learner steps made per env step since ``training_starts`` (the target is ``--updates_per_step``)."""
+    return run.updates / max(run.step - training_starts + 1, 1)
 
 
 def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
-    buffer = TensorDictReplayBuffer(
-        storage=LazyTensorStorage(cfg.buffer_size), batch_size=cfg.sac.batch_size, shared=True
+    buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size)
+    run, tracker, metrics = RunCounters(), EpisodeTracker(), {}
+    # the actor tags its steps with the number of weight pushes it has applied; the learner step of each push
+    updates_at_push = [0]
+    actor = BackgroundCollector.async_collector(
+        partial(make_sim_env, cfg.env, cfg.seed), agent.actor, frames_per_batch=cfg.frames_per_batch,
+        total_frames=-1, init_random_frames=cfg.random_steps, track_policy_version=True,
     )
-    env_fn = partial(make_sim_env, cfg.env, cfg.seed)
-    tracker, metrics, updates, seen = EpisodeTracker(), {}, 0, 0
-    with ActorLearner(env_fn, agent.actor, buffer, frames_per_batch=cfg.frames_per_batch,
-                      init_random_frames=cfg.random_steps, seed=cfg.seed) as al:
-        al.start()
-        while al.frames < cfg.total_steps:
-            updates, metrics = learner_step_and_push(
-                cfg, updater, buffer, lambda u: al.push_weights(learner_step=u), updates, metrics
-            )
-            frames = al.frames
-            if frames > seen:
-                # the actor wrote [seen, frames) since the last look: track its episodes
-                new = buffer.storage[torch.arange(seen, frames) % cfg.buffer_size]
-                for episode in tracker.update(new):
-                    logger.log({"train/episode_return": episode["return"], "train/success": episode["success"]}, frames)
-                    logger.progress(frames, success=episode["success"], ret=episode["return"])
-                if frames // cfg.log_every > seen // cfg.log_every:
-                    logger.log({**metrics, "train/updates": updates,
-                                "train/actor_policy_lag": al.policy_lag(updates)}, frames)
-                seen = frames
+    # one batch ahead of the learner: the ratio is exactly updates_per_step, and the wall clock the
+    # slower of actor and learner rather than their sum
+    actor.set_frame_limit(cfg.frames_per_batch)
+    try:
+        actor.start()
+        while run.step < cfg.total_steps:
+            for batch in actor.drain(timeout_s=1.0):
+                buffer.extend(transitions(batch))
+                run.advance(batch.numel())
+                lag = run.updates - updates_at_push[int(batch[POLICY_VERSION_KEY].min())]
+                for episode in tracker.update(batch.reshape(-1)):
+                    run.episodes += 1
+                    logger.log({"train/episode_return": episode["return"], "train/success": episode["success"]},
+                               run.step)
+                    logger.progress(run.step, success=episode["success"], ret=episode["return"])
+                for _ in range(run.updates_owed(cfg.updates_per_step, cfg.training_starts)):
+                    metrics = learner_step(cfg, updater, buffer)
+                    run.updates += 1
+                    if run.updates % cfg.push_every == 0:
+                        actor.update_policy_weights_()
+                        updates_at_push.append(run.updates)
+                if run.due(cfg.log_every):
+                    ratio = achieved_ratio(run, cfg.training_starts)
+                    logger.log({**metrics, "train/updates": run.updates, "train/updates_per_step": ratio,
+                                "train/actor_policy_lag": lag}, run.step)
+                    logger.progress(run.step, updates_per_step=ratio)
+            actor.set_frame_limit(run.step + cfg.frames_per_batch)
+    finally:
+        actor.shutdown()
 
 
 def run_learner(cfg: Config, agent, updater, optimizers, logger: RunLogger, link: LearnerLink) -> None:
     buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size, device=cfg.device)
     checkpointer = RunCheckpointer(logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
                                    loss=agent.loss, buffer=buffer, logger=logger, **optimizers)
-    frames = updates = 0
-    if cfg.resume and (info := checkpointer.resume()) is not None:
-        frames, updates = info.step, info.counters["updates"]
-        print(f"resumed frames={frames} updates={updates}", flush=True)
-    link.publish_weights(agent.actor, updates)
-    tracker, metrics, last_save = EpisodeTracker(), {}, frames
+    run = RunCounters()
+    if cfg.resume and run.resume(checkpointer, logger):
+        print(f"resumed frames={run.step} updates={run.updates}", flush=True)
+    link.publish_weights(agent.actor, run.updates)
+    tracker, metrics = EpisodeTracker(), {}
 
-    def take(batches) -> int:
-        """Stores the actors' batches; returns the env steps they hold."""
-        steps = 0
+    def take(batches) -> None:
+        """Stores the actors' batches."""
         for batch in batches:
             buffer.extend(transitions(batch))
-            steps += batch.numel()
-            lag = updates - int(batch[POLICY_VERSION_KEY].min())
+            run.advance(batch.numel())
+            lag = run.updates - int(batch[POLICY_VERSION_KEY].min())
             for episode in tracker.update(batch):
+                run.episodes += 1
                 logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
-                            "train/actor_policy_lag": lag}, frames + steps)
-                logger.progress(frames + steps, success=episode["success"], ret=episode["return"])
-        return steps
+                            "train/actor_policy_lag": lag}, run.step)
+                logger.progress(run.step, success=episode["success"], ret=episode["return"])
+            if run.due(cfg.log_every):
+                ratio = achieved_ratio(run, cfg.training_starts)
+                logger.log({**metrics, "train/updates": run.updates, "train/updates_per_step": ratio,
+                            "train/actors_alive": link.actors_seen_within(5.0)}, run.step)
+                logger.progress(run.step, updates_per_step=ratio)
+            if run.due(cfg.checkpoint_every):
+                run.save(checkpointer)
 
     with GracefulStop() as stop:
         try:
-            while frames < cfg.total_steps and not stop.requested:
-                before = frames
-                frames += take(link.pull())
-                updates, metrics = learner_step_and_push(
-                    cfg, updater, buffer, lambda u: link.publish_weights(agent.actor, u), updates, metrics
-                )
-                if frames - last_save >= cfg.checkpoint_every:
-                    checkpointer.save(frames, updates=updates)
-                    last_save = frames
-                if frames // cfg.log_every > before // cfg.log_every:
-                    logger.log({**metrics, "train/updates": updates,
-                                "train/actors_alive": link.actors_seen_within(5.0)}, frames)
+            while run.step < cfg.total_steps and not stop.requested:
+                take(link.pull())
+                # never ahead of the data; the remote actors are not held back, so behind a faster
+                # actor the learner trains without pause and logs the ratio it reaches
+                if not run.updates_owed(cfg.updates_per_step, cfg.training_starts):
+                    time.sleep(0.01)
+                    continue
+                metrics = learner_step(cfg, updater, buffer)
+                run.updates += 1
+                if run.updates % cfg.push_every == 0:
+                    link.publish_weights(agent.actor, run.updates)
         finally:
             # stop acknowledging first: every batch the actors saw acknowledged is in the last checkpoint
             link.close()
-            frames += take(link.pull(max_batches=10**9))
-            checkpointer.save(frames, updates=updates)
+            take(link.pull(max_batches=10**9))
+            run.save(checkpointer)
 
 
 def run_actor(cfg: Config, agent, secret: bytes | None) -> None:
@@ -170,6 +196,8 @@ def main(argv=None) -> None:
         raise ValueError(f"role must be one of {ROLES}, got {cfg.role!r}")
     if cfg.push_every < 1:
         raise ValueError(f"push_every must be >= 1, got {cfg.push_every}")
+    if cfg.updates_per_step <= 0:
+        raise ValueError(f"updates_per_step must be > 0, got {cfg.updates_per_step}")
     if cfg.role != "learner" and cfg.device != "cpu":
         raise ValueError(f"--device applies to the learner role only; role {cfg.role!r} runs on cpu, got {cfg.device!r}")
     secret = None if cfg.role == "local" else load_secret(secret_file=cfg.secret_file or None)

@@ -545,6 +545,9 @@ def test_async_sac_recipe_learner_and_actor_roles(tmp_path):
     assert (run_dir / "checkpoints" / "checkpoint-000000000200").is_dir()
     lags = [float(line.split(",")[1]) for line in (run_dir / "scalars/train/actor_policy_lag.csv").read_text().split()]
     assert lags and all(lag >= 0 for lag in lags)
+    # the learner logs the ratio it reached, never above --updates_per_step (default 1)
+    ratios = [float(line.split(",")[1]) for line in (run_dir / "scalars/train/updates_per_step.csv").read_text().split()]
+    assert ratios and all(0 <= r <= 1 for r in ratios)
     # a restarted learner resumes its state from the checkpoint
     resumed = subprocess.run([sys.executable, RECIPE, "--role", "learner", "--resume", "true",
                               "--secret_file", str(secret_file), *args],

@@ -67,10 +67,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from ..security import CurveServerAuth, curve_client_options, load_secret, require_secret_off_loopback
 
+# The version of the weights that produced each transition (TorchRL's ``track_policy_version``).
+POLICY_VERSION_KEY = ("next", "policy_version")
 # Keys every batch a RemoteActor pushes carries, and the learner reads.
-REQUIRED_TRANSITION_KEYS = (
-    "action", ("next", "reward"), ("next", "done"), ("next", "terminated"), ("next", "policy_version"),
-)
+REQUIRED_TRANSITION_KEYS = ("action", ("next", "reward"), ("next", "done"), ("next", "terminated"), POLICY_VERSION_KEY)
 PROTOCOL = b"torchrl-serl-link/1"
 HELLO, PUSH, WEIGHTS = b"hello", b"push", b"weights"
 OK, BUSY, BAD = b"ok", b"busy", b"bad"
