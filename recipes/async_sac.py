@@ -79,11 +79,6 @@ def learner_step(cfg: Config, updater, buffer) -> dict:
     return updater.update(buffer.sample(cfg.sac.batch_size * cfg.sac.utd_ratio))
 
 
-def achieved_ratio(run: RunCounters, training_starts: int) -> float:
-    """Learner steps made per env step since ``training_starts`` (the target is ``--updates_per_step``)."""
-    return run.updates / max(run.step - training_starts + 1, 1)
-
-
 def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
     buffer = make_replay_buffer(cfg.buffer_size, cfg.sac.batch_size)
     run, tracker, metrics = RunCounters(), EpisodeTracker(), {}
@@ -115,7 +110,7 @@ def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
                         actor.update_policy_weights_()
                         updates_at_push.append(run.updates)
                 if run.due(cfg.log_every):
-                    ratio = achieved_ratio(run, cfg.training_starts)
+                    ratio = run.updates_per_step(cfg.training_starts)
                     logger.log({**metrics, "train/updates": run.updates, "train/updates_per_step": ratio,
                                 "train/actor_policy_lag": lag}, run.step)
                     logger.progress(run.step, updates_per_step=ratio)
@@ -146,7 +141,7 @@ def run_learner(cfg: Config, agent, updater, optimizers, logger: RunLogger, link
                             "train/actor_policy_lag": lag}, run.step)
                 logger.progress(run.step, success=episode["success"], ret=episode["return"])
             if run.due(cfg.log_every):
-                ratio = achieved_ratio(run, cfg.training_starts)
+                ratio = run.updates_per_step(cfg.training_starts)
                 logger.log({**metrics, "train/updates": run.updates, "train/updates_per_step": ratio,
                             "train/actors_alive": link.actors_seen_within(5.0)}, run.step)
                 logger.progress(run.step, updates_per_step=ratio)

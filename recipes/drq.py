@@ -268,7 +268,7 @@ def main(argv=None) -> None:
         def periodic_work() -> None:
             minutes = (time.perf_counter() - start_time) / 60
             if run.due(cfg.log_every):
-                ratio = run.updates / max(run.step - cfg.training_starts + 1, 1)  # achieved; the target is updates_per_step
+                ratio = run.updates_per_step(cfg.training_starts)  # achieved; the target is updates_per_step
                 logger.log({**train_metrics, "train/updates": run.updates, "train/interventions": run.interventions,
                             "train/buffer_size": online_size(buffer), "time/minutes": minutes,
                             "train/updates_per_step": ratio}, run.step)

@@ -237,7 +237,7 @@ def main(argv=None) -> dict[str, float]:
                             learner_step()
 
                         if run.due(cfg.log_every):
-                            ratio = run.updates / max(run.step - cfg.training_starts + 1, 1)  # achieved
+                            ratio = run.updates_per_step(cfg.training_starts)  # achieved
                             logger.log({**metrics, "train/updates": run.updates, "train/buffer_size": len(buffer),
                                         "train/updates_per_step": ratio,
                                         "train/steps_per_s": run.step / (time.perf_counter() - t_start)}, run.step)

@@ -70,5 +70,7 @@ def test_updates_owed_follows_the_ratio_from_training_starts_on():
     run.advance(9)  # step 13: 10 due at 1 per step, 5 at 0.5 (a fractional ratio carries over)
     assert run.updates_owed(1.0, training_starts=4) == 10
     assert run.updates_owed(0.5, training_starts=4) == 5
+    run.updates = 5
+    assert run.updates_per_step(training_starts=4) == 0.5  # the ratio achieved
     run.updates = 12  # a learner ahead of the ratio owes nothing
     assert run.updates_owed(1.0, training_starts=4) == 0

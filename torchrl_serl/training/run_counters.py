@@ -62,6 +62,10 @@ class RunCounters:
         due = int(updates_per_step * max(self.step - training_starts + 1, 0))
         return max(due - self.updates, 0)
 
+    def updates_per_step(self, training_starts: int) -> float:
+        """The ratio achieved: learner updates made per env step since ``training_starts``."""
+        return self.updates / max(self.step - training_starts + 1, 1)
+
     def counters(self) -> dict[str, int]:
         """The counters a checkpoint stores beside ``step``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("step", "_frames")}
