@@ -294,3 +294,36 @@ def test_drq_ctrl_c_stops_actor_and_learner_and_saves(tmp_path):
     newest = sorted(run_dir.glob("checkpoints/checkpoint-*"))[-1]
     summary = checkpoint_summary(newest)
     assert summary["step"] >= 8 and summary["counters"]["updates"] == summary["step"] - 4 + 1
+
+
+def test_drq_killed_actor_leaves_the_learner_state_saved(tmp_path):
+    """SIGKILL to the actor process: the learner reports it, saves a checkpoint of where it stands
+    and exits (it does not hang on the dead actor); --resume then carries on from that checkpoint."""
+    import os
+    import signal
+
+    run_dir = tmp_path / "drq_panda_seed0"
+    common = ["--logdir", str(tmp_path), "--eval_every", "0", "--checkpoint_every", "1000", *TINY_DRQ]
+    log = tmp_path / "log.txt"
+    proc = subprocess.Popen([sys.executable, str(RECIPES / "drq.py"), "--total_steps", "1000000", *common],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300  # start-up on a loaded machine; never the expected time
+        updates = run_dir / "scalars" / "train" / "updates.csv"
+        while not (updates.exists() and len(updates.read_text().splitlines()) >= 3) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no learner steps logged within 300 s"
+            time.sleep(0.1)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        actors = [int(c) for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert actors, "the env runs in a process of its own"
+        for pid in actors:
+            os.kill(pid, signal.SIGKILL)
+        assert proc.wait(timeout=300) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "the collector stopped" in log.read_text()
+    saved = checkpoint_summary(sorted(run_dir.glob("checkpoints/checkpoint-*"))[-1])
+    assert saved["step"] >= 8 and saved["counters"]["updates"] == saved["step"] - 4 + 1
+    run("drq", "--total_steps", saved["step"] + 4, "--resume", *common)
+    assert checkpoint_summary(sorted(run_dir.glob("checkpoints/checkpoint-*"))[-1])["step"] >= saved["step"] + 4
