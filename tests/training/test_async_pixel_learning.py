@@ -70,7 +70,7 @@ def test_async_pixel_run_points_better_as_weights_reach_the_actor(tmp_path):
     agent = make_drq_agent(cfg, CAMERAS, SIZE, PROPRIO, ACTIONS)
     updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, cfg), agent.target_updater, cfg.utd_ratio)
     buffer = make_pixel_replay_buffer(4096, 128, tmp_path / "rb", pixel_keys=tuple(feature_key(c) for c in CAMERAS))
-    frames_per_batch, random_steps, total_steps, updates_per_step = 16, 128, 1024, 0.5
+    frames_per_batch, random_steps, total_steps, updates_per_step = 16, 128, 1536, 0.5
     actor = BackgroundCollector.async_collector(
         functools.partial(make_actor_env, make_trunk_features(agent, cfg, seed=0), 0), agent.policy,
         frames_per_batch=frames_per_batch, total_frames=-1, init_random_frames=random_steps)
