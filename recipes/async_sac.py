@@ -90,7 +90,7 @@ def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
     )
     # one batch ahead of the learner: the ratio is exactly updates_per_step, and the wall clock the
     # slower of actor and learner rather than their sum
-    actor.set_frame_limit(cfg.frames_per_batch)
+    actor.hold_ahead(cfg.frames_per_batch)
     try:
         actor.start()
         while run.step < cfg.total_steps:
@@ -114,7 +114,7 @@ def run_local(cfg: Config, agent, updater, logger: RunLogger) -> None:
                     logger.log({**metrics, "train/updates": run.updates, "train/updates_per_step": ratio,
                                 "train/actor_policy_lag": lag}, run.step)
                     logger.progress(run.step, updates_per_step=ratio)
-            actor.set_frame_limit(run.step + cfg.frames_per_batch)
+            actor.hold_ahead(cfg.frames_per_batch)
     finally:
         actor.shutdown()
 

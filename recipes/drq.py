@@ -241,9 +241,8 @@ def main(argv=None) -> None:
             create_env_kwargs={"keys": keys},
         )
         stack.callback(actor.shutdown)
-        resumed_at = run.step  # actor.frames counts from this process's start
         if governed:
-            actor.set_frame_limit(cfg.frames_per_batch)
+            actor.hold_ahead(cfg.frames_per_batch)
         # a real arm is evaluated by the operator's episodes, not by a second robot
         eval_env = None
         if not cfg.robot.real and rank == 0:
@@ -317,7 +316,7 @@ def main(argv=None) -> None:
                         actor.update_policy_weights_()
                         pushed_updates = run.updates
                     if governed:
-                        actor.set_frame_limit(run.step - resumed_at + cfg.frames_per_batch)
+                        actor.hold_ahead(cfg.frames_per_batch)
             finally:
                 run.save(checkpointer)
                 logger.close()

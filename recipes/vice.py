@@ -208,11 +208,10 @@ def main(argv=None) -> dict[str, float]:
             init_random_frames=max(cfg.random_steps - run.step, 0),
         )
         stack.callback(actor.shutdown)
-        resumed_at = run.step  # actor.frames counts from this process's start
 
         with GracefulStop() as stop:
             try:
-                actor.set_frame_limit(cfg.frames_per_batch)
+                actor.hold_ahead(cfg.frames_per_batch)
                 actor.start()
                 pushed_updates = run.updates  # the learner's weights the actor has
                 while run.step < cfg.total_steps and not stop.requested:
@@ -253,7 +252,7 @@ def main(argv=None) -> dict[str, float]:
                         actor.update_policy_weights_()
                         pushed_updates = run.updates
                     # one batch ahead of the learner: the ratio of updates to env steps is exact
-                    actor.set_frame_limit(run.step - resumed_at + cfg.frames_per_batch)
+                    actor.hold_ahead(cfg.frames_per_batch)
             finally:
                 run.save(checkpointer)
                 logger.close()

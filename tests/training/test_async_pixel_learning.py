@@ -76,7 +76,7 @@ def test_async_pixel_run_points_better_as_weights_reach_the_actor(tmp_path):
         frames_per_batch=frames_per_batch, total_frames=-1, init_random_frames=random_steps)
     run, errors = RunCounters(), []  # |a_0 - x| of every actor step, in order
     try:
-        actor.set_frame_limit(frames_per_batch)
+        actor.hold_ahead(frames_per_batch)
         actor.start()
         while run.step < total_steps:
             for batch in actor.drain(timeout_s=1.0):
@@ -87,7 +87,7 @@ def test_async_pixel_run_points_better_as_weights_reach_the_actor(tmp_path):
                     updater.update(buffer.sample(128))
                     run.updates += 1
             actor.update_policy_weights_()
-            actor.set_frame_limit(run.step + frames_per_batch)
+            actor.hold_ahead(frames_per_batch)
     finally:
         actor.shutdown()
     errors = torch.cat(errors)

@@ -135,3 +135,13 @@ def test_an_actor_that_fails_to_start_raises_and_the_learner_exits(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "ConnectionError: no arm at this address" in done.stderr
+
+
+def test_hold_ahead_counts_from_what_the_learner_drained(feed):
+    feed.hold_ahead(FRAMES_PER_BATCH)  # nothing drained yet: one batch
+    feed.start()
+    wait_until(lambda: feed.frames >= FRAMES_PER_BATCH, what="the first batch")
+    assert len(feed.drain(timeout_s=1.0)) == 1 and feed.frames == FRAMES_PER_BATCH
+    feed.hold_ahead(2 * FRAMES_PER_BATCH)  # 1 batch drained: up to 3 in all
+    wait_until(lambda: feed.frames >= 3 * FRAMES_PER_BATCH, what="two more batches")
+    assert feed.frames == 3 * FRAMES_PER_BATCH

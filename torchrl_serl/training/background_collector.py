@@ -51,6 +51,7 @@ class BackgroundCollector:
         self._batches: collections.deque[TensorDictBase] = collections.deque()
         self._cond = threading.Condition()
         self._frames = 0  # frames taken from the collector (guarded by _cond)
+        self._drained = 0  # frames handed to the learner by drain()
         self._frame_limit: int | None = None
         self._stopping = False
         self._error: BaseException | None = None
@@ -103,6 +104,12 @@ class BackgroundCollector:
             self._frame_limit = None if frames is None else int(frames)
             self._cond.notify_all()
 
+    def hold_ahead(self, frames: int) -> None:
+        """Take at most ``frames`` env steps more than :meth:`drain` has handed out: called after the
+        learner has trained on every drained batch, it holds the actor that far ahead of the learner
+        (simulation; a real arm runs without a limit)."""
+        self.set_frame_limit(self._drained + frames)
+
     def drain(self, timeout_s: float = 0.0) -> list[TensorDictBase]:
         """The batches collected since the last call, oldest first; waits up to ``timeout_s``
         for the first one. Raises ``RuntimeError`` if the collector failed."""
@@ -113,6 +120,7 @@ class BackgroundCollector:
                 raise RuntimeError(f"the collector stopped: {self._error!r}") from self._error
             batches = list(self._batches)
             self._batches.clear()
+            self._drained += sum(b.numel() for b in batches)
             return batches
 
     def update_policy_weights_(self) -> None:
