@@ -22,11 +22,14 @@ learner's newest weights reach it after every learner round. In simulation the a
 batch ahead of the learner, so the ratio of learner steps to env steps is exactly
 ``--updates_per_step``; on a real arm the control rate sets the pace, the learner trains whenever it
 is behind that ratio (never ahead of the data), and ``train/updates_per_step`` logs the ratio it
-achieved. If the learner dies, the actor stops the arm within ``--frames_per_batch`` steps.
+achieved. If the learner dies, the actor stops the arm within ``--frames_per_batch`` steps. In
+simulation ``--actors N`` runs N actor processes, each its own simulation, all fed the same weights
+(held N batches ahead).
 
     python recipes/drq.py --demos demos/panda_pixels
     python recipes/drq.py --env.image_size 64 --drq.encoder small   # cheaper on a CPU
     python recipes/drq.py --env.task piper                          # the simulated Piper
+    python recipes/drq.py --actors 2                                # two simulations feed one learner
     python recipes/drq.py --env.task piper --robot.real true --robot.address can0 \\
         --demos demos/piper_real --intervention spacemouse
     python recipes/drq.py --robot.real true --robot.address 172.16.0.2 \\
@@ -74,6 +77,7 @@ from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scri
 from torchrl_serl.training.updater import GraspCriticUpdater, SACUpdater, make_sac_optimizers
 
 CAMERAS = ("front", "wrist")
+ACTOR_SEED_STRIDE = 3_000_000  # actor i's seeds start at seed + i * stride (the eval env: + 1e6, demos: + 2e6)
 _INTERVENTIONS = ("none", "spacemouse", "keyboard")
 
 
@@ -95,6 +99,9 @@ class Config(RunConfig):
     simulated frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner
     steps per env step, bfloat16 autocast in the learner (``--bf16``), 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
     CUDA is available, else ``cpu``. Options given on the command line override the preset."""
+    actors: int = 1
+    """Actor processes feeding the learner, each its own simulation (seeded apart) and each receiving
+    the weights; simulation only (several real arms: one ``--robot.address`` each, not yet)."""
     frames_per_batch: int = 10
     """Env steps per actor batch: the unit in which steps reach the learner (and, in simulation,
     the most the actor runs ahead of it); a dead learner stops the actor within one batch."""
@@ -127,6 +134,10 @@ def main(argv=None) -> None:
         raise ValueError("--intervention needs --demos: intervened steps are stored on the demo side")
     if not cfg.env.pixels:
         raise ValueError("DrQ learns from pixels: --env.pixels must be true")
+    if cfg.actors < 1:
+        raise ValueError(f"--actors must be >= 1, got {cfg.actors}")
+    if cfg.actors > 1 and (cfg.robot.real or cfg.intervention != "none"):
+        raise ValueError("--actors > 1 runs several simulations: one real arm, or one intervention device, is one actor")
     if cfg.ddp and cfg.robot.real:
         raise ValueError("--ddp runs one simulation per rank; a real arm trains with one learner process")
     if cfg.ddp and cfg.grasp_critic:
@@ -231,18 +242,22 @@ def main(argv=None) -> None:
 
         # the actor: env (simulation or arm), cameras, intervention device and policy in a process of
         # its own (TorchRL AsyncCollector), its batches queued by a thread of this one
-        features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
-        actor_env = functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None, features,
-                                      cfg.intervention, env_seed + run.step)
+        # actor i: its own simulation and random shifts (seeded apart), init_random_frames of its own
+        actor_envs = [
+            functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None,
+                              make_trunk_features(agent, cfg.drq, env_seed + i * ACTOR_SEED_STRIDE) if cached else None,
+                              cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step)
+            for i in range(cfg.actors)
+        ]
         actor = BackgroundCollector.async_collector(
-            actor_env, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
-            init_random_frames=max(cfg.random_steps - run.step, 0),
+            actor_envs, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+            init_random_frames=-(-max(cfg.random_steps - run.step, 0) // cfg.actors),
             # not in the partial: TorchRL cloudpickles the env function, which breaks a queue's pipes
             create_env_kwargs={"keys": keys},
         )
         stack.callback(actor.shutdown)
         if governed:
-            actor.hold_ahead(cfg.frames_per_batch)
+            actor.hold_ahead(cfg.actors * cfg.frames_per_batch)
         # a real arm is evaluated by the operator's episodes, not by a second robot
         eval_env = None
         if not cfg.robot.real and rank == 0:
@@ -316,7 +331,7 @@ def main(argv=None) -> None:
                         actor.update_policy_weights_()
                         pushed_updates = run.updates
                     if governed:
-                        actor.hold_ahead(cfg.frames_per_batch)
+                        actor.hold_ahead(cfg.actors * cfg.frames_per_batch)
             finally:
                 run.save(checkpointer)
                 logger.close()

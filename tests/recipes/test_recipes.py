@@ -174,6 +174,23 @@ def test_drq_with_cached_features_collects_asynchronously(tmp_path, demos, capsy
         run("eval", "--run", run_dir, "--episodes", 1)
 
 
+def test_drq_with_two_actors_counts_each_ones_episodes_and_keeps_the_ratio(tmp_path):
+    """Two actor processes feed the learner: the ratio of learner steps to env steps is exact, and
+    every training episode is one actor's 6 steps (their batches interleave)."""
+    run("drq", "--logdir", tmp_path, "--total_steps", 24, "--actors", 2, "--checkpoint_every", 24, *TINY_DRQ)
+    run_dir = tmp_path / "drq_panda_seed0"
+    summary = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{24:012d}")
+    assert summary["counters"]["updates"] == 21  # floor(1.0 * (24 - 4 + 1))
+    lengths = read_scalar_csv(run_dir / "scalars" / "train" / "episode_length.csv")[1]
+    # 3 or 4 episodes ended, as the two actors' shares of the 24 steps fell
+    assert len(lengths) >= 3 and (lengths == 6).all()
+
+
+def test_drq_several_actors_only_in_simulation(tmp_path):
+    with pytest.raises(ValueError, match="--actors > 1"):
+        run("drq", "--actors", 2, "--robot.real", "true", "--robot.address", "can0", "--logdir", tmp_path, *TINY_DRQ)
+
+
 def test_drq_preset_cpu_without_cuda_and_command_line_wins(monkeypatch, capsys):
     import drq
 

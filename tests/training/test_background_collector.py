@@ -8,7 +8,7 @@ import torch
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.collectors import AsyncCollector
-from torchrl.envs import GymEnv
+from torchrl.envs import GymEnv, RewardScaling, TransformedEnv
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal
 
 from torchrl_serl.training.background_collector import BackgroundCollector
@@ -145,3 +145,45 @@ def test_hold_ahead_counts_from_what_the_learner_drained(feed):
     feed.hold_ahead(2 * FRAMES_PER_BATCH)  # 1 batch drained: up to 3 in all
     wait_until(lambda: feed.frames >= 3 * FRAMES_PER_BATCH, what="two more batches")
     assert feed.frames == 3 * FRAMES_PER_BATCH
+
+
+def _env_with_rewards_shifted_up():  # Pendulum's rewards are in [-16.3, 0]: this actor's are above 80
+    return TransformedEnv(make_env(), RewardScaling(loc=100.0, scale=1.0))
+
+
+def test_many_actors_feed_one_learner_and_each_receives_the_weights():
+    """Two actor processes (told apart by their rewards): both streams reach the learner, each one's
+    steps consecutive, and pushed weights reach both."""
+    torch.manual_seed(0)
+    policy = make_policy()
+    feed = BackgroundCollector.async_collector([make_env, _env_with_rewards_shifted_up], policy,
+                                               frames_per_batch=FRAMES_PER_BATCH, total_frames=-1)
+    try:
+        feed.start()
+        seen: dict[bool, list] = {False: [], True: []}
+
+        def take() -> None:
+            for batch in feed.drain(timeout_s=1.0):
+                second = batch["next", "reward"] > 50
+                assert second.all() or not second.any()  # one actor's steps per batch
+                seen[bool(second.all())].append(batch)
+
+        wait_until(lambda: take() or all(seen.values()), what="batches from both actors")
+        for stream in map(torch.cat, seen.values()):  # each actor's steps consecutive
+            follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
+            assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+        with torch.no_grad():
+            last = policy.module[0].module[0][-1]
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([20.0, -20.0]))
+        feed.update_policy_weights_()
+        top = torch.full((FRAMES_PER_BATCH, 1), 2.0)
+        seen = {False: [], True: []}
+
+        def both_act_with_the_new_weights() -> bool:
+            take()
+            return all(any(torch.allclose(b["action"], top, atol=1e-3) for b in batches) for batches in seen.values())
+
+        wait_until(both_act_with_the_new_weights, what="both actors acting with the pushed weights")
+    finally:
+        feed.shutdown()

@@ -86,3 +86,23 @@ def test_episode_tracker_splits_episodes_across_batches():
     finished = tracker.update(batch([3.0, 0.5, 0.25], [True, False, True], [False, False, False]))
     assert finished == [{"return": 6.0, "success": 1.0, "length": 3}, {"return": 0.75, "success": 0.0, "length": 2}]
     assert tracker.episodes == 2
+
+
+def test_episode_tracker_follows_the_interleaved_trajectories_of_many_actors():
+    from tensordict import TensorDict
+
+    from torchrl_serl.training.logging import EpisodeTracker
+
+    def batch(traj_id, rewards, dones):  # one actor's consecutive steps, as a multi-process collector hands them out
+        n = len(rewards)
+        return TensorDict({"collector": {"traj_ids": torch.full((n,), traj_id)}, "next": {
+            "reward": torch.tensor(rewards, dtype=torch.float32).reshape(n, 1),
+            "done": torch.tensor(dones).reshape(n, 1),
+        }}, [n])
+
+    tracker = EpisodeTracker()
+    assert tracker.update(batch(0, [1.0, 1.0], [False, False])) == []
+    assert tracker.update(batch(1, [10.0, 10.0], [False, False])) == []  # the second actor's steps in between
+    assert tracker.update(batch(0, [1.0], [True])) == [{"return": 3.0, "success": 0.0, "length": 3}]
+    assert tracker.update(batch(1, [10.0], [True])) == [{"return": 30.0, "success": 0.0, "length": 3}]
+    assert tracker.episodes == 2

@@ -24,7 +24,7 @@ import collections
 import threading
 
 from tensordict import TensorDictBase
-from torchrl.collectors import AsyncCollector, MultiAsyncCollector
+from torchrl.collectors import MultiAsyncCollector
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
 
@@ -59,20 +59,30 @@ class BackgroundCollector:
 
     @classmethod
     def async_collector(cls, create_env_fn, policy, **collector_kwargs) -> BackgroundCollector:
-        """A :class:`~torchrl.collectors.AsyncCollector` (one actor process) behind a
-        BackgroundCollector, not started yet. ``collector_kwargs`` go to the collector.
+        """Actor processes (a TorchRL :class:`~torchrl.collectors.MultiAsyncCollector`, one process per
+        env function) behind a BackgroundCollector, not started yet.
 
-        If the actor process fails to start (an arm that does not answer, a missing camera), its
+        Args:
+            create_env_fn: the env function, or a list of them (one actor process each: many
+                actors, one learner; each receives the weights).
+            policy: the policy the actors act with.
+            **collector_kwargs: go to the collector; ``frames_per_batch`` and ``init_random_frames``
+                count per actor, a ``create_env_kwargs`` dict goes to every actor.
+
+        If an actor process fails to start (an arm that does not answer, a missing camera), its
         error is raised here and nothing is left behind: TorchRL 0.14 otherwise leaves the policy's
         weight-sync queues to a finalizer that hangs the interpreter at exit.
         """
-        # TorchRL's default for a CPU policy, owned here; not waiting for the actor's acknowledgement,
+        create_env_fns = list(create_env_fn) if isinstance(create_env_fn, (list, tuple)) else [create_env_fn]
+        if isinstance(collector_kwargs.get("create_env_kwargs"), dict):
+            collector_kwargs["create_env_kwargs"] = [collector_kwargs["create_env_kwargs"]] * len(create_env_fns)
+        # TorchRL's default for a CPU policy, owned here; not waiting for the actors' acknowledgement,
         # which never comes from an actor that has died (Ctrl-C, a lost arm): the push is a copy into
-        # shared memory that the actor's receiver thread applies
+        # shared memory that each actor's receiver thread applies
         weight_sync = SharedMemWeightSyncScheme(sync=False)
         try:
-            collector = AsyncCollector(create_env_fn, policy, weight_sync_schemes={"policy": weight_sync},
-                                       **collector_kwargs)
+            collector = MultiAsyncCollector(create_env_fns, policy, weight_sync_schemes={"policy": weight_sync},
+                                            **collector_kwargs)
         except BaseException:
             weight_sync.shutdown()
             raise

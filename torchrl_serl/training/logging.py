@@ -162,17 +162,17 @@ class RunLogger:
 
 
 class EpisodeTracker:
-    """Return, success and length of the training episodes of one env, from collector batches.
+    """Return, success and length of the training episodes, from collector batches.
 
-    A batch is ``[T]`` consecutive transitions (TorchRL collector output of a single env);
-    ``update`` returns the episodes that ended in it. An episode succeeds if ``("next",
-    "success")`` was true at any step.
+    A batch is ``[T]`` transitions of TorchRL collector output; with ``("collector", "traj_ids")``
+    (one id per trajectory, across all of a multi-process collector's actors) each trajectory is
+    followed on its own, so the interleaved batches of many actors are counted right; without it,
+    the batch is one env's consecutive steps. ``update`` returns the episodes that ended in it. An
+    episode succeeds if ``("next", "success")`` was true at any step.
     """
 
     def __init__(self) -> None:
-        self._return = 0.0
-        self._success = False
-        self._length = 0
+        self._open: dict[int, dict[str, float]] = {}  # trajectory id -> return, success, length so far
         self.episodes = 0
 
     def update(self, batch: TensorDictBase) -> list[dict[str, float]]:
@@ -180,20 +180,22 @@ class EpisodeTracker:
         dones = batch["next", "done"].reshape(-1).tolist()
         success = batch.get(("next", "success"), None)
         successes = success.reshape(-1).tolist() if success is not None else [False] * len(rewards)
+        traj_ids = batch.get(("collector", "traj_ids"), None)
+        traj_ids = traj_ids.reshape(-1).tolist() if traj_ids is not None else [0] * len(rewards)
         finished = []
-        for reward, done, succ in zip(rewards, dones, successes):
-            self._return += reward
-            self._success |= bool(succ)
-            self._length += 1
+        for traj, reward, done, succ in zip(traj_ids, rewards, dones, successes):
+            episode = self._open.setdefault(traj, {"return": 0.0, "success": 0.0, "length": 0})
+            episode["return"] += reward
+            episode["success"] = max(episode["success"], float(bool(succ)))
+            episode["length"] += 1
             if done:
-                finished.append({"return": self._return, "success": float(self._success), "length": self._length})
+                finished.append(self._open.pop(traj))
                 self.episodes += 1
-                self._return, self._success, self._length = 0.0, False, 0
         return finished
 
     def reset(self) -> None:
-        """Forget the episode in flight (the env was reset)."""
-        self._return, self._success, self._length = 0.0, False, 0
+        """Forget the episodes in flight (the envs were reset)."""
+        self._open.clear()
 
 
 __all__ = ["EpisodeTracker", "RunLogger"]
