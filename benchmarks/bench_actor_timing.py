@@ -9,8 +9,8 @@ that ratio. Two loops:
 
 - ``sync``: today's synchronous loop: a TorchRL ``Collector`` in the learner's process, learner
   steps between collector batches (the step after each batch waits for them);
-- ``async``: the recipes' loop: the env in its own process (TorchRL ``AsyncCollector``) taken by
-  a :class:`~torchrl_serl.training.background_collector.BackgroundCollector`, the learner
+- ``async``: the recipes' loop: the env in its own process
+  (:meth:`~torchrl_serl.training.background_collector.BackgroundCollector.async_collector`), the learner
   training at the same time, fresh weights after every learner step.
 
 Prints the control period (time between the ends of the arm's consecutive steps of one episode,
@@ -152,11 +152,9 @@ def run_sync(env_fn, agent, learner_step, steps: int, ratio: float):
 
 def run_async(env_fn, agent, learner_step, steps: int, ratio: float, learner_nice: int = 0,
               learner_cpus: set[int] | None = None):
-    from torchrl.collectors import AsyncCollector
-
     from torchrl_serl.training.background_collector import BackgroundCollector
 
-    feed = BackgroundCollector(AsyncCollector(env_fn, agent.policy, frames_per_batch=10, total_frames=-1)).start()
+    feed = BackgroundCollector.async_collector(env_fn, agent.policy, frames_per_batch=10, total_frames=-1).start()
     renice_process(learner_nice)  # the actor process keeps the niceness it started with
     all_cpus = os.sched_getaffinity(0)
     if learner_cpus:
