@@ -6,7 +6,8 @@ its simulated twin by default, the real arm with ``--robot.real true`` (Franka: 
 ``--robot.address <FCI host>``; Piper: piper-sdk on the CAN channel ``--robot.address can0``), images
 from two cameras (``--robot.camera realsense --robot.camera_ids <front_serial>,<wrist_serial>``) and,
 with ``--intervention spacemouse``, a human correcting the policy (interventions go to the demo side,
-HIL-SERL style). With ``--grasp_critic true`` the gripper command comes from HIL-SERL's DQN grasp
+HIL-SERL style); ``--robot.reward_classifier clf.pt`` (``train_reward_classifier.py``'s output)
+judges success from the cameras in the actor's process (SERL's learned reward). With ``--grasp_critic true`` the gripper command comes from HIL-SERL's DQN grasp
 critic instead of the SAC actor.
 
 Two 128x128 cameras (``front``, ``wrist``) + the 7-D state go through a frozen ResNet-10 (pass
@@ -31,7 +32,7 @@ simulation ``--actors N`` runs N actor processes, each its own simulation, all f
     python recipes/drq.py --env.task piper                          # the simulated Piper
     python recipes/drq.py --actors 2                                # two simulations feed one learner
     python recipes/drq.py --env.task piper --robot.real true --robot.address can0 \\
-        --demos demos/piper_real --intervention spacemouse
+        --demos demos/piper_real --intervention spacemouse --robot.reward_classifier runs/clf/classifier.pt
     python recipes/drq.py --robot.real true --robot.address 172.16.0.2 \\
         --demos demos/franka_real --intervention spacemouse --grasp_critic true
 """

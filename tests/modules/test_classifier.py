@@ -3,7 +3,12 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from torchrl_serl.modules.classifier import ClassifierReward, SuccessClassifier, make_pixel_classifier
+from torchrl_serl.modules.classifier import (
+    ClassifierReward,
+    SuccessClassifier,
+    load_pixel_classifier,
+    make_pixel_classifier,
+)
 from torchrl_serl.modules.encoders import MultiCameraEncoder, SmallConvEncoder
 
 
@@ -85,6 +90,31 @@ def test_load_refuses_a_classifier_with_other_inputs(tmp_path):
     other = SuccessClassifier(in_features=3, hidden_dims=(8,), state_key="state")
     with pytest.raises(ValueError, match="reading"):
         other.load(tmp_path / "clf.pt")
+
+
+def test_a_saved_pixel_classifier_is_rebuilt_from_its_file_alone(tmp_path):
+    # the frozen trunk's weights travel in the file: the rebuilt trunk is random until loaded
+    torch.manual_seed(0)
+    saved = make_pixel_classifier(("front", "wrist"), image_size=32, bottleneck_dim=16, hidden_dims=(8,),
+                                  activation=nn.LeakyReLU).eval()
+    saved.save(tmp_path / "clf.pt")
+    torch.manual_seed(1)
+    loaded = load_pixel_classifier(tmp_path / "clf.pt")
+    assert not loaded.training and isinstance(loaded.head[-2], nn.LeakyReLU)
+    image = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    td = TensorDict(front=image, wrist=image.flip(-1), batch_size=[2])
+    torch.testing.assert_close(loaded(td.clone())["logit"], saved(td.clone())["logit"])
+
+
+def test_loading_a_classifier_without_its_architecture_says_so(tmp_path):
+    SuccessClassifier(in_features=3, hidden_dims=(8,)).save(tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="does not say how its classifier was built"):
+        load_pixel_classifier(tmp_path / "state.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a saved classifier"):
+        load_pixel_classifier(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="no reward classifier"):
+        load_pixel_classifier(tmp_path / "missing.pt")
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -13,7 +13,7 @@ from tensordict import TensorDict
 from torchrl_serl.data.demos import record_demos, save_demos
 from torchrl_serl.envs.sim.panda_pick_cube import PandaPickCubeEnv
 from torchrl_serl.envs.sim.scripted import ScriptedPickPolicy
-from torchrl_serl.modules.classifier import make_pixel_classifier
+from torchrl_serl.modules.classifier import load_pixel_classifier, make_pixel_classifier
 from torchrl_serl.training.checkpoint import checkpoint_summary
 from torchrl_serl.training.plot import read_scalar_csv
 
@@ -53,6 +53,8 @@ def test_train_reward_classifier_saves_a_loadable_classifier(tmp_path):
         batch_size=[2],
     )
     assert clf(td)["logit"].shape == (2, 1)
+    # what --robot.reward_classifier loads: the same classifier from the file alone
+    torch.testing.assert_close(load_pixel_classifier(output)(td.clone())["logit"], clf(td.clone())["logit"])
 
 
 def test_train_reward_classifier_from_demo_files(tmp_path):

@@ -1,7 +1,7 @@
 """Networks: layer-norm MLPs, the vectorised critic ensemble, the tanh-Gaussian actor, pixel encoders, classifiers."""
 
 from torchrl_serl.modules.actors import TanhGaussianActorNet
-from torchrl_serl.modules.classifier import ClassifierReward, SuccessClassifier, make_pixel_classifier
+from torchrl_serl.modules.classifier import ClassifierReward, SuccessClassifier, load_pixel_classifier, make_pixel_classifier
 from torchrl_serl.modules.critics import EnsembleQValue
 from torchrl_serl.modules.drq_networks import make_drq_networks, make_drq_policy
 from torchrl_serl.modules.encoders import MultiCameraEncoder
@@ -16,6 +16,7 @@ __all__ = [
     "MultiCameraEncoder",
     "SuccessClassifier",
     "TanhGaussianActorNet",
+    "load_pixel_classifier",
     "make_drq_networks",
     "make_drq_policy",
     "make_grasp_critic",

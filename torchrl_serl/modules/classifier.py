@@ -138,8 +138,12 @@ class SuccessClassifier(TensorDictModuleBase):
         return tensordict
 
     def save(self, path: str | Path) -> None:
-        """Write the weights and the input layout to ``path`` (``torch.save``)."""
-        torch.save({"state_dict": self.state_dict(), "in_keys": [str(k) for k in self.in_keys]}, path)
+        """Write the weights and the input layout to ``path`` (``torch.save``), and the architecture
+        of a :func:`make_pixel_classifier` classifier, which :func:`load_pixel_classifier` rebuilds."""
+        blob = {"state_dict": self.state_dict(), "in_keys": [str(k) for k in self.in_keys]}
+        if getattr(self, "architecture", None) is not None:
+            blob["architecture"] = self.architecture
+        torch.save(blob, path)
 
     def load(self, path: str | Path) -> SuccessClassifier:
         """Load weights written by :meth:`save` into this (identically built) classifier."""
@@ -220,6 +224,9 @@ class ClassifierReward(TensorDictModuleBase):
         return tensordict
 
 
+_ACTIVATIONS = {"ReLU": nn.ReLU, "LeakyReLU": nn.LeakyReLU}  # the ones SERL's classifiers use
+
+
 def make_pixel_classifier(
     camera_keys: Sequence[str] = ("front", "wrist"),
     image_size: int = 128,
@@ -241,8 +248,34 @@ def make_pixel_classifier(
     trained with the head. SERL uses ``bottleneck_dim=256`` and ReLU for the reward classifier,
     512 and LeakyReLU for VICE. The encoder is :func:`~torchrl_serl.modules.pixel_encoder.make_pixel_encoder`'s.
     """
+    if activation not in _ACTIVATIONS.values():
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
     encoder = make_pixel_encoder(
         camera_keys, image_size, encoder=trunk, pretrained_path=pretrained_path, trust_pickle=trust_pickle,
         bottleneck_dim=bottleneck_dim, proprio_key=None,
     )
-    return SuccessClassifier(encoder, hidden_dims=hidden_dims, dropout=dropout, activation=activation)
+    classifier = SuccessClassifier(encoder, hidden_dims=hidden_dims, dropout=dropout, activation=activation)
+    # what save() writes beside the weights (the frozen trunk's weights are among them)
+    classifier.architecture = {
+        "camera_keys": list(camera_keys), "image_size": int(image_size), "trunk": trunk,
+        "bottleneck_dim": int(bottleneck_dim), "hidden_dims": [int(h) for h in hidden_dims], "dropout": float(dropout),
+        "activation": activation.__name__,
+    }
+    return classifier
+
+
+def load_pixel_classifier(path: str | Path) -> SuccessClassifier:
+    """The :func:`make_pixel_classifier` classifier saved at ``path`` (``recipes/train_reward_classifier.py``'s
+    output), rebuilt from the architecture saved with it, in eval mode."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no reward classifier at {path}") from None
+    except Exception as err:
+        raise ValueError(f"{path} is not a saved classifier: {err}") from err
+    arch = blob.get("architecture") if isinstance(blob, dict) else None
+    if not isinstance(arch, dict):
+        raise ValueError(f"{path} does not say how its classifier was built (saved by an older version, or not by "
+                         "make_pixel_classifier): rebuild it with make_pixel_classifier(...) and .load() it")
+    arch = dict(arch, activation=_ACTIVATIONS[arch["activation"]])
+    return make_pixel_classifier(**arch).load(path).eval()

@@ -101,6 +101,10 @@ class RobotConfig:
     """``front,wrist`` camera serials (RealSense) or device indices (OpenCV); empty: defaults."""
     realtime: bool = True
     """Franka: enforce libfranka's real-time kernel (``false`` only for simulators such as franky-sim)."""
+    reward_classifier: str = ""
+    """A classifier saved by ``recipes/train_reward_classifier.py``: it judges success from the
+    cameras on every step (reward 1 and the episode ends on success, as SERL's real envs), in the
+    process that drives the arm; empty: no learned reward."""
 
 
 @dataclass

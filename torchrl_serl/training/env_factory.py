@@ -70,14 +70,30 @@ def make_arm_env(robot: RobotConfig, cfg: EnvConfig, seed: int) -> EnvBase:
         raise ValueError("--robot.address is required with --robot.real true (Franka host or Piper CAN channel)")
     from torchrl_serl.envs.robots import FrankaEnv, PiperEnv
 
+    reward_classifier = _load_reward_classifier(robot.reward_classifier, cfg) if robot.reward_classifier else None
     cameras = _make_cameras(robot, seed) if cfg.pixels else None
     common = dict(
         cameras=cameras, image_size=(cfg.image_size, cfg.image_size), control_hz=cfg.control_hz,
         max_episode_steps=cfg.max_episode_steps, seed=seed, pose_keys=cfg.relative_pose,
+        reward_classifier=reward_classifier,
     )
     if cfg.task == "panda":
         return with_relative_pose(FrankaEnv(host=robot.address, realtime=robot.realtime, **common), cfg)
     return with_relative_pose(PiperEnv(can_channel=robot.address, **common), cfg)
+
+
+def _load_reward_classifier(path: str, cfg: EnvConfig):
+    """The learned success classifier at ``path``, checked against the env's cameras and image size."""
+    from torchrl_serl.modules.classifier import load_pixel_classifier
+
+    if not cfg.pixels:
+        raise ValueError("--robot.reward_classifier judges success from the cameras: it needs --env.pixels true")
+    classifier = load_pixel_classifier(path)
+    arch = classifier.architecture
+    if arch["image_size"] != cfg.image_size or set(arch["camera_keys"]) - {"front", "wrist"}:
+        raise ValueError(f"the reward classifier {path} reads {arch['camera_keys']} at {arch['image_size']}x"
+                         f"{arch['image_size']}; this env has front, wrist at {cfg.image_size}x{cfg.image_size}")
+    return classifier
 
 
 def _make_cameras(robot: RobotConfig, seed: int) -> dict:
