@@ -7,8 +7,9 @@ its simulated twin by default, the real arm with ``--robot.real true`` (Franka: 
 from two cameras (``--robot.camera realsense --robot.camera_ids <front_serial>,<wrist_serial>``) and,
 with ``--intervention spacemouse``, a human correcting the policy (interventions go to the demo side,
 HIL-SERL style); ``--robot.reward_classifier clf.pt`` (``train_reward_classifier.py``'s output)
-judges success from the cameras in the actor's process (SERL's learned reward). With ``--grasp_critic true`` the gripper command comes from HIL-SERL's DQN grasp
-critic instead of the SAC actor.
+judges success from the cameras in the actor's process (SERL's learned reward). With
+``--grasp_critic true`` the gripper command comes from HIL-SERL's DQN grasp critic instead of the
+SAC actor.
 
 Two 128x128 cameras (``front``, ``wrist``) + the 7-D state go through a frozen ResNet-10 (pass
 SERL's pretrained weights with ``--drq.pretrained_path``; nothing is downloaded) shared by actor
