@@ -65,6 +65,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, ExplorationType
 from zmq.utils.monitor import recv_monitor_message
 
+from .frame_codec import CODECS, FrameCodecError, compress_frames, decompress_frames
 from ..security import CurveServerAuth, curve_client_options, load_secret, require_secret_off_loopback
 
 # The version of the weights that produced each transition (TorchRL's ``track_policy_version``).
@@ -184,9 +185,16 @@ def _td_schema(batch: TensorDictBase) -> dict[tuple, tuple]:
     return _schema(batch.batch_dims, {k if isinstance(k, tuple) else (k,): v for k, v in leaves})
 
 
-def batch_to_bytes(batch: TensorDictBase) -> bytes:
-    """Serialises a batch of transitions (tensors only) for the link."""
-    return _dumps({"batch_size": list(batch.batch_size), "data": batch.to_dict()})
+def batch_to_bytes(batch: TensorDictBase, image_codec: str | None = None) -> bytes:
+    """Serialises a batch of transitions (tensors only) for the link; with ``image_codec``
+    (``"png"`` lossless, ``"jpeg"``) the cameras of a ``[T]`` batch travel compressed, each distinct
+    frame once (:mod:`~torchrl_serl.training.frame_codec`)."""
+    data, frames = batch.to_dict(), {}
+    if image_codec is not None:
+        if batch.batch_dims != 1:
+            raise ValueError(f"compressed frames need a [T] batch, got batch size {list(batch.batch_size)}")
+        data, frames = compress_frames(data, image_codec)
+    return _dumps({"batch_size": list(batch.batch_size), "data": data, "frames": frames})
 
 
 def batch_from_bytes(data: bytes, schema: Mapping[tuple, tuple] | None = None) -> TensorDict:
@@ -196,7 +204,7 @@ def batch_from_bytes(data: bytes, schema: Mapping[tuple, tuple] | None = None) -
     leading dims, and carry :data:`REQUIRED_TRANSITION_KEYS`. With ``schema`` (see
     :meth:`LearnerLink.pull`) its keys, dtypes and per-transition shapes must match it exactly.
     """
-    payload = _loads(data, {"batch_size", "data"})
+    payload = _loads(data, {"batch_size", "data", "frames"})
     batch_size = payload["batch_size"]
     if (not isinstance(batch_size, list) or not batch_size
             or not all(type(n) is int and n > 0 for n in batch_size)):
@@ -204,6 +212,15 @@ def batch_from_bytes(data: bytes, schema: Mapping[tuple, tuple] | None = None) -
     if not isinstance(payload["data"], dict):
         raise BadPayload(f"data must be a dict of tensors, got {type(payload['data']).__name__}")
     leaves = _tensor_leaves(payload["data"], len(data))
+    if payload["frames"]:  # compressed cameras: decoded (at the shapes the schema expects) into dense tensors
+        if len(batch_size) != 1:
+            raise BadPayload(f"compressed frames need a [T] batch, got batch_size {batch_size}")
+        frame_shape = {k[0]: shape for k, (_, shape) in (schema or {}).items() if len(k) == 1}
+        try:
+            payload["data"] = decompress_frames(payload["data"], payload["frames"], batch_size[0], frame_shape)
+        except FrameCodecError as err:
+            raise BadPayload(str(err)) from None
+        leaves = _tensor_leaves(payload["data"], math.inf)  # the decoder allocated them: no stride tricks
     for key, value in leaves.items():
         if list(value.shape[: len(batch_size)]) != batch_size:
             raise BadPayload(f"{key} has shape {list(value.shape)}, not batch_size {batch_size} first")
@@ -449,6 +466,8 @@ class ActorLink:
             ``$TORCHRL_SERL_SECRET``). With one, the actor only talks to a learner holding it; without
             one only a loopback ``host`` is allowed (with a warning).
         max_message_bytes: a larger answer (weights) disconnects the learner.
+        image_codec: ``"png"`` (lossless) or ``"jpeg"``: pushed batches carry their cameras
+            compressed, each distinct frame once; ``None``: raw.
 
     Each call raises :class:`LinkError` when the learner is unreachable, dead, refuses this actor's
     secret or does not answer within ``timeout_s``; the socket is then rebuilt by the next call, so
@@ -458,8 +477,11 @@ class ActorLink:
     """
 
     def __init__(self, host: str, port: int, timeout_s: float = 5.0, *, secret: str | bytes | None = None,
-                 max_message_bytes: int = MAX_WEIGHTS_BYTES):
+                 max_message_bytes: int = MAX_WEIGHTS_BYTES, image_codec: str | None = None):
         self.endpoint, self._ipv6 = _endpoint(host, port)
+        if image_codec not in (None, *CODECS):
+            raise ValueError(f"image_codec must be one of {CODECS} or None, got {image_codec!r}")
+        self.image_codec = image_codec
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}.")
         secret = load_secret(secret)
@@ -564,7 +586,7 @@ class ActorLink:
         """
         if not self.connected:
             self.connect()
-        data = batch_to_bytes(batch)
+        data = batch_to_bytes(batch, self.image_codec)
         if len(data) + 128 > self.learner_max_message_bytes:
             raise BadPayload(f"a batch of {batch.numel()} transitions is {len(data)} bytes, more than the learner's "
                              f"max_message_bytes ({self.learner_max_message_bytes}): send fewer frames per batch")
@@ -614,6 +636,8 @@ class RemoteActor:
         init_random_frames: frames taken with a uniformly random policy first.
         exploration_type: action sampling of the policy.
         seed: environment seed.
+        image_codec: ``"png"`` (lossless) or ``"jpeg"``: the cameras travel compressed, each
+            distinct frame once (see :class:`ActorLink`); ``None``: raw.
 
     ``stats`` counts ``frames``, batches ``acked`` by the learner, ``dropped`` from a full backlog,
     ``rejected`` by the learner as malformed, ``link_errors``, ``weight_updates`` and ``bad_weights``,
@@ -636,12 +660,13 @@ class RemoteActor:
         init_random_frames: int = 0,
         exploration_type: ExplorationType = ExplorationType.RANDOM,
         seed: int | None = None,
+        image_codec: str | None = None,
     ):
         if frames_per_batch < 1:
             raise ValueError(f"frames_per_batch must be >= 1, got {frames_per_batch}.")
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}.")
-        self.link = ActorLink(host, port, timeout_s, secret=secret)
+        self.link = ActorLink(host, port, timeout_s, secret=secret, image_codec=image_codec)
         self.policy = policy
         self.reconnect_every_s = reconnect_every_s
         self.weights_poll_s = weights_poll_s
