@@ -1,7 +1,8 @@
-"""Bytes on the wire per env step across the actor/learner link, state task (PandaPickCube).
+"""Bytes on the wire per env step across the actor/learner link: the state task (PandaPickCube), or
+with ``--pixels`` its two 128x128 cameras (DrQ policy, ResNet-10) and ``--image_codec``.
 
 A ``RemoteActor`` steps the state task of ``recipes/async_sac.py`` (its default env, SAC actor and
-``frames_per_batch``) at a held control rate against a ``LearnerLink`` on 127.0.0.1 with a secret
+``frames_per_batch``), or the pixel task with drq.py's policy, at a held control rate against a ``LearnerLink`` on 127.0.0.1 with a secret
 (CURVE), through a TCP relay that counts every byte both ways: ZMTP framing, CURVE boxes and
 the link's own frames included. Two phases:
 
@@ -15,6 +16,7 @@ term is set by the recipe's ``--push_every`` and the learner's speed, and is at 
 ``frames_per_batch`` env steps (the actor takes new weights between batches, and fetches no more).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_link_bytes.py --frames 300 --hz 10
+    MUJOCO_GL=egl python benchmarks/bench_link_bytes.py --pixels --image_codec png --publications 3
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ import torch
 from torchrl.envs import Transform, TransformedEnv
 
 from torchrl_serl.security import new_secret
-from torchrl_serl.training.agent_factory import make_sac_agent
-from torchrl_serl.training.config import EnvConfig, SACConfig
+from torchrl_serl.training.agent_factory import make_drq_agent, make_sac_agent
+from torchrl_serl.training.config import DrQConfig, EnvConfig, SACConfig
 from torchrl_serl.training.distributed import LearnerLink, RemoteActor, batch_to_bytes
 from torchrl_serl.training.env_factory import make_sim_env
 
@@ -98,27 +100,45 @@ def main() -> None:
     parser.add_argument("--hz", type=float, default=10.0, help="control rate held by the actor")
     parser.add_argument("--frames_per_batch", type=int, default=10)
     parser.add_argument("--weights_poll_s", type=float, default=0.1)
+    parser.add_argument("--pixels", action="store_true", help="the pixel task (front, wrist 128x128) and DrQ policy")
+    parser.add_argument("--image_codec", default="none", choices=["none", "png", "jpeg"])
     args = parser.parse_args()
     if args.hz <= 0:
         parser.error(f"--hz must be > 0, got {args.hz}")
     torch.set_num_threads(1)
 
-    env_cfg, sac_cfg = EnvConfig(), SACConfig()
+    env_cfg = EnvConfig(pixels=args.pixels)
     probe = make_sim_env(env_cfg, 0)
     obs_dim, action_dim = probe.observation_spec["observation"].shape[-1], probe.action_spec.shape[-1]
     probe.close()
-    learner_policy = make_sac_agent(sac_cfg, obs_dim, action_dim).actor
+
+    def make_policy():
+        if args.pixels:
+            return make_drq_agent(DrQConfig(), ("front", "wrist"), env_cfg.image_size, obs_dim, action_dim).policy
+        return make_sac_agent(SACConfig(), obs_dim, action_dim).actor
+
+    learner_policy = make_policy()
+    codec = None if args.image_codec == "none" else args.image_codec
     secret = new_secret()
     link = LearnerLink("127.0.0.1", 0, secret=secret)
     relay = CountingRelay(link.port)
-    actor = RemoteActor(
-        lambda: TransformedEnv(make_sim_env(env_cfg, 0), HoldRate(args.hz)),
-        make_sac_agent(sac_cfg, obs_dim, action_dim).actor, host="127.0.0.1", port=relay.port, secret=secret,
-        frames_per_batch=args.frames_per_batch, weights_poll_s=args.weights_poll_s, seed=0,
-    )
-    stats = {}
-    thread = threading.Thread(target=lambda: stats.update(actor.run()), daemon=True)
+    # built and run in one thread: the pixel env's EGL context belongs to the thread that made it
+    ready, stats, holder = threading.Event(), {}, {}
+
+    def act() -> None:
+        holder["actor"] = RemoteActor(
+            lambda: TransformedEnv(make_sim_env(env_cfg, 0), HoldRate(args.hz)),
+            make_policy(), host="127.0.0.1", port=relay.port, secret=secret,
+            frames_per_batch=args.frames_per_batch, weights_poll_s=args.weights_poll_s, seed=0, image_codec=codec,
+        )
+        ready.set()
+        stats.update(holder["actor"].run())
+
+    thread = threading.Thread(target=act, daemon=True)
     thread.start()
+    if not ready.wait(600):
+        raise SystemExit("the actor did not start")
+    actor = holder["actor"]
 
     def wait(predicate, what, timeout_s=600):
         deadline = time.monotonic() + timeout_s
@@ -150,9 +170,11 @@ def main() -> None:
     actor.stop()
     thread.join(60)
     link.close()
-    batch_payload = len(batch_to_bytes(link.pull()[-1]))
+    last = link.pull()[-1]
+    batch_payload, raw_payload = len(batch_to_bytes(last, codec)), len(batch_to_bytes(last))
 
-    print(f"state task, {args.hz:g} Hz, frames_per_batch {args.frames_per_batch}, weights_poll_s "
+    print(f"{'pixel task (front, wrist 128x128), image codec ' + args.image_codec if args.pixels else 'state task'}, "
+          f"{args.hz:g} Hz, frames_per_batch {args.frames_per_batch}, weights_poll_s "
           f"{args.weights_poll_s:g}, CURVE; {steps1} env steps in phase 1, {args.publications} publications\n")
     print("| figure | bytes |")
     print("| --- | --- |")
@@ -160,6 +182,7 @@ def main() -> None:
     print(f"| down per env step, weights unchanged | {down_step:.0f} |")
     print(f"| weights per publication fetched | {weights_bytes:.0f} |")
     print(f"| transition batch payload per env step (torch.save archive) | {batch_payload / args.frames_per_batch:.0f} |")
+    print(f"| the same, frames raw | {raw_payload / args.frames_per_batch:.0f} |")
     print(f"\nactor stats: {stats}")
 
 

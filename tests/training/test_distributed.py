@@ -660,3 +660,41 @@ def test_a_failing_link_thread_stops_the_actor_loudly(learners, caplog):
             actor.run(total_frames=100_000)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert "a bug in the link thread" in caplog.text
+
+
+def _policy_with_a_frozen_layer(frozen_seed: int) -> ProbabilisticActor:
+    """``make_policy()`` whose first layer is frozen (as a pretrained trunk), its values from ``frozen_seed``."""
+    policy = make_policy()
+    first = policy.module[0].module[0][0]
+    generator = torch.Generator().manual_seed(frozen_seed)
+    with torch.no_grad():
+        for param in first.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator))
+    first.requires_grad_(False)
+    return policy
+
+
+def test_frozen_parameters_stay_home_and_must_match(learners, caplog):
+    """Weights travel without the frozen parameters (DrQ's ResNet-10: 29 MB of a 29.4 MB policy);
+    an actor whose frozen parameters are not the learner's refuses the weights."""
+    from torchrl_serl.training.distributed import trained_state, weights_from_bytes
+
+    link = learners("127.0.0.1", 0, secret=SECRET)
+    learner_policy = _policy_with_a_frozen_layer(0)
+    link.publish_weights(learner_policy, 3)
+    _, _, sent = weights_from_bytes(link._weights[1], trained_state(learner_policy))
+    frozen = "module.0.module.0.0.weight"
+    assert frozen in learner_policy.state_dict() and frozen not in sent and len(sent) == len(trained_state(learner_policy))
+    same = _ActorThread(RemoteActor(make_env, _policy_with_a_frozen_layer(0), host="127.0.0.1", port=link.port,
+                                    secret=SECRET, timeout_s=5.0, seed=0))
+    same.wait(lambda s: s["weights_version"] == 3, "the learner's weights")
+    for name, value in same.actor.policy.state_dict().items():  # trained ones fetched, frozen ones its own
+        torch.testing.assert_close(value, learner_policy.state_dict()[name])
+    same.stop()
+    with caplog.at_level("WARNING", logger="torchrl_serl.training.distributed"):
+        other = _ActorThread(RemoteActor(make_env, _policy_with_a_frozen_layer(1), host="127.0.0.1",
+                                         port=link.port, secret=SECRET, timeout_s=5.0, seed=0))
+        other.wait(lambda s: s["bad_weights"] == 1, "weights over another frozen trunk to be refused")
+    assert other.stats["weights_version"] == -1 and "frozen parameters" in caplog.text
+    other.stop()
+

@@ -47,6 +47,7 @@ most once per collected batch: it applies them between batches) and otherwise sa
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import ipaddress
 import logging
@@ -233,14 +234,45 @@ def batch_from_bytes(data: bytes, schema: Mapping[tuple, tuple] | None = None) -
     return TensorDict(payload["data"], batch_size=batch_size)
 
 
-def weights_from_bytes(data: bytes, like: Mapping[str, torch.Tensor]) -> tuple[str, int, dict[str, torch.Tensor]]:
+def _frozen_names(policy: nn.Module) -> set[str]:
+    return {name for name, p in policy.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def trained_state(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The entries of ``policy.state_dict()`` that training changes: all but the parameters that do
+    not require gradients (a frozen pretrained trunk, ~29 MB for DrQ's ResNet-10, which the actor
+    builds itself: :func:`frozen_digest` checks that it built the learner's)."""
+    frozen = _frozen_names(policy)
+    return {k: v.detach().cpu() for k, v in policy.state_dict().items() if k not in frozen}
+
+
+def frozen_digest(policy: nn.Module) -> str:
+    """SHA-256 of ``policy``'s frozen parameters (names, dtypes, shapes, values); ``""`` if none."""
+    frozen = _frozen_names(policy)
+    if not frozen:
+        return ""
+    digest = hashlib.sha256()
+    for name, value in sorted((k, v) for k, v in policy.state_dict().items() if k in frozen):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{list(value.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def weights_from_bytes(data: bytes, like: Mapping[str, torch.Tensor],
+                       frozen: str | None = None) -> tuple[str, int, dict[str, torch.Tensor]]:
     """``(session, version, state_dict)`` of a weights payload; raises :class:`BadPayload` unless
     the state has exactly ``like``'s keys, shapes and dtypes (``like``: the actor's own
-    ``policy.state_dict()``) and finite values."""
-    payload = _loads(data, {"session", "version", "state"})
+    :func:`trained_state`) and finite values, and (with ``frozen``, the actor's :func:`frozen_digest`)
+    the learner's frozen parameters are the actor's."""
+    payload = _loads(data, {"session", "version", "state", "frozen"})
     session, version, state = payload["session"], payload["version"], payload["state"]
-    if not isinstance(session, str) or type(version) is not int:
-        raise BadPayload(f"session must be a str and version an int, got {session!r}, {version!r}")
+    if not isinstance(session, str) or type(version) is not int or not isinstance(payload["frozen"], str):
+        raise BadPayload(f"session and frozen must be str and version an int, got {session!r}, "
+                         f"{payload['frozen']!r}, {version!r}")
+    if frozen is not None and payload["frozen"] != frozen:
+        raise BadPayload("the learner's frozen parameters (a pretrained trunk) are not this actor's: "
+                         "build both from the same weights (--drq.pretrained_path)")
     if not isinstance(state, dict) or set(state) != set(like):
         found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
         raise BadPayload(f"state must hold the policy's {len(like)} entries, got {found}")
@@ -303,6 +335,7 @@ class LearnerLink:
         self._actors: collections.OrderedDict[bytes, list] = collections.OrderedDict()  # id -> [last seq, last heard]
         self._actors_lock = threading.Lock()
         self._weights = (b"", b"")  # (tag, payload) the actors fetch
+        self._frozen: tuple[nn.Module, str] | None = None  # (policy, frozen_digest) of the last publication
         self._warn = _Warner()
         # Its own context: libzmq runs one authenticator (ZAP handler) per context.
         self._ctx = zmq.Context()
@@ -328,9 +361,12 @@ class LearnerLink:
         self._thread.start()
 
     def publish_weights(self, policy: nn.Module, version: int) -> None:
-        """Makes ``policy``'s weights the ones the actors fetch next, tagged ``version``."""
-        state = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
-        payload = _dumps({"session": self.session, "version": int(version), "state": state})
+        """Makes ``policy``'s weights the ones the actors fetch next, tagged ``version``: all but its
+        frozen parameters (:func:`trained_state`)."""
+        state = trained_state(policy)
+        if self._frozen is None or self._frozen[0] is not policy:  # frozen: computed once per policy
+            self._frozen = (policy, frozen_digest(policy))
+        payload = _dumps({"session": self.session, "version": int(version), "state": state, "frozen": self._frozen[1]})
         self._weights = (f"{self.session}:{int(version)}".encode(), payload)  # one assignment: never torn
 
     def pull(self, max_batches: int = 1000) -> list[TensorDict]:
@@ -687,7 +723,8 @@ class RemoteActor:
         self._backlog: collections.deque[tuple[int, TensorDictBase]] = collections.deque(maxlen=max_backlog)
         self._next_seq = 0
         self._pending = None  # (version, state) fetched by the link thread
-        self._weights_like = {k: v.detach().cpu() for k, v in policy.state_dict().items()}
+        self._weights_like = trained_state(policy)
+        self._frozen = frozen_digest(policy)
         self._lock = threading.Lock()
         self._stop_acting = threading.Event()
         self._stop_link = threading.Event()
@@ -759,7 +796,7 @@ class RemoteActor:
 
     def _take_weights(self, tag: str, payload: bytes) -> None:
         try:
-            _, version, state = weights_from_bytes(payload, self._weights_like)
+            _, version, state = weights_from_bytes(payload, self._weights_like, self._frozen)
         except BadPayload as err:
             self.stats["bad_weights"] += 1
             self._warn(f"dropped weights {tag!r} from the link, acting on with version "
@@ -774,7 +811,7 @@ class RemoteActor:
         if pending is None:
             return
         version, state = pending
-        self.policy.load_state_dict(state)
+        self.policy.load_state_dict(state, strict=False)  # the frozen parameters stay as built
         self.collector.policy_version_tracker.version = version
         self.stats["weights_version"] = version
         self.stats["weight_updates"] += 1
