@@ -113,6 +113,7 @@ def main() -> None:
     probe.close()
 
     def make_policy():
+        torch.manual_seed(0)  # the same frozen trunk on both sides (the actor checks it)
         if args.pixels:
             return make_drq_agent(DrQConfig(), ("front", "wrist"), env_cfg.image_size, obs_dim, action_dim).policy
         return make_sac_agent(SACConfig(), obs_dim, action_dim).actor
@@ -161,7 +162,8 @@ def main() -> None:
     for version in range(1, args.publications + 1):
         with torch.no_grad():
             for param in learner_policy.parameters():
-                param.add_(1e-3)
+                if param.requires_grad:  # a learner step: the frozen trunk stays as it is
+                    param.add_(1e-3)
         link.publish_weights(learner_policy, version)
         wait(lambda: actor.stats["weights_version"] == version, f"weights version {version}")
     up2, down2 = relay.counts()

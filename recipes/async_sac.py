@@ -36,7 +36,15 @@ from torchrl_serl.data.replay_factory import make_replay_buffer, transitions
 from torchrl_serl.training.agent_factory import make_sac_agent
 from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, terminate_as_interrupt
-from torchrl_serl.training.config import EnvConfig, RunConfig, SACConfig, config_to_dict, parse_config
+from torchrl_serl.training.config import (
+    ROLES,
+    ActorLearnerConfig,
+    EnvConfig,
+    RunConfig,
+    SACConfig,
+    config_to_dict,
+    parse_config,
+)
 from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
@@ -45,23 +53,11 @@ from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
-ROLES = ("local", "learner", "actor")
-
 
 @dataclass
-class Config(RunConfig):
+class Config(RunConfig, ActorLearnerConfig):
     env: EnvConfig = field(default_factory=EnvConfig)
     sac: SACConfig = field(default_factory=SACConfig)
-    role: str = "local"
-    """``local`` (actor process + learner here), ``learner`` (GPU box) or ``actor`` (robot PC)."""
-    host: str = "127.0.0.1"
-    """Learner address: where the actor connects; where the learner listens (``0.0.0.0``: all)."""
-    port: int = 29550
-    secret_file: str = ""
-    """File holding the link's shared secret (``python -m torchrl_serl.security`` makes one); empty:
-    ``$TORCHRL_SERL_SECRET``; neither: ``--host`` must be loopback."""
-    timeout_s: float = 10.0
-    """Deadline of every call the actor makes across the link."""
     frames_per_batch: int = 10
     """Env steps the actor sends (or writes) at once."""
     push_every: int = 1

@@ -28,6 +28,14 @@ achieved. If the learner dies, the actor stops the arm within ``--frames_per_bat
 simulation ``--actors N`` runs N actor processes, each its own simulation, all fed the same weights
 (held N batches ahead).
 
+``--role learner`` (GPU box) and ``--role actor`` (robot PC) put the two on different machines,
+linked by ZeroMQ + CURVE on ``--port`` with a shared secret (docs/distributed.md): the actor sends
+its steps with the camera frames compressed (``--image_codec png``, each distinct frame once), the
+learner encodes them with its own frozen trunk and sends back the weights it trains (the frozen trunk
+stays on each side, checked to be the same). Interventions and the reward classifier run on the
+actor (give the learner the same ``--intervention``: it routes them to the demo side);
+``--resume true`` restarts the learner while the actor acts on and reconnects.
+
     python recipes/drq.py --demos demos/panda_pixels
     python recipes/drq.py --env.image_size 64 --drq.encoder small   # cheaper on a CPU
     python recipes/drq.py --env.task piper                          # the simulated Piper
@@ -36,11 +44,16 @@ simulation ``--actors N`` runs N actor processes, each its own simulation, all f
         --demos demos/piper_real --intervention spacemouse --robot.reward_classifier runs/clf/classifier.pt
     python recipes/drq.py --robot.real true --robot.address 172.16.0.2 \\
         --demos demos/franka_real --intervention spacemouse --grasp_critic true
+    python recipes/drq.py --role learner --host 0.0.0.0 --device cuda --secret_file ~/.torchrl_serl_secret \\
+        --drq.pretrained_path resnet10.pt --demos demos/franka_real --robot.real true        # GPU box
+    python recipes/drq.py --role actor --host <gpu-box> --secret_file ~/.torchrl_serl_secret \\
+        --drq.pretrained_path resnet10.pt --robot.real true --robot.address 172.16.0.2       # robot PC
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Any
 from contextlib import ExitStack
@@ -58,9 +71,12 @@ from torchrl_serl.envs.transforms.intervention import Intervention
 from torchrl_serl.modules.encoders.cached_features import feature_key
 from torchrl_serl.optim import make_optimizer
 from torchrl_serl.training.agent_factory import make_drq_agent, make_trunk_features
-from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
+from torchrl_serl.security import load_secret
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum, terminate_as_interrupt
 from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.config import (
+    ROLES,
+    ActorLearnerConfig,
     DrQConfig,
     EnvConfig,
     RobotConfig,
@@ -70,8 +86,10 @@ from torchrl_serl.training.config import (
     config_to_dict,
 )
 from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp_from_env
+from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor
 from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.frame_codec import CODECS
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
@@ -84,7 +102,7 @@ _INTERVENTIONS = ("none", "spacemouse", "keyboard")
 
 
 @dataclass
-class Config(RunConfig):
+class Config(RunConfig, ActorLearnerConfig):
     buffer_size: int = 200_000
     env: EnvConfig = field(default_factory=lambda: EnvConfig(pixels=True))
     drq: DrQConfig = field(default_factory=DrQConfig)
@@ -120,6 +138,9 @@ class Config(RunConfig):
     """Hidden widths of the grasp critic's head (HIL-SERL: 128, 128)."""
     grasp_penalty: float = 0.02
     """Charged to the grasp critic's reward per gripper toggle (HIL-SERL: 0.02)."""
+    image_codec: str = "png"
+    """How camera frames cross the link (``--role actor``): ``png`` (lossless), ``jpeg`` (quality 90)
+    or ``none`` (raw); each distinct frame is sent once."""
     ddp: bool = False
     """Data-parallel learner (``DDPSACUpdater``), simulation only: ``torchrun --nproc_per_node N
     recipes/drq.py --ddp true``. Each rank steps its own simulation (seed + rank) and samples its own
@@ -132,10 +153,16 @@ def main(argv=None) -> None:
     cfg = parse_with_preset(argv)
     if cfg.intervention not in _INTERVENTIONS:
         raise ValueError(f"--intervention must be one of {_INTERVENTIONS}, got {cfg.intervention!r}")
-    if cfg.intervention != "none" and not cfg.demos:
+    if cfg.intervention != "none" and not cfg.demos and cfg.role != "actor":  # the learner holds the demos
         raise ValueError("--intervention needs --demos: intervened steps are stored on the demo side")
     if not cfg.env.pixels:
         raise ValueError("DrQ learns from pixels: --env.pixels must be true")
+    if cfg.role not in ROLES:
+        raise ValueError(f"--role must be one of {ROLES}, got {cfg.role!r}")
+    if cfg.image_codec not in ("none", *CODECS):
+        raise ValueError(f"--image_codec must be one of none, {', '.join(CODECS)}; got {cfg.image_codec!r}")
+    if cfg.role != "local" and (cfg.ddp or cfg.actors > 1 or cfg.grasp_critic):
+        raise ValueError(f"--role {cfg.role}: one actor and one learner process (no --ddp, --actors or --grasp_critic)")
     if cfg.actors < 1:
         raise ValueError(f"--actors must be >= 1, got {cfg.actors}")
     if cfg.actors > 1 and (cfg.robot.real or cfg.intervention != "none"):
@@ -146,7 +173,8 @@ def main(argv=None) -> None:
         raise ValueError("--ddp averages the SAC learner's gradients only: train the grasp critic without --ddp")
     exp_name = cfg.exp_name or f"drq_{cfg.env.task}{'_real' if cfg.robot.real else ''}_seed{cfg.seed}"
     cached = cfg.drq.feature_views > 0
-    governed = not cfg.robot.real  # simulation: the actor is held to the learner's ratio
+    # simulation on this machine: the actor is held to the learner's ratio
+    governed = not cfg.robot.real and cfg.role == "local"
     start_time = time.perf_counter()
 
     with ExitStack() as stack:
@@ -172,9 +200,13 @@ def main(argv=None) -> None:
         if cfg.ddp and rank == 0:
             dist.barrier()
 
-        # the env's specs, then the agent (a cached-feature env needs the agent's frozen trunk);
-        # the actor process builds its own env (and connects to the arm again)
-        env = make_env(cfg.env, cfg.robot, seed=env_seed, device=cfg.device)
+        link = None
+        if cfg.role == "learner":  # bound first: a taken port fails at once
+            link = LearnerLink(cfg.host, cfg.port, secret=load_secret(secret_file=cfg.secret_file or None))
+            stack.callback(link.close)
+        # the env's specs (the learner role: the simulated twin's, the arm is on the actor's machine),
+        # then the agent (a cached-feature env needs the agent's frozen trunk); the actor builds its own env
+        env = make_env(cfg.env, cfg.robot if cfg.role != "learner" else None, seed=env_seed, device=cfg.device)
         proprio_dim = env.observation_spec["observation"].shape[-1]
         action_dim = env.action_spec.shape[-1]
         env.close()
@@ -191,9 +223,12 @@ def main(argv=None) -> None:
             return TransformedEnv(env, make_trunk_features(agent, cfg.drq, seed, num_views)) if cached else env
 
         keys = None
-        if cfg.intervention == "keyboard":  # this process owns the terminal; its keys go to the actor's
+        if cfg.intervention == "keyboard" and cfg.role != "learner":  # this process owns the terminal
             keys = mp.Queue()
             stack.enter_context(TerminalKeyReader(keys))
+        if cfg.role == "actor":
+            run_remote_actor(cfg, agent, env_seed, keys)
+            return
         learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
         logger = RunLogger(
             cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,
@@ -242,22 +277,36 @@ def main(argv=None) -> None:
             print(f"resumed {run} buffer={online_size(buffer)} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
 
-        # the actor: env (simulation or arm), cameras, intervention device and policy in a process of
-        # its own (TorchRL AsyncCollector), its batches queued by a thread of this one
-        # actor i: its own simulation and random shifts (seeded apart), init_random_frames of its own
-        actor_envs = [
-            functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None,
-                              make_trunk_features(agent, cfg.drq, env_seed + i * ACTOR_SEED_STRIDE) if cached else None,
-                              cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step)
-            for i in range(cfg.actors)
-        ]
-        actor = BackgroundCollector.async_collector(
-            actor_envs, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
-            init_random_frames=-(-max(cfg.random_steps - run.step, 0) // cfg.actors),
-            # not in the partial: TorchRL cloudpickles the env function, which breaks a queue's pipes
-            create_env_kwargs={"keys": keys},
-        )
-        stack.callback(actor.shutdown)
+        if cfg.role == "learner":
+            # the actor on the robot PC sends frames; the learner encodes them (views of its own)
+            actor = link
+            online_features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
+
+            def stored_online(batch):
+                batch = batch.exclude(POLICY_VERSION_KEY, POLICY_VERSION_KEY[-1])  # the link's bookkeeping
+                return stored(online_features.encode_transitions(batch) if cached else batch)
+
+            def push_weights() -> None:
+                link.publish_weights(agent.policy, run.updates)
+        else:
+            # the actor: env (simulation or arm), cameras, intervention device and policy in a process of
+            # its own (TorchRL AsyncCollector), its batches queued by a thread of this one;
+            # actor i: its own simulation and random shifts (seeded apart), init_random_frames of its own
+            actor_envs = [
+                functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None,
+                                  make_trunk_features(agent, cfg.drq, env_seed + i * ACTOR_SEED_STRIDE) if cached
+                                  else None, cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step)
+                for i in range(cfg.actors)
+            ]
+            actor = BackgroundCollector.async_collector(
+                actor_envs, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+                init_random_frames=-(-max(cfg.random_steps - run.step, 0) // cfg.actors),
+                # not in the partial: TorchRL cloudpickles the env function, which breaks a queue's pipes
+                create_env_kwargs={"keys": keys},
+            )
+            stack.callback(actor.shutdown)
+            stored_online = stored
+            push_weights = actor.update_policy_weights_
         if governed:
             actor.hold_ahead(cfg.actors * cfg.frames_per_batch)
         # a real arm is evaluated by the operator's episodes, not by a second robot
@@ -270,6 +319,7 @@ def main(argv=None) -> None:
         tracker = EpisodeTracker()
         train_metrics: dict[str, float] = {}
         pushed_updates = run.updates  # the learner's weights the actor has
+        steps_per_push = max(1, math.ceil(cfg.frames_per_batch * cfg.updates_per_step))
 
         def learner_step() -> None:
             nonlocal train_metrics
@@ -297,9 +347,25 @@ def main(argv=None) -> None:
             if run.due(cfg.checkpoint_every):
                 run.save(checkpointer)
 
+        def store(batch) -> None:
+            """One actor batch into the buffer (interventions to the demo side), counted and logged."""
+            if router is not None:
+                run.interventions += router.extend(stored_online(batch))
+            else:
+                buffer.extend(stored_online(batch))
+            run.advance(batch.numel())
+            for episode in tracker.update(batch.reshape(-1)):
+                run.episodes += 1
+                logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
+                            "train/episode_length": episode["length"]}, run.step)
+                logger.progress(run.step, success=episode["success"], ret=episode["return"])
+
         with GracefulStop() as stop:
             try:
-                actor.start()
+                if link is None:
+                    actor.start()
+                else:
+                    push_weights()  # what a connecting actor acts with (a resumed learner's, or the initial ones)
                 while run.step < cfg.total_steps and not stop.requested:
                     owed = run.updates_owed(cfg.updates_per_step, cfg.training_starts)
                     try:  # wait for the actor only when the learner has nothing to do
@@ -311,30 +377,27 @@ def main(argv=None) -> None:
                     for batch in batches:
                         if run.step >= cfg.total_steps:
                             break
-                        if router is not None:
-                            run.interventions += router.extend(stored(batch))
-                        else:
-                            buffer.extend(stored(batch))
-                        run.advance(batch.numel())
-                        for episode in tracker.update(batch.reshape(-1)):
-                            run.episodes += 1
-                            logger.log({"train/episode_return": episode["return"], "train/success": episode["success"],
-                                        "train/episode_length": episode["length"]}, run.step)
-                            logger.progress(run.step, success=episode["success"], ret=episode["return"])
+                        store(batch)
                         if governed:  # simulation: every learner step this batch is owed, now
                             for _ in range(run.updates_owed(cfg.updates_per_step, cfg.training_starts)):
                                 learner_step()
                         periodic_work()
-                    # a real arm: train while behind the ratio, until the actor's next batch is there
-                    while (run.updates_owed(cfg.updates_per_step, cfg.training_starts) and not actor.pending
-                           and not stop.requested):
+                    # a real arm or a remote actor: train while behind the ratio, a batch's worth of learner
+                    # steps at most between two weight pushes (the learner may fall behind, never ahead)
+                    for _ in range(min(run.updates_owed(cfg.updates_per_step, cfg.training_starts), steps_per_push)):
+                        if stop.requested:
+                            break
                         learner_step()
                     if run.updates > pushed_updates:
-                        actor.update_policy_weights_()
+                        push_weights()
                         pushed_updates = run.updates
                     if governed:
                         actor.hold_ahead(cfg.actors * cfg.frames_per_batch)
             finally:
+                if link is not None:  # stop acknowledging, keep what was acknowledged: all of it is in the checkpoint
+                    link.close()
+                    for batch in link.pull(max_batches=10**9):
+                        store(batch)
                 run.save(checkpointer)
                 logger.close()
 
@@ -370,6 +433,33 @@ def parse_with_preset(argv=None) -> Config:
           + " (any option on the command line overrides it; --preset serl for SERL's exact configuration)",
           flush=True)
     return cfg
+
+
+def run_remote_actor(cfg: Config, agent, env_seed: int, keys) -> None:
+    """``--role actor``: the env or the arm, its cameras, the intervention device and the policy in
+    this process, sending its steps to the learner at ``--host``, with the frames compressed
+    (``--image_codec``); it acts on with its last weights while the learner is away and reconnects."""
+    cached = cfg.drq.feature_views > 0
+    features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
+    # the learner encodes the frames itself: the features the actor acts on do not travel
+    dropped = [feature_key(k) for k in CAMERAS] if cached else []
+    actor = RemoteActor(
+        functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None, features,
+                          cfg.intervention, env_seed, keys=keys),
+        agent.policy, host=cfg.host, port=cfg.port, secret=load_secret(secret_file=cfg.secret_file or None),
+        frames_per_batch=cfg.frames_per_batch, timeout_s=cfg.timeout_s, init_random_frames=cfg.random_steps,
+        seed=env_seed, image_codec=None if cfg.image_codec == "none" else cfg.image_codec,
+        postproc=(lambda b: b.exclude(*dropped, *[("next", k) for k in dropped])) if dropped else None,
+    )
+    with terminate_as_interrupt():
+        try:
+            stats = actor.run(
+                total_frames=cfg.total_steps,
+                on_batch=lambda s: print(s, flush=True) if s["frames"] % 1000 < cfg.frames_per_batch else None,
+            )
+        except KeyboardInterrupt:
+            stats = actor.stats
+    print(f"actor done: {stats}", flush=True)
 
 
 def _make_actor_env(env_cfg: EnvConfig, robot_cfg: RobotConfig | None, trunk_features, intervention: str,

@@ -191,6 +191,43 @@ def test_drq_several_actors_only_in_simulation(tmp_path):
         run("drq", "--actors", 2, "--robot.real", "true", "--robot.address", "can0", "--logdir", tmp_path, *TINY_DRQ)
 
 
+def test_drq_learner_and_actor_roles_send_compressed_frames(tmp_path, demos):
+    """``--role learner`` / ``--role actor`` on one machine through the authenticated link: the actor
+    sends PNG frames (no features), the learner encodes them with its frozen trunk, mixes them with
+    demos, trains never ahead of the data and checkpoints."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tiny = list(TINY_DRQ)
+    tiny[tiny.index("--drq.encoder") + 1] = "resnet10"
+    tiny[tiny.index("--frames_per_batch") + 1] = "4"
+    args = [sys.executable, str(RECIPES / "drq.py"), "--logdir", tmp_path, "--port", port, "--timeout_s", 10,
+            "--total_steps", 24, "--checkpoint_every", 24, "--drq.feature_views", 2, "--demos", demos / "pixels",
+            *tiny]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "TORCHRL_SERL_SECRET": "a-shared-secret-of-enough-length"}
+    logs = [(tmp_path / f"{role}.log").open("wb") for role in ("learner", "actor")]
+    learner, actor = (subprocess.Popen([*map(str, args), "--role", role], env=env, stdout=log, stderr=subprocess.STDOUT)
+                      for role, log in zip(("learner", "actor"), logs))
+    try:
+        learner.wait(timeout=600)
+        actor.wait(timeout=120)  # its 24 steps sent and acknowledged
+    finally:
+        for proc in (learner, actor):
+            proc.kill()
+            proc.wait()
+    out = {role: (tmp_path / f"{role}.log").read_text(errors="replace") for role in ("learner", "actor")}
+    assert learner.returncode == 0 and actor.returncode == 0, out["learner"][-3000:] + out["actor"][-3000:]
+    # (whether the actor fetched weights before its 24 steps were done depends on how fast the learner
+    # started: test_distributed.py::test_frozen_parameters_stay_home_and_must_match tests that path)
+    assert "'frames': 24" in out["actor"] and "'acked': 6" in out["actor"] and "'bad_weights': 0" in out["actor"]
+    run_dir = tmp_path / "drq_panda_seed0"
+    summary = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{24:012d}")
+    # never ahead of the data (floor(1.0 * (24 - 4 + 1))); behind an actor that is not held back
+    assert 0 < summary["counters"]["updates"] <= 21 and summary["step"] == 24
+
+
 def test_drq_preset_cpu_without_cuda_and_command_line_wins(monkeypatch, capsys):
     import drq
 

@@ -145,6 +145,26 @@ class RunConfig:
     progress: bool = True
 
 
+ROLES = ("local", "learner", "actor")
+
+
+@dataclass
+class ActorLearnerConfig:
+    """Where the actor and the learner run: one machine, or two linked by ZeroMQ + CURVE
+    (``torchrl_serl.training.distributed``; docs/distributed.md)."""
+
+    role: str = "local"
+    """``local`` (actor process + learner here), ``learner`` (GPU box) or ``actor`` (robot PC)."""
+    host: str = "127.0.0.1"
+    """Learner address: where the actor connects; where the learner listens (``0.0.0.0``: all)."""
+    port: int = 29550
+    secret_file: str = ""
+    """File holding the link's shared secret (``python -m torchrl_serl.security`` makes one); empty:
+    ``$TORCHRL_SERL_SECRET``; neither: ``--host`` must be loopback."""
+    timeout_s: float = 10.0
+    """Deadline of every call the actor makes across the link."""
+
+
 def _leaf_fields(config: Any, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
     """Flatten a dataclass instance into ``(dotted_name, type, default, doc)`` rows.
 

@@ -382,6 +382,19 @@ class LearnerLink:
             batches.append(self._inbox.popleft())
         return batches
 
+    @property
+    def pending(self) -> int:
+        """Acknowledged batches not taken yet."""
+        return len(self._inbox)
+
+    def drain(self, timeout_s: float = 0.0) -> list[TensorDict]:
+        """:meth:`pull`, waiting up to ``timeout_s`` for a first batch (the interface of
+        :class:`~torchrl_serl.training.background_collector.BackgroundCollector`)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._inbox and time.monotonic() < deadline and self._failure is None:
+            time.sleep(0.005)
+        return self.pull()
+
     def actors_seen_within(self, seconds: float) -> int:
         """Actors heard from in the last ``seconds`` (any message of theirs counts)."""
         now = time.monotonic()
@@ -674,6 +687,8 @@ class RemoteActor:
         seed: environment seed.
         image_codec: ``"png"`` (lossless) or ``"jpeg"``: the cameras travel compressed, each
             distinct frame once (see :class:`ActorLink`); ``None``: raw.
+        postproc: applied to each batch before it is sent (e.g. dropping what the actor computed
+            only to act, such as cached trunk features the learner computes itself).
 
     ``stats`` counts ``frames``, batches ``acked`` by the learner, ``dropped`` from a full backlog,
     ``rejected`` by the learner as malformed, ``link_errors``, ``weight_updates`` and ``bad_weights``,
@@ -697,6 +712,7 @@ class RemoteActor:
         exploration_type: ExplorationType = ExplorationType.RANDOM,
         seed: int | None = None,
         image_codec: str | None = None,
+        postproc: Callable[[TensorDictBase], TensorDictBase] | None = None,
     ):
         if frames_per_batch < 1:
             raise ValueError(f"frames_per_batch must be >= 1, got {frames_per_batch}.")
@@ -718,6 +734,7 @@ class RemoteActor:
             exploration_type=exploration_type,
             track_policy_version=True,
             auto_register_policy_transforms=False,
+            postproc=postproc,
         )
         self.collector.policy_version_tracker.version = -1
         self._backlog: collections.deque[tuple[int, TensorDictBase]] = collections.deque(maxlen=max_backlog)
