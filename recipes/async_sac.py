@@ -35,7 +35,7 @@ from functools import partial
 from torchrl_serl.data.replay_factory import make_replay_buffer, transitions
 from torchrl_serl.training.agent_factory import make_sac_agent
 from torchrl_serl.training.background_collector import BackgroundCollector
-from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer
 from torchrl_serl.training.config import (
     ROLES,
     ActorLearnerConfig,
@@ -45,7 +45,7 @@ from torchrl_serl.training.config import (
     config_to_dict,
     parse_config,
 )
-from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor
+from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor, act_until_stopped
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 from torchrl_serl.security import load_secret
@@ -170,15 +170,7 @@ def run_actor(cfg: Config, agent, secret: bytes | None) -> None:
         frames_per_batch=cfg.frames_per_batch, timeout_s=cfg.timeout_s,
         init_random_frames=cfg.random_steps, seed=cfg.seed,
     )
-    with terminate_as_interrupt():
-        try:
-            stats = actor.run(
-                total_frames=cfg.total_steps,
-                on_batch=lambda s: print(s, flush=True) if s["frames"] % 1000 < cfg.frames_per_batch else None,
-            )
-        except KeyboardInterrupt:
-            stats = actor.stats
-    print(f"actor done: {stats}", flush=True)
+    act_until_stopped(actor, cfg.total_steps)
 
 
 def main(argv=None) -> None:

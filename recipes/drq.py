@@ -72,7 +72,7 @@ from torchrl_serl.modules.encoders.cached_features import feature_key
 from torchrl_serl.optim import make_optimizer
 from torchrl_serl.training.agent_factory import make_drq_agent, make_trunk_features
 from torchrl_serl.security import load_secret
-from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum, terminate_as_interrupt
+from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
 from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.config import (
     ROLES,
@@ -86,7 +86,7 @@ from torchrl_serl.training.config import (
     config_to_dict,
 )
 from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp_from_env
-from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor
+from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor, act_until_stopped
 from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.frame_codec import CODECS
@@ -451,15 +451,7 @@ def run_remote_actor(cfg: Config, agent, env_seed: int, keys) -> None:
         seed=env_seed, image_codec=None if cfg.image_codec == "none" else cfg.image_codec,
         postproc=(lambda b: b.exclude(*dropped, *[("next", k) for k in dropped])) if dropped else None,
     )
-    with terminate_as_interrupt():
-        try:
-            stats = actor.run(
-                total_frames=cfg.total_steps,
-                on_batch=lambda s: print(s, flush=True) if s["frames"] % 1000 < cfg.frames_per_batch else None,
-            )
-        except KeyboardInterrupt:
-            stats = actor.stats
-    print(f"actor done: {stats}", flush=True)
+    act_until_stopped(actor, cfg.total_steps)
 
 
 def _make_actor_env(env_cfg: EnvConfig, robot_cfg: RobotConfig | None, trunk_features, intervention: str,

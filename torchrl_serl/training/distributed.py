@@ -719,6 +719,7 @@ class RemoteActor:
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}.")
         self.link = ActorLink(host, port, timeout_s, secret=secret, image_codec=image_codec)
+        self.frames_per_batch = frames_per_batch
         self.policy = policy
         self.reconnect_every_s = reconnect_every_s
         self.weights_poll_s = weights_poll_s
@@ -873,3 +874,21 @@ class RemoteActor:
     def stop(self) -> None:
         """Stops acting; :meth:`run` then hands the backlog over (for at most twice ``timeout_s``) and returns."""
         self._stop_acting.set()
+
+
+def act_until_stopped(actor: RemoteActor, total_frames: int, report_every: int = 1000) -> dict:
+    """The ``--role actor`` main loop: :meth:`RemoteActor.run` until ``total_frames``, Ctrl-C or
+    SIGTERM, printing the stats about every ``report_every`` frames and at the end; returns them."""
+    from torchrl_serl.training.checkpoint import terminate_as_interrupt
+
+    frames_per_batch = actor.frames_per_batch
+    with terminate_as_interrupt():
+        try:
+            stats = actor.run(
+                total_frames=total_frames,
+                on_batch=lambda s: print(s, flush=True) if s["frames"] % report_every < frames_per_batch else None,
+            )
+        except KeyboardInterrupt:
+            stats = actor.stats
+    print(f"actor done: {stats}", flush=True)
+    return stats
