@@ -698,3 +698,32 @@ def test_frozen_parameters_stay_home_and_must_match(learners, caplog):
     assert other.stats["weights_version"] == -1 and "frozen parameters" in caplog.text
     other.stop()
 
+
+
+def test_actors_join_and_leave_while_the_learner_trains(learners):
+    """A second actor joins a running learner, the first leaves; the learner keeps taking batches
+    from whoever is there and serves both the weights it publishes."""
+    link = learners("127.0.0.1", 0, secret=SECRET)
+    policy = make_policy()
+    link.publish_weights(policy, 1)
+    taken = []
+
+    def actor(seed):
+        return _ActorThread(RemoteActor(make_env, make_policy(), host="127.0.0.1", port=link.port, secret=SECRET,
+                                        timeout_s=5.0, seed=seed))
+
+    first = actor(0)
+    first.wait(lambda s: s["acked"] >= 3, "the first actor's batches")
+    second = actor(1)  # joins while the first acts
+    second.wait(lambda s: s["acked"] >= 3 and s["weights_version"] == 1, "the second actor's batches and weights")
+    assert link.actors_seen_within(60) == 2
+    taken += link.pull()
+    left = first.stop()  # leaves; the learner goes on with the second
+    link.publish_weights(policy, 2)
+    acked = second.stats["acked"]
+    second.wait(lambda s: s["acked"] >= acked + 3 and s["weights_version"] == 2, "the second actor carrying on")
+    taken += link.pull()
+    stayed = second.stop()
+    taken += link.pull(max_batches=10**9)
+    # every acknowledged batch of both reached the learner
+    assert sum(b.numel() for b in taken) == 10 * (left["acked"] + stayed["acked"])
