@@ -138,6 +138,10 @@ class Config(RunConfig, ActorLearnerConfig):
     """Hidden widths of the grasp critic's head (HIL-SERL: 128, 128)."""
     grasp_penalty: float = 0.02
     """Charged to the grasp critic's reward per gripper toggle (HIL-SERL: 0.02)."""
+    push_every: int = 1
+    """Learner steps between weight pushes to the actor (the newest weights go out after each learner
+    round once this many steps were made; SERL publishes every 50). Across machines each push is the
+    policy's trained weights (~9.7 MB for DrQ): raise it on a slow link."""
     image_codec: str = "png"
     """How camera frames cross the link (``--role actor``): ``png`` (lossless), ``jpeg`` (quality 90)
     or ``none`` (raw); each distinct frame is sent once."""
@@ -163,6 +167,8 @@ def main(argv=None) -> None:
         raise ValueError(f"--image_codec must be one of none, {', '.join(CODECS)}; got {cfg.image_codec!r}")
     if cfg.role != "local" and (cfg.ddp or cfg.actors > 1 or cfg.grasp_critic):
         raise ValueError(f"--role {cfg.role}: one actor and one learner process (no --ddp, --actors or --grasp_critic)")
+    if cfg.push_every < 1:
+        raise ValueError(f"--push_every must be >= 1, got {cfg.push_every}")
     if cfg.actors < 1:
         raise ValueError(f"--actors must be >= 1, got {cfg.actors}")
     if cfg.actors > 1 and (cfg.robot.real or cfg.intervention != "none"):
@@ -388,7 +394,7 @@ def main(argv=None) -> None:
                         if stop.requested:
                             break
                         learner_step()
-                    if run.updates > pushed_updates:
+                    if run.updates >= pushed_updates + cfg.push_every:
                         push_weights()
                         pushed_updates = run.updates
                     if governed:

@@ -205,6 +205,7 @@ def test_drq_learner_and_actor_roles_send_compressed_frames(tmp_path, demos):
     tiny[tiny.index("--frames_per_batch") + 1] = "4"
     args = [sys.executable, str(RECIPES / "drq.py"), "--logdir", tmp_path, "--port", port, "--timeout_s", 10,
             "--total_steps", 24, "--checkpoint_every", 24, "--drq.feature_views", 2, "--demos", demos / "pixels",
+            "--push_every", 2,
             *tiny]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "TORCHRL_SERL_SECRET": "a-shared-secret-of-enough-length"}
     logs = [(tmp_path / f"{role}.log").open("wb") for role in ("learner", "actor")]
