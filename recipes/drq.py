@@ -325,7 +325,7 @@ def main(argv=None) -> None:
         tracker = EpisodeTracker()
         train_metrics: dict[str, float] = {}
         pushed_updates = run.updates  # the learner's weights the actor has
-        steps_per_push = max(1, math.ceil(cfg.frames_per_batch * cfg.updates_per_step))
+        steps_per_round = max(1, math.ceil(cfg.frames_per_batch * cfg.updates_per_step))  # a batch's worth
 
         def learner_step() -> None:
             nonlocal train_metrics
@@ -389,8 +389,8 @@ def main(argv=None) -> None:
                                 learner_step()
                         periodic_work()
                     # a real arm or a remote actor: train while behind the ratio, a batch's worth of learner
-                    # steps at most between two weight pushes (the learner may fall behind, never ahead)
-                    for _ in range(min(run.updates_owed(cfg.updates_per_step, cfg.training_starts), steps_per_push)):
+                    # steps at most before taking the actor's batches again (may fall behind, never ahead)
+                    for _ in range(min(run.updates_owed(cfg.updates_per_step, cfg.training_starts), steps_per_round)):
                         if stop.requested:
                             break
                         learner_step()

@@ -79,24 +79,25 @@ def test_compressed_batches_cross_the_link_exactly():
         link.close()
 
 
-def _tamper(frames: dict, key: str, **entry) -> dict:
-    return {**frames, "front": {**frames["front"], key: entry["value"]}}
+def _tamper(frames: dict, key: str, value) -> dict:
+    """``frames`` with the front camera's ``key`` replaced by ``value``."""
+    return {**frames, "front": {**frames["front"], key: value}}
 
 
 def _corrupt_body(frames: dict) -> dict:
     raw = frames["front"]["bytes"].clone()
     raw[40:int(frames["front"]["lengths"][0]) - 4] = 7  # the PNG header intact, its image data not
-    return _tamper(frames, "bytes", value=raw)
+    return _tamper(frames, "bytes", raw)
 
 
 @pytest.mark.parametrize("what, tamper, match", [
     ("a frame that does not decode", _corrupt_body, "do not decode"),
-    ("a corrupt frame", lambda f: _tamper(f, "bytes", value=torch.full_like(f["front"]["bytes"], 7)), "declares size None"),
-    ("lengths that do not add up", lambda f: _tamper(f, "lengths", value=f["front"]["lengths"] + 1), "do not add up"),
-    ("an index out of range", lambda f: _tamper(f, "next", value=f["front"]["next"] + 100), "out of range"),
-    ("too many frames", lambda f: _tamper(f, "lengths", value=torch.ones(100, dtype=torch.int64)), "100 frames"),
-    ("an unknown codec", lambda f: _tamper(f, "codec", value="gif"), "unknown codec"),
-    ("a float index", lambda f: _tamper(f, "obs", value=f["front"]["obs"].float()), "not a 1-D torch.int64"),
+    ("a corrupt frame", lambda f: _tamper(f, "bytes", torch.full_like(f["front"]["bytes"], 7)), "declares size None"),
+    ("lengths that do not add up", lambda f: _tamper(f, "lengths", f["front"]["lengths"] + 1), "do not add up"),
+    ("an index out of range", lambda f: _tamper(f, "next", f["front"]["next"] + 100), "out of range"),
+    ("too many frames", lambda f: _tamper(f, "lengths", torch.ones(100, dtype=torch.int64)), "100 frames"),
+    ("an unknown codec", lambda f: _tamper(f, "codec", "gif"), "unknown codec"),
+    ("a float index", lambda f: _tamper(f, "obs", f["front"]["obs"].float()), "not a 1-D torch.int64"),
 ])
 def test_malformed_frames_are_refused(what, tamper, match):
     rest, frames = compress_frames(pixel_batch().to_dict(), "png")

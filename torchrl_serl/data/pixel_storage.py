@@ -32,6 +32,18 @@ def _next(key: NestedKey) -> tuple:
     return ("next", *((key,) if isinstance(key, str) else key))
 
 
+def next_is_following_frame(frames: torch.Tensor, next_frames: torch.Tensor) -> torch.Tensor:
+    """bool ``[T]``: where step ``t``'s next frame is step ``t + 1``'s frame (consecutive steps of
+    one trajectory, so the frame needs storing or sending once); False at the last step.
+
+    Args:
+        frames, next_frames: ``[T, ...]`` one camera's frames (or features) and next frames.
+    """
+    follows = torch.zeros(frames.shape[0], dtype=torch.bool)
+    follows[:-1] = (frames[1:] == next_frames[:-1]).flatten(1).all(1)
+    return follows
+
+
 class FrameDedupStorage(LazyMemmapStorage):
     """``LazyMemmapStorage`` whose ``get`` rebuilds ``("next", cam)`` from row ``i + 1`` (mod capacity).
 
@@ -175,7 +187,7 @@ class FrameDedupReplayBuffer(TensorDictReplayBuffer):
         breaks = data.get(("next", "done")).reshape(data.shape[0], -1).any(-1)
         for key in self.pixel_keys:
             frames, next_frames = data.get(key), data.get(_next(key))
-            breaks[:-1] |= ~(frames[1:] == next_frames[:-1]).flatten(1).all(1)
+            breaks[:-1] |= ~next_is_following_frame(frames, next_frames)[:-1]
         ends = breaks.nonzero().squeeze(-1).tolist()
         if not ends or ends[-1] != data.shape[0] - 1:
             ends.append(data.shape[0] - 1)

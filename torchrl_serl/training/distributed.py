@@ -66,6 +66,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase, ExplorationType
 from zmq.utils.monitor import recv_monitor_message
 
+from .checkpoint import terminate_as_interrupt
 from .frame_codec import CODECS, FrameCodecError, compress_frames, decompress_frames
 from ..security import CurveServerAuth, curve_client_options, load_secret, require_secret_off_loopback
 
@@ -879,8 +880,6 @@ class RemoteActor:
 def act_until_stopped(actor: RemoteActor, total_frames: int, report_every: int = 1000) -> dict:
     """The ``--role actor`` main loop: :meth:`RemoteActor.run` until ``total_frames``, Ctrl-C or
     SIGTERM, printing the stats about every ``report_every`` frames and at the end; returns them."""
-    from torchrl_serl.training.checkpoint import terminate_as_interrupt
-
     frames_per_batch = actor.frames_per_batch
     with terminate_as_interrupt():
         try:

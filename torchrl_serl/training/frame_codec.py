@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png
 
+from torchrl_serl.data.pixel_storage import next_is_following_frame
+
 CODECS = ("png", "jpeg")
 JPEG_QUALITY = 90
 MAX_SIDE = 4096  # the largest frame side decoded when the expected shape is not known
@@ -56,8 +58,8 @@ def compress_frames(data: dict, codec: str = "png") -> tuple[dict, dict]:
         steps = obs.shape[0]
         distinct = list(obs.unbind(0))
         next_index = []
-        for t in range(steps):
-            if t + 1 < steps and torch.equal(nxt[t], obs[t + 1]):
+        for t, follows in enumerate(next_is_following_frame(obs, nxt).tolist()):
+            if follows:
                 next_index.append(t + 1)  # the frame the next step observes: sent once
             else:  # the last step, or an episode ended here (the next observation is a reset)
                 next_index.append(len(distinct))

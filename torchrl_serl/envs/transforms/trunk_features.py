@@ -10,6 +10,7 @@ from torch import nn
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Transform
 
+from torchrl_serl.data.pixel_storage import next_is_following_frame
 from torchrl_serl.modules.encoders.cached_features import encode_views, feature_key
 
 
@@ -89,8 +90,7 @@ class TrunkFeatures(Transform):
                 for i in range(0, t, chunk)
             ])
             next_feats = torch.empty_like(feats)
-            same = torch.zeros(t, dtype=torch.bool)
-            same[:-1] = (next_frames[:-1] == frames[1:]).flatten(1).all(1)
+            same = next_is_following_frame(frames, next_frames)
             next_feats[:-1][same[:-1]] = feats[1:][same[:-1]]
             other = (~same).nonzero().squeeze(-1)
             for i in range(0, other.numel(), chunk):
