@@ -15,12 +15,12 @@ for seed in "$@"; do
         # pixels, 2-core CPU: the recipes' CPU preset (pretrained trunk, 2 cached views, 20 scripted demos)
         drq_panda_cpu) python recipes/drq.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
         drq_piper_cpu) python recipes/drq.py --env.task piper --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
-        # state: SERL's defaults (UTD 8), without and with 20 scripted demos
-        sac_state_nodemo) python recipes/sac_state_sim.py --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
+        # state: SERL's defaults (UTD 8), without and with 20 scripted demos; compiled learner (same math)
+        sac_state_nodemo) python recipes/sac_state_sim.py --compile true --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         sac_state_demos)
             demos="runs/results/demos_panda_state"
             [ -d "$demos" ] || python recipes/record_demos.py --out "$demos" --episodes 20
-            python recipes/sac_state_sim.py --demos "$demos" --total_steps 30000 --eval_every 2500 --eval_episodes 20 "${common[@]}" ;;
+            python recipes/sac_state_sim.py --compile true --demos "$demos" --total_steps 15000 --eval_every 2500 --eval_episodes 20 "${common[@]}" ;;
         *) echo "unknown curve set $set_name" >&2; exit 2 ;;
     esac
 done
