@@ -29,6 +29,7 @@ def make_drq_networks(
     num_critics: int = 10,
     hidden: Sequence[int] = (256, 256),
     channels_last: bool = False,
+    trunk_bf16: bool = False,
     actor_kwargs: dict | None = None,
 ) -> tuple[ProbabilisticActor, TensorDictModuleBase, MultiCameraEncoder]:
     """SERL's DrQ networks, ready for :class:`~torchrl_serl.objectives.drq.DrQLoss`.
@@ -44,7 +45,7 @@ def make_drq_networks(
         proprio_dim: state vector size (pixel tasks: 7).
         action_dim: ``A`` (4).
         proprio_key, encoder, pretrained_path, trust_pickle, freeze_trunk, share_trunk, pooling,
-            bottleneck_dim, channels_last: the encoder's, see
+            bottleneck_dim, channels_last, trunk_bf16: the encoder's, see
             :func:`~torchrl_serl.modules.pixel_encoder.make_pixel_encoder`.
         num_critics: ensemble size (SERL: 10).
         hidden: MLP widths of actor and critic (256, 256).
@@ -55,6 +56,7 @@ def make_drq_networks(
         camera_keys, image_size, encoder=encoder, pretrained_path=pretrained_path, trust_pickle=trust_pickle,
         freeze_trunk=freeze_trunk, share_trunk=share_trunk, pooling=pooling, bottleneck_dim=bottleneck_dim,
         proprio_key=proprio_key, proprio_dim=proprio_dim, channels_last=channels_last,
+        trunk_bf16=trunk_bf16,
     )
     emb = enc.out_features
     actor = make_sac_actor(emb, action_dim, hidden=hidden, in_keys=("embedding",), **(actor_kwargs or {}))

@@ -13,14 +13,18 @@ from torchrl_serl.modules.encoders import MobileNetV3SmallEncoder, MultiCameraEn
 ENCODERS = ("resnet10", "small", "mobilenet")
 
 
-def make_trunk(encoder: str, channels_last: bool = False) -> nn.Module:
-    """One camera trunk by name: ``"resnet10"`` (SERL's pretrained trunk), ``"small"`` or ``"mobilenet"``."""
+def make_trunk(encoder: str, channels_last: bool = False, bf16: bool = False) -> nn.Module:
+    """One camera trunk by name: ``"resnet10"`` (SERL's pretrained trunk), ``"small"`` or ``"mobilenet"``.
+    ``bf16``: the frozen trunk computes in bfloat16 (``"small"`` is trained: use the learner's ``bf16``)."""
     if encoder == "resnet10":
-        return resnet10(channels_last=channels_last)
+        return resnet10(channels_last=channels_last, bf16=bf16)
     if encoder == "small":
+        if bf16:
+            raise ValueError("encoder='small' is trained with the critic: trunk bf16 is for a frozen trunk; "
+                             "the learner's bf16 option covers a trained one")
         return SmallConvEncoder()
     if encoder == "mobilenet":
-        return MobileNetV3SmallEncoder(channels_last=channels_last)
+        return MobileNetV3SmallEncoder(channels_last=channels_last, bf16=bf16)
     raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
 
 
@@ -38,6 +42,7 @@ def make_pixel_encoder(
     proprio_key: str | None = "observation",
     proprio_dim: int = 7,
     channels_last: bool = False,
+    trunk_bf16: bool = False,
 ) -> MultiCameraEncoder:
     """A :class:`~torchrl_serl.modules.encoders.MultiCameraEncoder` reading uint8 ``[*B, 3, H, W]``
     images (and the state under ``proprio_key``), writing ``embedding`` ``[*B, E]``.
@@ -57,6 +62,7 @@ def make_pixel_encoder(
         proprio_key: state key appended to the embedding; ``None`` for images only (SERL's classifiers).
         proprio_dim: state vector size (pixel tasks: 7).
         channels_last: channels-last convolutions in the trunk.
+        trunk_bf16: the frozen trunk computes in bfloat16 autocast (features within ~1% of float32).
     """
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {ENCODERS}")
@@ -66,9 +72,9 @@ def make_pixel_encoder(
             raise ValueError("encoder='small' is trained from scratch; pretrained_path must be None")
     camera_keys = tuple(camera_keys)
     if share_trunk:
-        trunk = make_trunk(encoder, channels_last)
+        trunk = make_trunk(encoder, channels_last, trunk_bf16)
     else:
-        trunk = {k: make_trunk(encoder, channels_last) for k in camera_keys}
+        trunk = {k: make_trunk(encoder, channels_last, trunk_bf16) for k in camera_keys}
     pixel_encoder = MultiCameraEncoder(
         trunk,
         camera_keys=camera_keys,

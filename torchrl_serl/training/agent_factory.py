@@ -117,6 +117,8 @@ def make_drq_agent(
         trust_pickle=cfg.trust_pickle,
         num_critics=cfg.num_critics,
         hidden=cfg.hidden,
+        channels_last=cfg.channels_last,
+        trunk_bf16=cfg.trunk_bf16,
         actor_kwargs={"device": device},
     )
     actor, critic, encoder = actor.to(device), critic.to(device), encoder.to(device)

@@ -91,3 +91,25 @@ def test_channels_last_trunk_gives_the_same_features():
     expected = trunk(x)
     trunk.channels_last = True
     torch.testing.assert_close(trunk(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [resnet10, MobileNetV3SmallEncoder], ids=["resnet10", "mobilenet"])
+def test_bf16_trunk_gives_float32_features_close_to_float32(make):
+    torch.manual_seed(0)
+    trunk = make().eval()
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = trunk(x)
+        trunk.bf16 = True
+        got = trunk(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    rel = ((got - expected).norm() / expected.norm()).item()
+    assert 1e-5 < rel < 0.03, rel  # it did compute in bf16, and stayed within a few percent
+
+
+def test_trunk_bf16_is_for_frozen_trunks_only():
+    from torchrl_serl.modules.pixel_encoder import make_trunk
+
+    assert make_trunk("resnet10", channels_last=True, bf16=True).bf16
+    with pytest.raises(ValueError, match="trained"):
+        make_trunk("small", bf16=True)

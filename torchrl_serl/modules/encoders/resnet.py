@@ -7,6 +7,7 @@ features, and the same image normalisation (ImageNet mean/std). Channels first.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -94,6 +95,8 @@ class ResNetEncoder(nn.Module):
         num_filters: width of the first stage (doubles each stage).
         num_groups: GroupNorm groups (SERL: 4).
         channels_last: run convolutions in channels-last memory format (faster on most CPUs/GPUs).
+        bf16: run the trunk under bfloat16 autocast and return float32 features: ~2x faster on a
+            CPU with AVX-512 BF16, features within ~1% of float32's (an option for a frozen trunk).
     """
 
     def __init__(
@@ -102,11 +105,13 @@ class ResNetEncoder(nn.Module):
         num_filters: int = 64,
         num_groups: int = 4,
         channels_last: bool = False,
+        bf16: bool = False,
     ):
         super().__init__()
         if any(s < 1 for s in stage_sizes):
             raise ValueError(f"stage_sizes must be positive, got {tuple(stage_sizes)}")
         self.channels_last = channels_last
+        self.bf16 = bf16
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.conv_init = nn.Conv2d(3, num_filters, 7, stride=2, padding=3, bias=False)
@@ -122,6 +127,8 @@ class ResNetEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.out_channels = in_ch
         self.stage_sizes = tuple(stage_sizes)
+        if channels_last:  # the weights too: a channels-first weight is reordered at every call
+            self.to(memory_format=torch.channels_last)
 
     def output_shape(self, image_size: int) -> tuple[int, int, int]:
         """``(C, H, W)`` of the feature map for square ``image_size`` inputs."""
@@ -134,13 +141,21 @@ class ResNetEncoder(nn.Module):
         x = images_to_float(images, self.mean, self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = F.relu(self.norm_init(self.conv_init(x)))
-        top, bottom = _same_pads(x.shape[-2], 3, 2)
-        left, right = _same_pads(x.shape[-1], 3, 2)
-        x = F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), 3, 2)
-        return self.blocks(x)
+        with bf16_autocast(x.device.type, self.bf16):
+            x = F.relu(self.norm_init(self.conv_init(x)))
+            top, bottom = _same_pads(x.shape[-2], 3, 2)
+            left, right = _same_pads(x.shape[-1], 3, 2)
+            x = F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), 3, 2)
+            x = self.blocks(x)
+        return x.float() if self.bf16 else x
 
 
-def resnet10(num_filters: int = 64, channels_last: bool = False) -> ResNetEncoder:
+def bf16_autocast(device_type: str, enabled: bool):
+    """``torch.autocast`` to bfloat16 when ``enabled``; a no-op context otherwise (an enclosing
+    autocast, such as the learner's ``--bf16``, still applies)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def resnet10(num_filters: int = 64, channels_last: bool = False, bf16: bool = False) -> ResNetEncoder:
     """SERL's ``resnetv1-10`` trunk: 4.9 M parameters, ``[N, 512, 4, 4]`` features for 128x128 images."""
-    return ResNetEncoder((1, 1, 1, 1), num_filters=num_filters, channels_last=channels_last)
+    return ResNetEncoder((1, 1, 1, 1), num_filters=num_filters, channels_last=channels_last, bf16=bf16)
