@@ -12,7 +12,8 @@ more than the data allows, and pushes fresh weights every ``push_every`` learner
 - ``learner`` / ``actor``: the two halves on different machines (GPU box / robot PC), linked by
   ZeroMQ on the learner's ``--port``, authenticated and encrypted (CURVE) by one shared secret
   (``--secret_file`` or ``$TORCHRL_SERL_SECRET``; without one, loopback only). The actor survives
-  learner restarts (it keeps acting with its last weights and reconnects); the learner survives
+  learner restarts (it holds once the learner has been silent for ``--max_learner_silence_s``,
+  reconnects, and acts on with the new learner's weights); the learner survives
   actor crashes and checkpoints its state (``--resume`` continues after a restart). The actor is
   not held back (a real arm runs at its control rate; a simulated one runs free), so a learner
   slower than it falls behind the ratio.
@@ -168,7 +169,7 @@ def run_actor(cfg: Config, agent, secret: bytes | None) -> None:
     actor = RemoteActor(
         partial(make_sim_env, cfg.env, cfg.seed), agent.actor, host=cfg.host, port=cfg.port, secret=secret,
         frames_per_batch=cfg.frames_per_batch, timeout_s=cfg.timeout_s,
-        init_random_frames=cfg.random_steps, seed=cfg.seed,
+        init_random_frames=cfg.random_steps, seed=cfg.seed, max_learner_silence_s=cfg.max_learner_silence_s or None,
     )
     act_until_stopped(actor, cfg.total_steps)
 

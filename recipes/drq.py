@@ -444,7 +444,8 @@ def parse_with_preset(argv=None) -> Config:
 def run_remote_actor(cfg: Config, agent, env_seed: int, keys) -> None:
     """``--role actor``: the env or the arm, its cameras, the intervention device and the policy in
     this process, sending its steps to the learner at ``--host``, with the frames compressed
-    (``--image_codec``); it acts on with its last weights while the learner is away and reconnects."""
+    (``--image_codec``); it reconnects when the learner is away, and holds (no new action) once the
+    learner has been silent for ``--max_learner_silence_s``."""
     cached = cfg.drq.feature_views > 0
     features = make_trunk_features(agent, cfg.drq, env_seed) if cached else None
     # the learner encodes the frames itself: the features the actor acts on do not travel
@@ -456,6 +457,7 @@ def run_remote_actor(cfg: Config, agent, env_seed: int, keys) -> None:
         frames_per_batch=cfg.frames_per_batch, timeout_s=cfg.timeout_s, init_random_frames=cfg.random_steps,
         seed=env_seed, image_codec=None if cfg.image_codec == "none" else cfg.image_codec,
         postproc=(lambda b: b.exclude(*dropped, *[("next", k) for k in dropped])) if dropped else None,
+        max_learner_silence_s=cfg.max_learner_silence_s or None,
     )
     act_until_stopped(actor, cfg.total_steps)
 

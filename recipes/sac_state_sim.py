@@ -16,6 +16,7 @@ and on Ctrl-C / SIGTERM; ``--resume`` continues the newest valid checkpoint.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from torchrl_serl.data.replay_factory import make_demo_replay_buffer, make_replay_buffer, online_size, transitions
@@ -43,6 +44,7 @@ class Config(RunConfig):
 
 def main(argv=None) -> None:
     cfg = parse_config(Config, argv, description=__doc__)
+    start_time = time.perf_counter()
     exp_name = cfg.exp_name or f"sac_state_sim_seed{cfg.seed}"
     seed_everything(cfg.seed)
 
@@ -100,14 +102,15 @@ def main(argv=None) -> None:
                     run.updates += 1
                     collector.update_policy_weights_()
 
+                minutes = (time.perf_counter() - start_time) / 60  # wall clock of this process
                 if run.due(cfg.log_every):
                     logger.log({**train_metrics, "train/updates": run.updates,
-                                "train/buffer_size": online_size(buffer)}, run.step)
+                                "train/buffer_size": online_size(buffer), "time/minutes": minutes}, run.step)
                     logger.progress(run.step)
                 if run.due(cfg.eval_every):
                     video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
                     metrics = evaluate(eval_env, agent.actor, cfg.eval_episodes, video_path=video)
-                    logger.log(metrics, run.step)
+                    logger.log({**metrics, "time/minutes": minutes}, run.step)
                     logger.progress(run.step, eval_success=metrics["eval/success_rate"])
                 if run.due(cfg.checkpoint_every):
                     run.save(checkpointer)

@@ -19,7 +19,7 @@ from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.envs import GymEnv
+from torchrl.envs import GymEnv, Transform, TransformedEnv
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal
 
 from torchrl_serl.security import SECRET_ENV, curve_client_options
@@ -101,8 +101,15 @@ def learner_main(port, stats_path, first_version):
 def actor_main(port, stats_path):
     torch.set_num_threads(1)
     actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, secret=SECRET, timeout_s=1.0,
-                        reconnect_every_s=0.2, frames_per_batch=10, seed=0)
-    actor.run(on_batch=lambda stats: _write_json(stats_path, stats) if stats["frames"] % 50 == 0 else None)
+                        reconnect_every_s=0.2, frames_per_batch=10, seed=0, max_learner_silence_s=2.0)
+
+    def report():  # also while the actor holds, when no batch comes
+        while True:
+            _write_json(stats_path, actor.stats)
+            time.sleep(0.05)
+
+    threading.Thread(target=report, daemon=True).start()
+    actor.run()
 
 
 def _free_port() -> int:
@@ -207,21 +214,24 @@ def test_learner_restart_and_actor_crash(procs, tmp_path):
     _wait(learner_stats, lambda s: s["received"] >= 200 and max(s["versions_seen"]) >= 1, 300,
           "transitions acted with the learner's weights")
 
-    # learner restart: kill it, the actor keeps acting with its last weights
+    # learner restart: kill it; after max_learner_silence_s the actor holds (no new env step)
     learner.kill()
     learner.join(10)
-    acted = _wait(actor_stats, lambda s: True, 30, "actor stats")["frames"]
-    _wait(actor_stats, lambda s: s["frames"] >= acted + 200 and s["link_errors"] > 0, 60,
-          "the actor to keep acting while the learner is down")
+    held = _wait(actor_stats, lambda s: s["holding"] and s["link_errors"] > 0, 60,
+                 "the actor to hold while the learner is down")
+    later = _wait(actor_stats, lambda s: s["link_errors"] >= held["link_errors"] + 3, 60, "more failed calls")
+    assert later["holding"] and later["frames"] == held["frames"] and later["holds"] == 1
     assert actor.is_alive()
     # a new learner (new session, versions from 10_000) on the same port: the actor reconnects,
-    # flushes what it collected meanwhile, and acts with the new learner's weights
+    # flushes what it collected before holding, and acts on with the new learner's weights
     os.remove(learner_stats)
     learner = procs(learner_main, port, str(learner_stats), 10_000)
     stats = _wait(learner_stats, lambda s: max(s["versions_seen"], default=-1) > 10_000, 300,
                   "frames acted with the restarted learner's weights")
     assert stats["received"] >= 200  # the backlog kept while the learner was down arrived
     assert actor.is_alive()
+    resumed = _wait(actor_stats, lambda s: s["frames"] > held["frames"] and not s["holding"], 60, "acting on")
+    assert resumed["holds"] == 1 and resumed["held_s"] > 0
 
     # actor crash: the learner keeps its buffer, optimizer and version, and serves a new actor
     actor.kill()
@@ -289,10 +299,10 @@ def test_a_wrong_secret_is_refused(learners, monkeypatch, caplog, learner_secret
     link = learners("127.0.0.1", 0, secret=learner_secret)
     link.publish_weights(make_policy(), 3)
     actor = _ActorThread(RemoteActor(make_env, make_policy(), host="127.0.0.1", port=link.port, secret=actor_secret,
-                                     timeout_s=1.0, reconnect_every_s=0.1, seed=0))
+                                     timeout_s=1.0, reconnect_every_s=0.1, seed=0, max_learner_silence_s=1.0))
     with caplog.at_level("WARNING", logger="torchrl_serl.training.distributed"):
-        # the actor keeps acting, its calls fail, and the learner refuses its handshakes
-        actor.wait(lambda s: s["link_errors"] >= 2 and s["frames"] >= 100, "refused calls")
+        # its calls fail, the learner refuses its handshakes, and the unanswered actor holds
+        actor.wait(lambda s: s["link_errors"] >= 2 and s["holding"], "refused calls and a hold")
         _wait_until(lambda: link.stats["refused_handshakes"] >= 2, f"refused handshakes: {link.stats}")
         stats = actor.stop()
     # no transition reached the learner, no weights reached the actor
@@ -412,7 +422,7 @@ def test_acknowledged_batches_are_neither_lost_nor_kept_twice(learners):
     port = first.port
     first = learners("127.0.0.1", port, secret=SECRET)
     actor = _ActorThread(RemoteActor(make_env, make_policy(), host="127.0.0.1", port=port, secret=SECRET,
-                                     timeout_s=1.0, reconnect_every_s=0.1, seed=0))
+                                     timeout_s=1.0, reconnect_every_s=0.1, seed=0, max_learner_silence_s=None))
     actor.wait(lambda s: s["acked"] >= 20, "acknowledged batches")
     first.close()
     pulled = first.pull()
@@ -614,6 +624,61 @@ def test_learner_checks_batches_against_a_transition_example(learners):
     assert pusher.push(example, 1)
     assert len(link.pull()) == 1 and link.stats["dropped"] == 1
     pusher.close()
+
+
+class _CountSteps(Transform):
+    """Counts the steps and resets that reach the env it wraps."""
+
+    def __init__(self, counts: dict):
+        super().__init__()
+        self.counts = counts
+
+    def _step(self, tensordict, next_tensordict):
+        self.counts["steps"] += 1
+        return next_tensordict
+
+    def _reset(self, tensordict, tensordict_reset):
+        self.counts["resets"] += 1
+        return tensordict_reset
+
+
+def test_actor_holds_while_the_learner_is_silent_and_acts_on_when_it_answers(learners, caplog):
+    """No env step or reset (no arm motion) once the learner has been silent for
+    max_learner_silence_s; acting resumes when a learner answers on the same port."""
+    link = learners("127.0.0.1", 0, secret=SECRET)
+    port = link.port
+    link.publish_weights(make_policy(), 1)
+    counts = {"steps": 0, "resets": 0}
+    actor = _ActorThread(RemoteActor(lambda: TransformedEnv(make_env(), _CountSteps(counts)), make_policy(),
+                                     host="127.0.0.1", port=port, secret=SECRET, timeout_s=0.5,
+                                     reconnect_every_s=0.05, seed=0, max_learner_silence_s=0.5))
+    with caplog.at_level("WARNING", logger="torchrl_serl.training.distributed"):
+        actor.wait(lambda s: s["acked"] >= 3 and s["weights_version"] == 1, "acting with the learner's weights")
+        link.close()  # the learner goes away
+        actor.wait(lambda s: s["holding"], "the actor to hold")
+        held = dict(counts)
+        errors = actor.stats["link_errors"]
+        actor.wait(lambda s: s["link_errors"] >= errors + 3, "more unanswered calls")
+        assert counts == held and actor.stats["holding"] and actor.stats["holds"] == 1
+        assert "holding, no new actions" in caplog.text
+
+        second = learners("127.0.0.1", port, secret=SECRET)
+        second.publish_weights(make_policy(), 2)
+        actor.wait(lambda s: not s["holding"] and s["weights_version"] == 2, "the new learner's weights")
+        acked = actor.stats["acked"]
+        actor.wait(lambda s: s["acked"] >= acked + 3, "acting on with the new learner")
+        assert counts["steps"] > held["steps"] and "answers again" in caplog.text
+
+        second.close()  # and a stop while holding ends the run at once
+        actor.wait(lambda s: s["holding"], "a second hold")
+    stats = actor.stop()
+    assert stats["holds"] == 2 and not stats["holding"] and stats["held_s"] > 0
+
+
+def test_learner_silence_limit_is_checked():
+    with pytest.raises(ValueError, match="max_learner_silence_s"):
+        RemoteActor(make_env, make_policy(), host="127.0.0.1", port=_free_port(), secret=SECRET,
+                    max_learner_silence_s=0)
 
 
 def test_actor_keeps_its_weights_when_the_learner_serves_bad_ones(learners, caplog):

@@ -63,7 +63,7 @@ import zmq
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
-from torchrl.envs import EnvBase, ExplorationType
+from torchrl.envs import EnvBase, ExplorationType, Transform
 from zmq.utils.monitor import recv_monitor_message
 
 from .checkpoint import terminate_as_interrupt
@@ -669,6 +669,12 @@ class RemoteActor:
     A batch leaves the backlog when the learner acknowledges it; while the learner is away the
     backlog fills, and beyond ``max_backlog`` the oldest unacknowledged batch is dropped (counted).
 
+    An arm never moves on for long without its learner: once the learner has not answered for
+    ``max_learner_silence_s`` (it crashed, restarts, the network is down, it refuses this actor's
+    secret), the actor takes no new env step or reset (a real arm holds its last target) until the
+    learner answers again, then acts on from the same observation. Stale-policy motion is bounded
+    by ``max_learner_silence_s`` plus one control step. The hold covers random actions too.
+
     Args:
         create_env_fn: returns the environment (the robot or its simulation).
         policy: module with the learner's architecture; its weights are replaced as they arrive.
@@ -690,10 +696,15 @@ class RemoteActor:
             distinct frame once (see :class:`ActorLink`); ``None``: raw.
         postproc: applied to each batch before it is sent (e.g. dropping what the actor computed
             only to act, such as cached trunk features the learner computes itself).
+        max_learner_silence_s: longest time without an answer from the learner before the actor
+            holds (above); the clock starts when :meth:`run` starts. ``None``: act on regardless
+            (a simulation that should keep collecting).
 
     ``stats`` counts ``frames``, batches ``acked`` by the learner, ``dropped`` from a full backlog,
-    ``rejected`` by the learner as malformed, ``link_errors``, ``weight_updates`` and ``bad_weights``,
-    and holds the ``weights_version`` acted with and the link's ``bytes_sent``/``bytes_received``.
+    ``rejected`` by the learner as malformed, ``link_errors``, ``weight_updates``, ``bad_weights``
+    and ``holds`` (times the actor held for a silent learner), and holds the ``weights_version``
+    acted with, ``holding`` (holding now), ``held_s`` (seconds held in all) and the link's
+    ``bytes_sent``/``bytes_received``.
     """
 
     def __init__(
@@ -714,9 +725,15 @@ class RemoteActor:
         seed: int | None = None,
         image_codec: str | None = None,
         postproc: Callable[[TensorDictBase], TensorDictBase] | None = None,
+        max_learner_silence_s: float | None = 5.0,
     ):
         if frames_per_batch < 1:
             raise ValueError(f"frames_per_batch must be >= 1, got {frames_per_batch}.")
+        if max_learner_silence_s is not None and not max_learner_silence_s > 0:
+            raise ValueError(f"max_learner_silence_s must be > 0 (None: never hold), got {max_learner_silence_s}")
+        self.max_learner_silence_s = max_learner_silence_s
+        self._last_answer = math.inf  # no hold before run() (the collector resets the env once when built)
+        self._answered = threading.Event()
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}.")
         self.link = ActorLink(host, port, timeout_s, secret=secret, image_codec=image_codec)
@@ -727,6 +744,8 @@ class RemoteActor:
         env = create_env_fn()
         if seed is not None:
             env.set_seed(seed)
+        if max_learner_silence_s is not None:
+            env = env.append_transform(_HoldWhileLearnerSilent(self._hold_while_learner_silent))
         self.collector = Collector(
             env,
             policy,
@@ -752,6 +771,7 @@ class RemoteActor:
         self.stats = {
             "frames": 0, "acked": 0, "dropped": 0, "rejected": 0, "link_errors": 0, "weights_version": -1,
             "weight_updates": 0, "bad_weights": 0, "bytes_sent": 0, "bytes_received": 0,
+            "holds": 0, "holding": False, "held_s": 0.0,
         }
 
     def _service_link(self) -> None:
@@ -785,6 +805,8 @@ class RemoteActor:
                 elif due:
                     polled = time.monotonic()
                     self.link.heartbeat()
+                self._last_answer = time.monotonic()  # every call above was answered
+                self._answered.set()
                 self._stop_link.wait(0.05 if learner_busy else 0.01)
             except LinkError as err:
                 self.stats["link_errors"] += 1
@@ -824,6 +846,28 @@ class RemoteActor:
         with self._lock:
             self._pending = (version, state)
 
+    def _hold_while_learner_silent(self) -> None:
+        """Called before every env step and reset: returns at once while the learner answers;
+        otherwise waits (no new action reaches the env) until it answers again or :meth:`stop`."""
+        silent = time.monotonic() - self._last_answer
+        if silent <= self.max_learner_silence_s:
+            return
+        self.stats["holds"] += 1
+        self.stats["holding"] = True
+        logger.warning("no answer from the learner for %.1f s (limit %.1f s): holding, no new actions until it "
+                       "answers", silent, self.max_learner_silence_s)
+        start = time.monotonic()
+        try:
+            while time.monotonic() - self._last_answer > self.max_learner_silence_s:
+                if self._stop_acting.is_set():
+                    raise _StoppedWhileHolding
+                self._answered.wait(0.05)
+                self._answered.clear()
+        finally:
+            self.stats["holding"] = False
+            self.stats["held_s"] += time.monotonic() - start
+        logger.warning("the learner answers again after %.1f s on hold: acting on", time.monotonic() - start)
+
     def _apply_pending_weights(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
@@ -838,7 +882,20 @@ class RemoteActor:
     def run(self, total_frames: int = -1, on_batch: Callable[[dict], None] | None = None) -> dict:
         """Acts until ``total_frames`` (-1: until :meth:`stop`); returns the counters in ``stats``."""
         thread = threading.Thread(target=self._service_link, daemon=True, name="serl-actor-link")
+        self._last_answer = time.monotonic()
         thread.start()
+        try:
+            self._act(total_frames, on_batch)
+            self._drain(thread)
+            self._raise_link_failure()
+        finally:
+            self._stop_acting.set()
+            self._stop_link.set()
+            thread.join(timeout=self.link.timeout_s + self.reconnect_every_s + 1)
+            self.collector.shutdown()
+        return self.stats
+
+    def _act(self, total_frames: int, on_batch: Callable[[dict], None] | None) -> None:
         try:
             for batch in self.collector:
                 with self._lock:
@@ -853,14 +910,8 @@ class RemoteActor:
                 self._raise_link_failure()
                 if self._stop_acting.is_set() or 0 <= total_frames <= self.stats["frames"]:
                     break
-            self._drain(thread)
-            self._raise_link_failure()
-        finally:
-            self._stop_acting.set()
-            self._stop_link.set()
-            thread.join(timeout=self.link.timeout_s + self.reconnect_every_s + 1)
-            self.collector.shutdown()
-        return self.stats
+        except _StoppedWhileHolding:
+            pass  # stop() while holding: the partial batch is dropped, the backlog still goes out
 
     def _raise_link_failure(self) -> None:
         if self._link_failure is not None:
@@ -875,6 +926,26 @@ class RemoteActor:
     def stop(self) -> None:
         """Stops acting; :meth:`run` then hands the backlog over (for at most twice ``timeout_s``) and returns."""
         self._stop_acting.set()
+
+
+class _StoppedWhileHolding(Exception):
+    """:meth:`RemoteActor.stop` while the actor held for a silent learner."""
+
+
+class _HoldWhileLearnerSilent(Transform):
+    """Calls ``hold()`` before every step and reset of the env it wraps (:class:`RemoteActor`'s gate)."""
+
+    def __init__(self, hold: Callable[[], None]):
+        super().__init__()
+        self._hold = hold
+
+    def _inv_call(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._hold()
+        return tensordict
+
+    def _reset_env_preprocess(self, tensordict: TensorDictBase | None) -> TensorDictBase | None:
+        self._hold()
+        return tensordict
 
 
 def act_until_stopped(actor: RemoteActor, total_frames: int, report_every: int = 1000) -> dict:
