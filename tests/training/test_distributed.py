@@ -595,7 +595,7 @@ def test_learner_refuses_bad_batches_and_keeps_serving(learners, tmp_path, caplo
     assert "refused a transition batch" in caplog.text
 
     # after the first good batch, a batch must match its keys, dtypes and shapes, and be finite
-    batch = good[0]
+    batch = good[0].exclude("collector")  # what the actor sent; the learner adds its actor number
     nan_reward = batch.clone()
     nan_reward["next", "reward"][3] = float("nan")
     # one row on the wire, 10**10 rows (terabytes) once copied into the buffer
@@ -607,7 +607,7 @@ def test_learner_refuses_bad_batches_and_keeps_serving(learners, tmp_path, caplo
             pusher.push(bad, seq)
     assert pusher.push(batch, 100)
     pulled = link.pull()
-    assert len(pulled) == 1 and (pulled[0] == batch).all()
+    assert len(pulled) == 1 and (pulled[0].exclude("collector") == batch).all()
     assert link.stats["dropped"] == 9 and link.stats["received"] == 6
     pusher.close()
 
@@ -790,5 +790,21 @@ def test_actors_join_and_leave_while_the_learner_trains(learners):
     taken += link.pull()
     stayed = second.stop()
     taken += link.pull(max_batches=10**9)
-    # every acknowledged batch of both reached the learner
+    # every acknowledged batch of both reached the learner, marked with its actor's number
     assert sum(b.numel() for b in taken) == 10 * (left["acked"] + stayed["acked"])
+    numbers = [int(b["collector", "traj_ids"][0]) for b in taken]
+    assert all((b["collector", "traj_ids"] == n).all() for b, n in zip(taken, numbers))
+    assert numbers.count(0) == left["acked"] and numbers.count(1) == stayed["acked"]
+
+
+def test_frozen_digest_ignores_the_memory_format():
+    """A channels-last trunk (1x1 convolutions included) has the digest of its channels-first twin."""
+    from torchrl_serl.training.distributed import frozen_digest
+
+    torch.manual_seed(0)
+    first = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)).requires_grad_(False)
+    second = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)).requires_grad_(False)
+    second.load_state_dict(first.state_dict())
+    second.to(memory_format=torch.channels_last)
+    assert second[1].weight.stride(-1) != 1
+    assert frozen_digest(first) == frozen_digest(second) != ""

@@ -72,6 +72,8 @@ from ..security import CurveServerAuth, curve_client_options, load_secret, requi
 
 # The version of the weights that produced each transition (TorchRL's ``track_policy_version``).
 POLICY_VERSION_KEY = ("next", "policy_version")
+# the learner's number for the actor a pulled batch came from (EpisodeTracker's trajectory key)
+ACTOR_KEY = ("collector", "traj_ids")
 # Keys every batch a RemoteActor pushes carries, and the learner reads.
 REQUIRED_TRANSITION_KEYS = ("action", ("next", "reward"), ("next", "done"), ("next", "terminated"), POLICY_VERSION_KEY)
 PROTOCOL = b"torchrl-serl-link/1"
@@ -254,8 +256,9 @@ def frozen_digest(policy: nn.Module) -> str:
         return ""
     digest = hashlib.sha256()
     for name, value in sorted((k, v) for k, v in policy.state_dict().items() if k in frozen):
-        value = value.detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{list(value.shape)}".encode())
+        # flat, in logical order: the same digest whatever the memory format (channels-last trunks)
+        value = value.detach().cpu().contiguous().reshape(-1)
         digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
@@ -333,7 +336,9 @@ class LearnerLink:
                       "refused_handshakes": 0}
         self._inbox = collections.deque()
         self._max_inbox = int(max_inbox)
-        self._actors: collections.OrderedDict[bytes, list] = collections.OrderedDict()  # id -> [last seq, last heard]
+        # actor id -> [last seq, last heard, actor number]
+        self._actors: collections.OrderedDict[bytes, list] = collections.OrderedDict()
+        self._actors_numbered = 0
         self._actors_lock = threading.Lock()
         self._weights = (b"", b"")  # (tag, payload) the actors fetch
         self._frozen: tuple[nn.Module, str] | None = None  # (policy, frozen_digest) of the last publication
@@ -372,6 +377,9 @@ class LearnerLink:
 
     def pull(self, max_batches: int = 1000) -> list[TensorDict]:
         """Takes up to ``max_batches`` acknowledged transition batches, oldest first (non-blocking).
+        Each carries its actor's number (0, 1, ... in order of first contact) under
+        ``("collector", "traj_ids")``: one actor's batches are its env's consecutive steps, so an
+        :class:`~torchrl_serl.training.logging.EpisodeTracker` follows each actor's episodes.
 
         Raises:
             LinkError: the link's thread failed (a bug; it is logged): no actor is heard any more.
@@ -400,7 +408,7 @@ class LearnerLink:
         """Actors heard from in the last ``seconds`` (any message of theirs counts)."""
         now = time.monotonic()
         with self._actors_lock:
-            return sum(now - heard <= seconds for _, heard in self._actors.values())
+            return sum(now - heard <= seconds for _, heard, _ in self._actors.values())
 
     def close(self) -> None:
         """Stops answering (the actors keep acting and retry); :meth:`pull` still returns what was
@@ -476,7 +484,10 @@ class LearnerLink:
 
     def _heard(self, actor_id: bytes) -> list:
         with self._actors_lock:
-            entry = self._actors.setdefault(actor_id, [-1, 0.0])
+            entry = self._actors.get(actor_id)
+            if entry is None:
+                entry = self._actors[actor_id] = [-1, 0.0, self._actors_numbered]
+                self._actors_numbered += 1
             entry[1] = time.monotonic()
             self._actors.move_to_end(actor_id)
             if len(self._actors) > MAX_ACTORS:
@@ -499,6 +510,8 @@ class LearnerLink:
         if self._schema is None:
             self._schema = _td_schema(batch)
         entry[0] = seq
+        # which actor's stream (an EpisodeTracker follows each); "collector" keys are never stored
+        batch.set(ACTOR_KEY, torch.full(batch.shape, entry[2], dtype=torch.int64))
         self._inbox.append(batch)
         self.stats["received"] += 1
         return [OK, b""]
