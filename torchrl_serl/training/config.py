@@ -90,7 +90,7 @@ class DrQConfig(SACConfig):
     """Channels-last convolutions in the trunk (the same math; faster on CPUs and GPUs)."""
     trunk_bf16: bool = False
     """The frozen trunk computes in bfloat16 wherever it runs (acting, encoding frames, the exact
-    path's learner): ~2x faster on a CPU with AVX-512 BF16, features within ~1% of float32's.
+    path's learner): ~2x faster on a CPU with AVX-512 BF16, features within about 1 percent of float32's.
     An option that changes SERL's numbers; see docs/results.md."""
 
 
@@ -292,7 +292,8 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
             # only the options given on the command line override the dataclass defaults
             default=argparse.SUPPRESS,
             metavar=_type_name(tp).upper(),
-            help=f"{doc} (default: {shown})" if doc else f"(default: {shown})",
+            # argparse %-formats help strings: a literal % in a docstring must not break --help
+            help=(f"{doc} (default: {shown})" if doc else f"(default: {shown})").replace("%", "%%"),
         )
     return parser
 
