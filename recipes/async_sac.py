@@ -46,7 +46,13 @@ from torchrl_serl.training.config import (
     config_to_dict,
     parse_config,
 )
-from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor, act_until_stopped
+from torchrl_serl.training.distributed import (
+    POLICY_VERSION_KEY,
+    LearnerLink,
+    RemoteActor,
+    act_until_stopped,
+    weights_dtype_named,
+)
 from torchrl_serl.training.env_factory import make_sim_env
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 from torchrl_serl.security import load_secret
@@ -186,7 +192,9 @@ def main(argv=None) -> None:
         raise ValueError(f"--device applies to the learner role only; role {cfg.role!r} runs on cpu, got {cfg.device!r}")
     secret = None if cfg.role == "local" else load_secret(secret_file=cfg.secret_file or None)
     # the learner binds before anything else is built: a refused address or a taken port fails at once
-    link = LearnerLink(cfg.host, cfg.port, secret=secret) if cfg.role == "learner" else None
+    link = None
+    if cfg.role == "learner":
+        link = LearnerLink(cfg.host, cfg.port, secret=secret, weights_dtype=weights_dtype_named(cfg.weights_dtype))
     seed_everything(cfg.seed)
     probe = make_sim_env(cfg.env, cfg.seed)
     obs_dim, action_dim = probe.observation_spec["observation"].shape[-1], probe.action_spec.shape[-1]

@@ -86,7 +86,13 @@ from torchrl_serl.training.config import (
     config_to_dict,
 )
 from torchrl_serl.training.ddp import DDPSACUpdater, init_ddp_from_env
-from torchrl_serl.training.distributed import POLICY_VERSION_KEY, LearnerLink, RemoteActor, act_until_stopped
+from torchrl_serl.training.distributed import (
+    POLICY_VERSION_KEY,
+    LearnerLink,
+    RemoteActor,
+    act_until_stopped,
+    weights_dtype_named,
+)
 from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.frame_codec import CODECS
@@ -208,7 +214,8 @@ def main(argv=None) -> None:
 
         link = None
         if cfg.role == "learner":  # bound first: a taken port fails at once
-            link = LearnerLink(cfg.host, cfg.port, secret=load_secret(secret_file=cfg.secret_file or None))
+            link = LearnerLink(cfg.host, cfg.port, secret=load_secret(secret_file=cfg.secret_file or None),
+                               weights_dtype=weights_dtype_named(cfg.weights_dtype))
             stack.callback(link.close)
         # the env's specs (the learner role: the simulated twin's, the arm is on the actor's machine),
         # then the agent (a cached-feature env needs the agent's frozen trunk); the actor builds its own env

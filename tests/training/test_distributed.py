@@ -808,3 +808,32 @@ def test_frozen_digest_ignores_the_memory_format():
     second.to(memory_format=torch.channels_last)
     assert second[1].weight.stride(-1) != 1
     assert frozen_digest(first) == frozen_digest(second) != ""
+
+
+def test_bfloat16_weights_on_the_wire(learners):
+    """weights_dtype=bfloat16: about half the bytes; the actor acts with the rounded float32 weights."""
+    from torchrl_serl.training.distributed import trained_state, weights_dtype_named, weights_from_bytes
+
+    policy = make_policy()
+    full = learners("127.0.0.1", 0, secret=SECRET)
+    half = learners("127.0.0.1", 0, secret=SECRET, weights_dtype=weights_dtype_named("bfloat16"))
+    big = nn.Linear(512, 512)  # 1 MB of float32: the archive's own bytes do not count
+    full.publish_weights(big, 1)
+    half.publish_weights(big, 1)
+    assert len(half._weights[1]) < 0.52 * len(full._weights[1])
+    half.publish_weights(policy, 1)
+    like = trained_state(make_policy())
+    _, version, state = weights_from_bytes(half._weights[1], like)
+    assert version == 1
+    for name, value in trained_state(policy).items():
+        assert state[name].dtype == torch.float32
+        torch.testing.assert_close(state[name], value.bfloat16().float())  # rounded, nothing else
+    with pytest.raises(ValueError, match="weights_dtype"):
+        weights_dtype_named("float16")
+    with pytest.raises(ValueError, match="weights_dtype"):
+        LearnerLink("127.0.0.1", 0, secret=SECRET, weights_dtype=torch.float16)
+    # an actor takes them like any weights
+    actor = RemoteActor(make_env, make_policy(), host="127.0.0.1", port=half.port, secret=SECRET, seed=0)
+    assert actor.run(total_frames=30)["weights_version"] == 1
+    for name, value in actor.policy.state_dict().items():
+        torch.testing.assert_close(value, policy.state_dict()[name].bfloat16().float())

@@ -169,6 +169,9 @@ class ActorLearnerConfig:
     ``$TORCHRL_SERL_SECRET``; neither: ``--host`` must be loopback."""
     timeout_s: float = 10.0
     """Deadline of every call the actor makes across the link."""
+    weights_dtype: str = "float32"
+    """``--role learner``: ``bfloat16`` sends the weights rounded to bfloat16, half the bytes; the
+    actors then act with the rounded weights."""
     max_learner_silence_s: float = 5.0
     """``--role actor``: once the learner has not answered for this long, take no new step or reset
     (a real arm holds its last target) until it answers again; 0: never hold (simulation only)."""

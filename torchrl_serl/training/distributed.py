@@ -267,7 +267,8 @@ def weights_from_bytes(data: bytes, like: Mapping[str, torch.Tensor],
                        frozen: str | None = None) -> tuple[str, int, dict[str, torch.Tensor]]:
     """``(session, version, state_dict)`` of a weights payload; raises :class:`BadPayload` unless
     the state has exactly ``like``'s keys, shapes and dtypes (``like``: the actor's own
-    :func:`trained_state`) and finite values, and (with ``frozen``, the actor's :func:`frozen_digest`)
+    :func:`trained_state`; bfloat16 for float32 is accepted and cast back, see ``LearnerLink``'s
+    ``weights_dtype``) and finite values, and (with ``frozen``, the actor's :func:`frozen_digest`)
     the learner's frozen parameters are the actor's."""
     payload = _loads(data, {"session", "version", "state", "frozen"})
     session, version, state = payload["session"], payload["version"], payload["state"]
@@ -280,13 +281,26 @@ def weights_from_bytes(data: bytes, like: Mapping[str, torch.Tensor],
     if not isinstance(state, dict) or set(state) != set(like):
         found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
         raise BadPayload(f"state must hold the policy's {len(like)} entries, got {found}")
-    for name, value in state.items():
+    for name, value in list(state.items()):
         _check_tensor(name, value, len(data))
-        if value.shape != like[name].shape or value.dtype != like[name].dtype:
+        rounded = value.dtype == torch.bfloat16 and like[name].dtype == torch.float32
+        if value.shape != like[name].shape or (value.dtype != like[name].dtype and not rounded):
             raise BadPayload(
                 f"{name!r} is {value.dtype}{list(value.shape)}, the policy has {like[name].dtype}{list(like[name].shape)}"
             )
+        if rounded:
+            state[name] = value.float()
     return session, version, state
+
+
+WEIGHTS_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+
+
+def weights_dtype_named(name: str) -> torch.dtype | None:
+    """``LearnerLink``'s ``weights_dtype`` from its name (``--weights_dtype``)."""
+    if name not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {name!r}")
+    return WEIGHTS_DTYPES[name]
 
 
 class LearnerLink:
@@ -307,6 +321,9 @@ class LearnerLink:
         max_message_bytes: a larger message frame disconnects its sender (ZMQ_MAXMSGSIZE). Actors
             learn it when they connect and refuse to send a larger batch themselves.
         max_inbox: accepted batches held for :meth:`pull`; beyond it actors are told to retry later.
+        weights_dtype: ``torch.bfloat16`` publishes the float32 weights rounded to bfloat16, half
+            the bytes (DrQ: 4.9 instead of 9.7 MB per publication); the actors act with the rounded
+            weights (8 mantissa bits: ~0.4% relative). ``None``: as they are.
 
     ``stats`` counts the batches ``received`` (acknowledged), ``duplicates`` (resent after a lost
     acknowledgement, acknowledged again, kept once), ``dropped`` (refused as malformed, with
@@ -320,11 +337,14 @@ class LearnerLink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 29550, *, secret: str | bytes | None = None,
                  transition_example: TensorDictBase | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 max_inbox: int = 1000):
+                 max_inbox: int = 1000, weights_dtype: torch.dtype | None = None):
         endpoint, ipv6 = _endpoint(host, port)
         if max_message_bytes < 1024 or max_inbox < 1:
             raise ValueError(f"max_message_bytes must be >= 1024 and max_inbox >= 1, got {max_message_bytes} "
                              f"and {max_inbox}.")
+        if weights_dtype not in (None, torch.bfloat16):
+            raise ValueError(f"weights_dtype must be None or torch.bfloat16, got {weights_dtype!r}")
+        self.weights_dtype = weights_dtype
         secret = load_secret(secret)
         require_secret_off_loopback(endpoint, secret, refused="let actors connect on", **_NO_SECRET_RULE)
         self.session = uuid.uuid4().hex
@@ -370,6 +390,8 @@ class LearnerLink:
         """Makes ``policy``'s weights the ones the actors fetch next, tagged ``version``: all but its
         frozen parameters (:func:`trained_state`)."""
         state = trained_state(policy)
+        if self.weights_dtype is not None:
+            state = {k: v.to(self.weights_dtype) if v.dtype == torch.float32 else v for k, v in state.items()}
         if self._frozen is None or self._frozen[0] is not policy:  # frozen: computed once per policy
             self._frozen = (policy, frozen_digest(policy))
         payload = _dumps({"session": self.session, "version": int(version), "state": state, "frozen": self._frozen[1]})
