@@ -91,7 +91,7 @@ class DrQConfig(SACConfig):
     trunk_bf16: bool = False
     """The frozen trunk computes in bfloat16 wherever it runs (acting, encoding frames, the exact
     path's learner): ~2x faster on a CPU with AVX-512 BF16, features within about 1 percent of float32's.
-    An option that changes SERL's numbers; see docs/results.md."""
+    An option that changes SERL's numbers, not yet shown not to hurt learning (benchmarks/README.md)."""
 
 
 @dataclass

@@ -433,8 +433,8 @@ class LearnerLink:
             return sum(now - heard <= seconds for _, heard, _ in self._actors.values())
 
     def close(self) -> None:
-        """Stops answering (the actors keep acting and retry); :meth:`pull` still returns what was
-        acknowledged. Idempotent."""
+        """Stops answering (the actors retry, and hold after their ``max_learner_silence_s``);
+        :meth:`pull` still returns what was acknowledged. Idempotent."""
         if self._stop.is_set():
             return
         self._stop.set()
