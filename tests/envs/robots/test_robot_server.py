@@ -126,9 +126,18 @@ def _raw_client(endpoint, secret=None, curve=None, ctx=None):
 
 
 def _ask(sock, request, timeout_s=2.0):
+    """The server's answer, or ``None`` if there is none within ``timeout_s``. The send has the
+    same deadline: once the server refused a client's handshake the REQ socket has no peer, and a
+    plain send would block forever."""
     import json
 
-    sock.send(json.dumps(request).encode() if isinstance(request, dict) else request)
+    import zmq
+
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
+    try:
+        sock.send(json.dumps(request).encode() if isinstance(request, dict) else request)
+    except zmq.Again:
+        return None
     return json.loads(sock.recv()) if sock.poll(int(timeout_s * 1000)) else None
 
 
