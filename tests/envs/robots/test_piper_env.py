@@ -1,6 +1,8 @@
 """PiperEnv end to end: the real piper-sdk on python-can's virtual bus against the CAN double."""
+import gc
 import struct
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -175,4 +177,33 @@ def test_piper_env_learned_classifier_reward(piper_double, can_channel):
         assert bool(td["success"]) and not bool(td["terminated"]) and not bool(td["done"]), "SERL-sim style: no stop"
         assert "logit" not in td.keys(), "the classifier's output does not leak into the env's tensordict"
     finally:
+        env.close()
+
+
+def test_piper_env_reset_collects_and_freezes_the_heap(piper_double, can_channel):
+    """A full garbage collection (~0.3 s with torch loaded) runs in reset, not mid-episode."""
+    from torchrl_serl.envs.robots.arm_env import PiperEnv
+
+    class Node:
+        pass
+
+    env = PiperEnv(can_channel, bustype="virtual", cameras={"front": TestPatternCamera(seed=0)}, seed=0,
+                   max_episode_steps=3)
+    gc.disable()  # only the env may collect during this test
+    try:
+        gc.unfreeze()
+        node = Node()
+        node.me = node  # a reference cycle: only the cyclic collector frees it
+        garbage = weakref.ref(node)
+        del node
+        assert garbage() is not None
+        env.reset()
+        assert garbage() is None, "reset did not run a full collection"
+        assert gc.get_freeze_count() > 0, "reset did not freeze the surviving objects"
+        frozen = gc.get_freeze_count()
+        env.rand_step(env.reset())
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.enable()
+        gc.unfreeze()
         env.close()

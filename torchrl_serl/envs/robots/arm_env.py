@@ -7,6 +7,7 @@ gripper (0 open, 1 closed); one uint8 ``[3, H, W]`` image per camera (``front``,
 from __future__ import annotations
 
 import collections
+import gc
 import threading
 import time
 
@@ -33,7 +34,9 @@ class RealArmEnv(EnvBase):
     tracked target, update the gripper, then sleep to the next control tick and read state and
     cameras. Any arm error or lost link stops the arm and raises
     ``RobotError``/``RobotConnectionError``; a ``Watchdog`` stops the arm when steps stop coming;
-    Ctrl-C during a step stops the arm.
+    Ctrl-C during a step stops the arm. ``reset`` runs Python's full garbage collection once the
+    arm holds its start pose and freezes the survivors (``gc.freeze``), so that no ~0.3 s full
+    collection falls inside the episode's control loop.
 
     After any exception inside ``reset``/``step`` (arm error, lost link, Ctrl-C) the arm is
     stopped and the watchdog disarmed, and ``step`` refuses with ``RuntimeError`` until
@@ -217,6 +220,13 @@ class RealArmEnv(EnvBase):
         noise[:2] = self._rng.uniform(-self.reset_noise_m, self.reset_noise_m, size=2)  # SERL: xy only
         start = np.clip(home_pos + noise, self.safety.box_low_m, self.safety.box_high_m)
         self.arm.move_to_cartesian_pose(start, self.home_quat)
+        # Python's full garbage collections take ~0.3 s in a process with torch and TorchRL loaded
+        # (~400k objects) and came mid-episode every ~50 s, stalling the control loop by as much.
+        # Run one here, where the arm holds still, and freeze what survives: the automatic
+        # collections of the episode then only scan the objects it creates.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         if set_phase is not None:
             set_phase("task")
         self._state = self._read_state()
