@@ -97,6 +97,7 @@ from torchrl_serl.training.env_factory import make_env, make_intervention_source
 from torchrl_serl.training.evaluation import evaluate
 from torchrl_serl.training.frame_codec import CODECS
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
+from torchrl_serl.training.process_priority import raise_process_niceness
 from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
@@ -148,6 +149,11 @@ class Config(RunConfig, ActorLearnerConfig):
     """Learner steps between weight pushes to the actor (the newest weights go out after each learner
     round once this many steps were made; SERL publishes every 50). Across machines each push is the
     policy's trained weights (~9.7 MB for DrQ): raise it on a slow link."""
+    learner_nice: int = 10
+    """Real arm with the learner on the same machine (``--role local``): once the actor process
+    runs, the learner process raises its niceness to this (0-19), so the arm's control loop gets a
+    core first whenever both want one (docs/distributed.md, control timing); 0: off. Simulation
+    ignores it."""
     image_codec: str = "png"
     """How camera frames cross the link (``--role actor``): ``png`` (lossless), ``jpeg`` (quality 90)
     or ``none`` (raw); each distinct frame is sent once."""
@@ -175,6 +181,8 @@ def main(argv=None) -> None:
         raise ValueError(f"--role {cfg.role}: one actor and one learner process (no --ddp, --actors or --grasp_critic)")
     if cfg.push_every < 1:
         raise ValueError(f"--push_every must be >= 1, got {cfg.push_every}")
+    if not 0 <= cfg.learner_nice <= 19:
+        raise ValueError(f"--learner_nice must be in [0, 19], got {cfg.learner_nice}")
     if cfg.actors < 1:
         raise ValueError(f"--actors must be >= 1, got {cfg.actors}")
     if cfg.actors > 1 and (cfg.robot.real or cfg.intervention != "none"):
@@ -318,6 +326,9 @@ def main(argv=None) -> None:
                 create_env_kwargs={"keys": keys},
             )
             stack.callback(actor.shutdown)
+            if cfg.robot.real and cfg.learner_nice:
+                niceness = raise_process_niceness(cfg.learner_nice)
+                print(f"learner process at niceness {niceness}: the arm's control loop gets a core first", flush=True)
             stored_online = stored
             push_weights = actor.update_policy_weights_
         if governed:

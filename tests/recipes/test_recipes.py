@@ -191,6 +191,11 @@ def test_drq_several_actors_only_in_simulation(tmp_path):
         run("drq", "--actors", 2, "--robot.real", "true", "--robot.address", "can0", "--logdir", tmp_path, *TINY_DRQ)
 
 
+def test_drq_learner_niceness_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--learner_nice"):
+        run("drq", "--learner_nice", 20, "--logdir", tmp_path, *TINY_DRQ)
+
+
 def test_drq_learner_and_actor_roles_send_compressed_frames(tmp_path, demos):
     """``--role learner`` / ``--role actor`` on one machine through the authenticated link: the actor
     sends PNG frames (no features), the learner encodes them with its frozen trunk, mixes them with

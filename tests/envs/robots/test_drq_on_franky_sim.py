@@ -73,6 +73,10 @@ def test_learner_trains_beside_the_arm_and_a_killed_learner_stops_the_actor(fran
         actors = [pid for pid in children(learner.pid)
                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text() and running(pid)]
         assert actors, "the arm is driven from a process of its own"
+        # the learner yields the cores to the arm's control loop (--learner_nice, default 10)
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, learner.pid) == max(ours, 10)
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in actors} == {ours}
         learner.send_signal(signal.SIGKILL)
         learner.wait()
         # TorchRL's worker sees its learner's pipe close after the batch it is collecting (2 steps)
