@@ -15,7 +15,9 @@ that ratio. Two loops:
 
 Prints the control period (time between the ends of the arm's consecutive steps of one episode,
 stamped right after the arm's tick and sensing): mean, p99, max, the share of steps later than
-110 % of the period, and the learner's achieved ratio (learner steps per env step).
+110 % of the period, and the learner's achieved ratio (learner steps per env step). Then the
+actor's part of the period (from the end of a step to the next action reaching the arm env:
+encoding, policy, collector): its median and p99, and its median over the late steps alone.
 
     python benchmarks/bench_actor_timing.py --steps 1000 --hz 10
 """
@@ -39,21 +41,32 @@ from bench_robot_loop import test_pattern_cameras  # noqa: E402
 CAMERAS = ("front", "wrist")
 EPISODE_STEPS = 100
 WALL_TIME = ("next", "wall_time_s")
+ACT_TIME = ("next", "act_wall_time_s")
 
 
 class StampWallTime(Transform):
-    """Writes the monotonic clock (system-wide, comparable across processes) at the end of each step."""
+    """Writes the monotonic clock (system-wide, comparable across processes) at the end of each step
+    (``wall_time_s``) and when its action reached the arm env (``act_wall_time_s``)."""
+
+    _act_time = float("nan")
+
+    def _inv_call(self, tensordict):
+        self._act_time = time.monotonic()
+        return tensordict
 
     def _step(self, tensordict, next_tensordict):
+        next_tensordict.set("act_wall_time_s", torch.tensor([self._act_time], dtype=torch.float64))
         return next_tensordict.set("wall_time_s", torch.tensor([time.monotonic()], dtype=torch.float64))
 
     def _reset(self, tensordict, tensordict_reset):
+        self._act_time = float("nan")
         return self._step(tensordict, tensordict_reset)
 
     def transform_observation_spec(self, observation_spec):
         from torchrl.data import Unbounded
 
-        observation_spec["wall_time_s"] = Unbounded(shape=(1,), dtype=torch.float64)
+        for key in ("wall_time_s", "act_wall_time_s"):
+            observation_spec[key] = Unbounded(shape=(1,), dtype=torch.float64)
         return observation_spec
 
 
@@ -82,9 +95,10 @@ def make_arm_env(arm: str, hz: float, franky_host: str, features, cpus: set[int]
     return TransformedEnv(env, StampWallTime()).append_transform(features)
 
 
-def make_learner():
-    """A DrQ agent (CPU preset: cached features of 2 views, bf16) and one learner step on a
-    synthetic batch of cached features."""
+def make_learner(trunk_bf16: bool = False):
+    """A DrQ agent (CPU preset: cached features of 2 views, bf16 learner; ``trunk_bf16``: the
+    frozen trunk under bfloat16 autocast) and one learner step on a synthetic batch of cached
+    features."""
     from tensordict import TensorDict
 
     from torchrl_serl.modules.encoders import resnet10
@@ -93,7 +107,7 @@ def make_learner():
     from torchrl_serl.training.config import DrQConfig
     from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
-    cfg = DrQConfig(feature_views=2)
+    cfg = DrQConfig(feature_views=2, trunk_bf16=trunk_bf16)
     agent = make_drq_agent(cfg, CAMERAS, 128, 7, 4)
     updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, cfg), agent.target_updater, cfg.utd_ratio,
                          bf16=True)
@@ -109,24 +123,21 @@ def make_learner():
     return agent, cfg, lambda: updater.update(batch)
 
 
-def periods_ms(batches) -> np.ndarray:
-    """Time between the ends of consecutive steps of one episode [ms]."""
+def periods_ms(batches) -> tuple[np.ndarray, np.ndarray]:
+    """Per step of one episode after its first [ms]: the period (time between the ends of
+    consecutive steps) and its actor part (from the end of a step to the next action reaching the
+    arm env: encoding, policy, collector; the rest is the arm's step and its sleep to the tick)."""
     stream = torch.cat(batches)
     t = stream[WALL_TIME].reshape(-1).numpy()
+    act = stream[ACT_TIME].reshape(-1).numpy()
     same_episode = ~stream["next", "done"].reshape(-1).numpy()[:-1]
-    return np.diff(t)[same_episode] * 1e3
+    return np.diff(t)[same_episode] * 1e3, (act[1:] - t[:-1])[same_episode] * 1e3
 
 
 def pin_process(cpus: set[int]) -> None:
     """Pins every thread of this process to ``cpus``."""
     for tid in os.listdir("/proc/self/task"):
         os.sched_setaffinity(int(tid), cpus)
-
-
-def renice_process(niceness: int) -> None:
-    """Sets the niceness of every thread of this process (Linux niceness is per thread)."""
-    for tid in os.listdir("/proc/self/task"):
-        os.setpriority(os.PRIO_PROCESS, int(tid), niceness)
 
 
 def run_sync(env_fn, agent, learner_step, steps: int, ratio: float):
@@ -153,9 +164,10 @@ def run_sync(env_fn, agent, learner_step, steps: int, ratio: float):
 def run_async(env_fn, agent, learner_step, steps: int, ratio: float, learner_nice: int = 0,
               learner_cpus: set[int] | None = None):
     from torchrl_serl.training.background_collector import BackgroundCollector
+    from torchrl_serl.training.process_priority import raise_process_niceness
 
     feed = BackgroundCollector.async_collector(env_fn, agent.policy, frames_per_batch=10, total_frames=-1).start()
-    renice_process(learner_nice)  # the actor process keeps the niceness it started with
+    raise_process_niceness(learner_nice)  # as drq.py's --learner_nice: the actor process keeps its niceness
     all_cpus = os.sched_getaffinity(0)
     if learner_cpus:
         pin_process(learner_cpus)
@@ -171,7 +183,6 @@ def run_async(env_fn, agent, learner_step, steps: int, ratio: float, learner_nic
                 feed.update_policy_weights_()
     finally:
         feed.shutdown()
-        renice_process(0)  # back down needs root (or CAP_SYS_NICE)
         pin_process(all_cpus)
     return batches, updates / frames
 
@@ -187,22 +198,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="the learner's torch threads")
     parser.add_argument("--pin", action="store_true",
                         help="async: the actor process on CPU 0, the learner's threads on the others")
+    parser.add_argument("--trunk-bf16", action="store_true",
+                        help="the actor's frozen trunk under bfloat16 autocast (drq.trunk_bf16)")
+    parser.add_argument("--worst", type=int, default=0, help="also print the N latest steps")
     parser.add_argument("--learner-nice", type=int, default=0,
-                        help="async: niceness the learner process takes once the actor process runs")
+                        help="async: niceness the learner process takes once the actor process runs "
+                             "(drq.py's --learner_nice; it stays for the rest of this run)")
     args = parser.parse_args()
     from functools import partial
 
     from torchrl_serl.training.agent_factory import make_trunk_features
 
     torch.set_num_threads(args.threads)
-    agent, cfg, learner_step = make_learner()
+    agent, cfg, learner_step = make_learner(args.trunk_bf16)
     learner_step()  # warm-up
     period = 1e3 / args.hz
     print(f"{args.hz:g} Hz (period {period:.0f} ms), two 128x128 cameras, DrQ policy on cached ResNet-10 features; "
-          f"learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, bf16, {args.threads} threads, "
+          f"trunk {'bf16' if args.trunk_bf16 else 'fp32'}; learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, bf16, {args.threads} threads, "
           f"{args.updates_per_step:g} learner steps per env step at most, async learner niceness +{args.learner_nice}"
           + (", actor pinned to CPU 0, learner to the rest" if args.pin else ""))
-    print(f"{'arm':<8}{'loop':<7}{'steps':>6}{'mean ms':>9}{'p99 ms':>9}{'max ms':>9}{'>110%':>8}{'ratio':>8}")
+    print(f"{'arm':<8}{'loop':<7}{'steps':>6}{'mean ms':>9}{'p99 ms':>9}{'max ms':>9}{'>110%':>8}{'ratio':>8}"
+          f"{'actor md':>9}{'actor p99':>9}{'late: md':>9}")
     franky = None
     try:
         if "franka" in args.arms:
@@ -221,10 +237,16 @@ def main() -> None:
                 else:
                     batches, achieved = run_async(env_fn, agent, learner_step, steps, args.updates_per_step,
                                                   args.learner_nice, learner_cpus)
-                p = periods_ms(batches)
-                late = np.mean(p > 1.1 * period) * 100
+                p, actor = periods_ms(batches)
+                late = p > 1.1 * period
+                actor_late = np.median(actor[late]) if late.any() else float("nan")
                 print(f"{arm:<8}{loop:<7}{len(p):>6}{p.mean():>9.1f}{np.percentile(p, 99):>9.1f}{p.max():>9.1f}"
-                      f"{late:>7.1f}%{achieved:>8.3f}", flush=True)
+                      f"{late.mean() * 100:>7.1f}%{achieved:>8.3f}{np.median(actor):>9.1f}{np.percentile(actor, 99):>9.1f}"
+                      f"{actor_late:>9.1f}", flush=True)
+                if args.worst:
+                    worst = np.argsort(p)[::-1][:args.worst]
+                    print("  worst steps (index: period ms / actor ms):",
+                          ", ".join(f"{i}: {p[i]:.0f}/{actor[i]:.0f}" for i in worst), flush=True)
     finally:
         if franky is not None:
             from franky_sim_server import stop_franky_sim
