@@ -1,3 +1,4 @@
+import gc
 import os
 
 # Headless rendering: EGL works out of the box on the CI machine kind; respect a user's choice.
@@ -15,3 +16,11 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_the_heap():
+    """A real arm's reset freezes the heap (``gc.freeze``) for its control loop; the next test gets
+    the normal garbage collector back, so what one test leaves in cycles is freed as usual."""
+    yield
+    gc.unfreeze()
