@@ -14,9 +14,9 @@ more than the data allows, and pushes fresh weights every ``push_every`` learner
   (``--secret_file`` or ``$TORCHRL_SERL_SECRET``; without one, loopback only). The actor survives
   learner restarts (it holds once the learner has been silent for ``--max_learner_silence_s``,
   reconnects, and acts on with the new learner's weights); the learner survives
-  actor crashes and checkpoints its state (``--resume`` continues after a restart). The actor is
-  not held back (a real arm runs at its control rate; a simulated one runs free), so a learner
-  slower than it falls behind the ratio.
+  actor crashes and checkpoints its state (``--resume`` continues after a restart). The
+  simulated actor is held a batch ahead of the learner here too: the learner answers its pushes
+  "busy" beyond that (``LearnerLink.hold_ahead``) and the actor waits (``RemoteActor(max_unacked)``).
 
     python recipes/async_sac.py                                    # both on this machine
     (umask 077; python -m torchrl_serl.security > ~/.torchrl_serl_secret)   # once; copy to both machines
@@ -155,9 +155,10 @@ def run_learner(cfg: Config, agent, updater, optimizers, logger: RunLogger, link
         try:
             while run.step < cfg.total_steps and not stop.requested:
                 take(link.pull())
-                # never ahead of the data; the remote actors are not held back, so behind a faster
-                # actor the learner trains without pause and logs the ratio it reaches
+                # never ahead of the data; the actors are held a batch (each) ahead of the learner's
+                # ratio: beyond it their pushes are answered busy and they wait (RemoteActor(max_unacked))
                 if not run.updates_owed(cfg.updates_per_step, cfg.training_starts):
+                    link.hold_ahead(cfg.frames_per_batch * max(1, link.actors_seen_within(5.0)))
                     time.sleep(0.01)
                     continue
                 metrics = learner_step(cfg, updater, buffer)
@@ -176,6 +177,7 @@ def run_actor(cfg: Config, agent, secret: bytes | None) -> None:
         partial(make_sim_env, cfg.env, cfg.seed), agent.actor, host=cfg.host, port=cfg.port, secret=secret,
         frames_per_batch=cfg.frames_per_batch, timeout_s=cfg.timeout_s,
         init_random_frames=cfg.random_steps, seed=cfg.seed, max_learner_silence_s=cfg.max_learner_silence_s or None,
+        max_unacked=2,  # step at the learner's pace (it acknowledges at most a batch ahead of its ratio)
     )
     act_until_stopped(actor, cfg.total_steps)
 

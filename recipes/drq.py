@@ -32,7 +32,8 @@ simulation ``--actors N`` runs N actor processes, each its own simulation, all f
 linked by ZeroMQ + CURVE on ``--port`` with a shared secret (docs/distributed.md): the actor sends
 its steps with the camera frames compressed (``--image_codec png``, each distinct frame once), the
 learner encodes them with its own frozen trunk and sends back the weights it trains (the frozen trunk
-stays on each side, checked to be the same). Interventions and the reward classifier run on the
+stays on each side, checked to be the same). A simulated remote actor is held a batch ahead of the
+learner's ratio as the local one is. Interventions and the reward classifier run on the
 actor (give the learner the same ``--intervention``: it routes them to the demo side);
 ``--resume true`` restarts the learner while the actor acts on and reconnects.
 
@@ -106,6 +107,7 @@ from torchrl_serl.training.updater import GraspCriticUpdater, SACUpdater, make_s
 CAMERAS = ("front", "wrist")
 ACTOR_SEED_STRIDE = 3_000_000  # actor i's seeds start at seed + i * stride (the eval env: + 1e6, demos: + 2e6)
 _INTERVENTIONS = ("none", "spacemouse", "keyboard")
+ACTOR_UNACKED_BATCHES = 2  # a simulated remote actor waits while this many batches wait for the learner
 
 
 @dataclass
@@ -193,8 +195,8 @@ def main(argv=None) -> None:
         raise ValueError("--ddp averages the SAC learner's gradients only: train the grasp critic without --ddp")
     exp_name = cfg.exp_name or f"drq_{cfg.env.task}{'_real' if cfg.robot.real else ''}_seed{cfg.seed}"
     cached = cfg.drq.feature_views > 0
-    # simulation on this machine: the actor is held to the learner's ratio
-    governed = not cfg.robot.real and cfg.role == "local"
+    # simulation: the actor (process, or remote through the link) is held to the learner's ratio
+    governed = not cfg.robot.real
     start_time = time.perf_counter()
 
     with ExitStack() as stack:
@@ -476,6 +478,8 @@ def run_remote_actor(cfg: Config, agent, env_seed: int, keys) -> None:
         seed=env_seed, image_codec=None if cfg.image_codec == "none" else cfg.image_codec,
         postproc=(lambda b: b.exclude(*dropped, *[("next", k) for k in dropped])) if dropped else None,
         max_learner_silence_s=cfg.max_learner_silence_s or None,
+        # simulation: step at the learner's pace (it acknowledges at most a batch ahead of its ratio)
+        max_unacked=None if cfg.robot.real else ACTOR_UNACKED_BATCHES,
     )
     act_until_stopped(actor, cfg.total_steps)
 

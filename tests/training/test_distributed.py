@@ -555,9 +555,10 @@ def test_async_sac_recipe_learner_and_actor_roles(tmp_path):
     assert (run_dir / "checkpoints" / "checkpoint-000000000200").is_dir()
     lags = [float(line.split(",")[1]) for line in (run_dir / "scalars/train/actor_policy_lag.csv").read_text().split()]
     assert lags and all(lag >= 0 for lag in lags)
-    # the learner logs the ratio it reached, never above --updates_per_step (default 1)
+    # the learner logs the ratio it reached, never above --updates_per_step (default 1); the actor,
+    # held a batch ahead of it, never leaves it more than a batch behind (151 updates owed at 200)
     ratios = [float(line.split(",")[1]) for line in (run_dir / "scalars/train/updates_per_step.csv").read_text().split()]
-    assert ratios and all(0 <= r <= 1 for r in ratios)
+    assert ratios and all(0 <= r <= 1 for r in ratios) and ratios[-1] >= 0.9, ratios
     # a restarted learner resumes its state from the checkpoint
     resumed = subprocess.run([sys.executable, RECIPE, "--role", "learner", "--resume", "true",
                               "--secret_file", str(secret_file), *args],
@@ -673,6 +674,31 @@ def test_actor_holds_while_the_learner_is_silent_and_acts_on_when_it_answers(lea
         actor.wait(lambda s: s["holding"], "a second hold")
     stats = actor.stop()
     assert stats["holds"] == 2 and not stats["holding"] and stats["held_s"] > 0
+
+
+def test_a_simulated_actor_steps_at_the_learners_pace(learners):
+    """LearnerLink.hold_ahead + RemoteActor(max_unacked): past the learner's limit its pushes are
+    answered busy and the actor takes no step; each pull and hold_ahead lets that much more through."""
+    link = learners("127.0.0.1", 0, secret=SECRET)
+    link.publish_weights(make_policy(), 1)
+    link.hold_ahead(20)
+    counts = {"steps": 0, "resets": 0}
+    actor = _ActorThread(RemoteActor(lambda: TransformedEnv(make_env(), _CountSteps(counts)), make_policy(),
+                                     host="127.0.0.1", port=link.port, secret=SECRET, frames_per_batch=10,
+                                     reconnect_every_s=0.05, seed=0, max_unacked=1))
+    # batches 1-2 accepted, batch 3 refused and kept: no step 31 until the learner takes more
+    actor.wait(lambda s: s["pacing"] and s["acked"] == 2, "the actor to wait for the learner")
+    assert counts["steps"] == 30 and link.pending == 2
+    assert sum(b.numel() for b in link.pull()) == 20
+    link.hold_ahead(10)  # batch 3 goes through, batch 4 is refused
+    actor.wait(lambda s: s["pacing"] and s["acked"] == 3, "the actor to wait again")
+    assert counts["steps"] == 40 and link.pending == 1
+    link.set_frame_limit(None)  # no limit: the actor runs free
+    actor.wait(lambda s: s["acked"] >= 8, "the actor to run on")
+    stats = actor.stop()
+    assert stats["paced_s"] > 0 and not stats["pacing"]
+    with pytest.raises(ValueError, match="max_unacked"):
+        RemoteActor(make_env, make_policy(), host="127.0.0.1", port=_free_port(), secret=SECRET, max_unacked=0)
 
 
 def test_learner_silence_limit_is_checked():

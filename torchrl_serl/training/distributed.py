@@ -55,7 +55,6 @@ import math
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -325,6 +324,11 @@ class LearnerLink:
             the bytes (DrQ: 4.9 instead of 9.7 MB per publication); the actors act with the rounded
             weights (8 mantissa bits: ~0.4% relative). ``None``: as they are.
 
+    In simulation the learner holds its actors to its update ratio with :meth:`hold_ahead` (as
+    :class:`~torchrl_serl.training.background_collector.BackgroundCollector` does its actor process):
+    beyond the limit pushes are answered busy, the actors keep their batches, and an actor with
+    ``RemoteActor(max_unacked=...)`` stops stepping until the learner takes more.
+
     ``stats`` counts the batches ``received`` (acknowledged), ``duplicates`` (resent after a lost
     acknowledgement, acknowledged again, kept once), ``dropped`` (refused as malformed, with
     ``last_drop``, the reason), ``malformed`` messages (not this protocol; no answer) and
@@ -356,6 +360,9 @@ class LearnerLink:
                       "refused_handshakes": 0}
         self._inbox = collections.deque()
         self._max_inbox = int(max_inbox)
+        self._frames = 0  # transitions accepted
+        self._drained = 0  # transitions handed out by pull()
+        self._frame_limit: int | None = None  # accepted transitions beyond which pushes are answered busy
         # actor id -> [last seq, last heard, actor number]
         self._actors: collections.OrderedDict[bytes, list] = collections.OrderedDict()
         self._actors_numbered = 0
@@ -411,7 +418,20 @@ class LearnerLink:
         batches = []
         while self._inbox and len(batches) < max_batches:
             batches.append(self._inbox.popleft())
+        self._drained += sum(b.numel() for b in batches)
         return batches
+
+    def set_frame_limit(self, frames: int | None) -> None:
+        """Accept no batch once the transitions accepted reach ``frames`` (``None``: no limit); the
+        actors' pushes are answered busy and they keep them. The last batch accepted may pass the
+        limit by its own size."""
+        self._frame_limit = None if frames is None else int(frames)
+
+    def hold_ahead(self, frames: int) -> None:
+        """Accept at most ``frames`` transitions more than :meth:`pull` has handed out: called after
+        the learner has trained on every pulled batch, it holds the actors that far ahead of the
+        learner (simulation; real arms run without a limit)."""
+        self.set_frame_limit(self._drained + frames)
 
     @property
     def pending(self) -> int:
@@ -520,6 +540,10 @@ class LearnerLink:
         if seq <= entry[0]:  # kept already: its acknowledgement was lost, the actor sent it again
             self.stats["duplicates"] += 1
             return [OK, b""]
+        limit = self._frame_limit
+        if limit is not None and self._frames >= limit:
+            return [BUSY, f"the learner holds its actors to its update ratio ({self._frames} transitions "
+                          f"taken, limit {limit})".encode()]
         if len(self._inbox) >= self._max_inbox:
             return [BUSY, f"the learner holds {len(self._inbox)} batches it has not taken yet".encode()]
         try:
@@ -534,6 +558,7 @@ class LearnerLink:
         entry[0] = seq
         # which actor's stream (an EpisodeTracker follows each); "collector" keys are never stored
         batch.set(ACTOR_KEY, torch.full(batch.shape, entry[2], dtype=torch.int64))
+        self._frames += batch.numel()
         self._inbox.append(batch)
         self.stats["received"] += 1
         return [OK, b""]
@@ -734,12 +759,17 @@ class RemoteActor:
         max_learner_silence_s: longest time without an answer from the learner before the actor
             holds (above); the clock starts when :meth:`run` starts. ``None``: act on regardless
             (a simulation that should keep collecting).
+        max_unacked: simulation paced by its learner: take no new env step while this many batches
+            wait for the learner's acknowledgement. With a learner that holds its actors to its
+            update ratio (:meth:`LearnerLink.hold_ahead`) the actor then steps at the learner's
+            pace. ``None``: never (a real arm: its control rate sets the pace, and beyond
+            ``max_backlog`` the oldest batches are dropped).
 
     ``stats`` counts ``frames``, batches ``acked`` by the learner, ``dropped`` from a full backlog,
     ``rejected`` by the learner as malformed, ``link_errors``, ``weight_updates``, ``bad_weights``
     and ``holds`` (times the actor held for a silent learner), and holds the ``weights_version``
-    acted with, ``holding`` (holding now), ``held_s`` (seconds held in all) and the link's
-    ``bytes_sent``/``bytes_received``.
+    acted with, ``holding`` (holding now), ``held_s`` (seconds held in all), ``pacing`` (waiting
+    for acknowledgements now, ``max_unacked``), ``paced_s`` (seconds waited for them in all) and the link's ``bytes_sent``/``bytes_received``.
     """
 
     def __init__(
@@ -761,16 +791,24 @@ class RemoteActor:
         image_codec: str | None = None,
         postproc: Callable[[TensorDictBase], TensorDictBase] | None = None,
         max_learner_silence_s: float | None = 5.0,
+        max_unacked: int | None = None,
     ):
         if frames_per_batch < 1:
             raise ValueError(f"frames_per_batch must be >= 1, got {frames_per_batch}.")
         if max_learner_silence_s is not None and not max_learner_silence_s > 0:
             raise ValueError(f"max_learner_silence_s must be > 0 (None: never hold), got {max_learner_silence_s}")
+        if max_unacked is not None and max_unacked < 1:
+            raise ValueError(f"max_unacked must be >= 1 (None: never wait), got {max_unacked}")
         self.max_learner_silence_s = max_learner_silence_s
+        self.max_unacked = max_unacked
+        self._acked = threading.Event()
         self._last_answer = math.inf  # no hold before run() (the collector resets the env once when built)
         self._answered = threading.Event()
         if max_backlog < 1:
             raise ValueError(f"max_backlog must be >= 1, got {max_backlog}.")
+        # before the env: the collector resets it once when built, through the gate below
+        self._backlog: collections.deque[tuple[int, TensorDictBase]] = collections.deque(maxlen=max_backlog)
+        self._lock = threading.Lock()
         self.link = ActorLink(host, port, timeout_s, secret=secret, image_codec=image_codec)
         self.frames_per_batch = frames_per_batch
         self.policy = policy
@@ -779,8 +817,8 @@ class RemoteActor:
         env = create_env_fn()
         if seed is not None:
             env.set_seed(seed)
-        if max_learner_silence_s is not None:
-            env = env.append_transform(_HoldWhileLearnerSilent(self._hold_while_learner_silent))
+        if max_learner_silence_s is not None or max_unacked is not None:
+            env = env.append_transform(_HoldBeforeActing(self._hold_before_acting))
         self.collector = Collector(
             env,
             policy,
@@ -793,12 +831,10 @@ class RemoteActor:
             postproc=postproc,
         )
         self.collector.policy_version_tracker.version = -1
-        self._backlog: collections.deque[tuple[int, TensorDictBase]] = collections.deque(maxlen=max_backlog)
         self._next_seq = 0
         self._pending = None  # (version, state) fetched by the link thread
         self._weights_like = trained_state(policy)
         self._frozen = frozen_digest(policy)
-        self._lock = threading.Lock()
         self._stop_acting = threading.Event()
         self._stop_link = threading.Event()
         self._link_failure: Exception | None = None
@@ -806,7 +842,7 @@ class RemoteActor:
         self.stats = {
             "frames": 0, "acked": 0, "dropped": 0, "rejected": 0, "link_errors": 0, "weights_version": -1,
             "weight_updates": 0, "bad_weights": 0, "bytes_sent": 0, "bytes_received": 0,
-            "holds": 0, "holding": False, "held_s": 0.0,
+            "holds": 0, "holding": False, "held_s": 0.0, "pacing": False, "paced_s": 0.0,
         }
 
     def _service_link(self) -> None:
@@ -869,6 +905,7 @@ class RemoteActor:
                 # the control loop may have pushed it out of a full backlog meanwhile
                 if self._backlog and self._backlog[0][0] == seq:
                     self._backlog.popleft()
+            self._acked.set()
 
     def _take_weights(self, tag: str, payload: bytes) -> None:
         try:
@@ -881,9 +918,36 @@ class RemoteActor:
         with self._lock:
             self._pending = (version, state)
 
+    def _hold_before_acting(self) -> None:
+        """Called before every env step and reset (no new action reaches the env while it waits)."""
+        if self.max_learner_silence_s is not None:
+            self._hold_while_learner_silent()
+        if self.max_unacked is not None:
+            self._wait_for_acknowledgements()
+
+    def _wait_for_acknowledgements(self) -> None:
+        """Returns once fewer than ``max_unacked`` batches wait for the learner, or raises on :meth:`stop`."""
+        start = None
+        try:
+            while True:
+                with self._lock:
+                    if len(self._backlog) < self.max_unacked:
+                        break
+                if self._stop_acting.is_set():
+                    raise _StoppedWhileHolding
+                if start is None:
+                    start = time.monotonic()
+                    self.stats["pacing"] = True
+                self._acked.wait(0.05)
+                self._acked.clear()
+        finally:
+            if start is not None:
+                self.stats["pacing"] = False
+                self.stats["paced_s"] += time.monotonic() - start
+
     def _hold_while_learner_silent(self) -> None:
-        """Called before every env step and reset: returns at once while the learner answers;
-        otherwise waits (no new action reaches the env) until it answers again or :meth:`stop`."""
+        """Returns at once while the learner answers; otherwise waits until it answers again or
+        :meth:`stop`."""
         silent = time.monotonic() - self._last_answer
         if silent <= self.max_learner_silence_s:
             return
@@ -967,7 +1031,7 @@ class _StoppedWhileHolding(Exception):
     """:meth:`RemoteActor.stop` while the actor held for a silent learner."""
 
 
-class _HoldWhileLearnerSilent(Transform):
+class _HoldBeforeActing(Transform):
     """Calls ``hold()`` before every step and reset of the env it wraps (:class:`RemoteActor`'s gate)."""
 
     def __init__(self, hold: Callable[[], None]):
