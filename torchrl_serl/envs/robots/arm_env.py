@@ -20,7 +20,7 @@ from ..cameras.base import Camera
 from ..cameras.reader import LatestFrameReader
 from ..pick_task import PROPRIO_OBSERVATION_SIZE, check_pick_action, set_pick_task_specs
 from .franka import PANDA_HOME_Q, FrankaArm
-from .interfaces import ArmState, RobotArm, RobotError
+from .interfaces import ArmState, RobotArm, RobotConnectionError, RobotError
 from .piper import PiperArm
 from .safety import SafetyLimits, Watchdog, check_finite_vector, stop_on_sigint
 
@@ -127,6 +127,19 @@ class RealArmEnv(EnvBase):
         self._rng = np.random.default_rng(seed)
 
     # -- helpers --------------------------------------------------------------------------
+    def _await_fresh_state(self, timeout_s: float = 1.0) -> None:
+        """Returns once the arm reports a state that is not stale; raises the arm's
+        ``RobotConnectionError`` if it still reports stale state after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.arm.get_state()
+                return
+            except RobotConnectionError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
     def _read_state(self) -> ArmState:
         state = self.arm.get_state()
         if state.has_error:
@@ -227,6 +240,8 @@ class RealArmEnv(EnvBase):
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        # The collection held the GIL: in-process SDK threads (the Piper's CAN reader) catch up first.
+        self._await_fresh_state()
         if set_phase is not None:
             set_phase("task")
         self._state = self._read_state()
