@@ -181,8 +181,9 @@ def test_piper_env_learned_classifier_reward(piper_double, can_channel):
 
 
 def test_piper_env_reset_collects_and_freezes_the_heap(piper_double, can_channel):
-    """A full garbage collection (~0.3 s with torch loaded) runs in reset, not mid-episode, and the
-    arm's in-process threads it held up catch up before the state is read."""
+    """No ~0.3 s full garbage collection falls inside an episode: reset freezes the heap, the first
+    time without a collection that would hold the GIL past the Piper's 0.5 s feedback limit, later
+    after collecting what the last episode left."""
     from torchrl_serl.envs.robots.arm_env import PiperEnv
 
     class Node:
@@ -193,20 +194,18 @@ def test_piper_env_reset_collects_and_freezes_the_heap(piper_double, can_channel
     gc.disable()  # only the env may collect during this test
     try:
         gc.unfreeze()
+        # 2M objects: a full collection here holds the GIL for longer than the CAN reader may wait
+        ballast = [[] for _ in range(2_000_000)]
+        env.reset()
+        assert gc.get_freeze_count() >= len(ballast), "reset did not freeze the heap"
+        del ballast
         node = Node()
         node.me = node  # a reference cycle: only the cyclic collector frees it
         garbage = weakref.ref(node)
         del node
-        # enough objects that the collection holds the GIL past the Piper's 0.5 s feedback limit:
-        # reset must wait for the CAN reader thread to catch up instead of calling the link lost
-        ballast = [[] for _ in range(2_000_000)]
-        env.reset()
-        del ballast
-        assert garbage() is None, "reset did not run a full collection"
-        assert gc.get_freeze_count() > 0, "reset did not freeze the surviving objects"
-        frozen = gc.get_freeze_count()
         env.rand_step(env.reset())
-        assert gc.get_freeze_count() >= frozen
+        assert garbage() is None, "the second reset did not collect what the episode left"
+        assert gc.get_freeze_count() > 0
     finally:
         gc.enable()
         gc.unfreeze()

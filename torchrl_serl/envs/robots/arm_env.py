@@ -34,8 +34,8 @@ class RealArmEnv(EnvBase):
     tracked target, update the gripper, then sleep to the next control tick and read state and
     cameras. Any arm error or lost link stops the arm and raises
     ``RobotError``/``RobotConnectionError``; a ``Watchdog`` stops the arm when steps stop coming;
-    Ctrl-C during a step stops the arm. ``reset`` runs Python's full garbage collection once the
-    arm holds its start pose and freezes the survivors (``gc.freeze``), so that no ~0.3 s full
+    Ctrl-C during a step stops the arm. ``reset`` freezes the Python heap (``gc.freeze``) once the
+    arm holds its start pose, after collecting what the last episode left, so that no ~0.3 s full
     collection falls inside the episode's control loop.
 
     After any exception inside ``reset``/``step`` (arm error, lost link, Ctrl-C) the arm is
@@ -235,12 +235,15 @@ class RealArmEnv(EnvBase):
         self.arm.move_to_cartesian_pose(start, self.home_quat)
         # Python's full garbage collections take ~0.3 s in a process with torch and TorchRL loaded
         # (~400k objects) and came mid-episode every ~50 s, stalling the control loop by as much.
-        # Run one here, where the arm holds still, and freeze what survives: the automatic
-        # collections of the episode then only scan the objects it creates.
-        gc.unfreeze()
-        gc.collect()
+        # Freeze the heap here, where the arm holds still: the episode's automatic collections then
+        # scan only the objects created since. The first reset freezes without collecting (a full
+        # collection holds the GIL that long, starving in-process SDK threads: the Piper's CAN
+        # reader, a robot server's idle stop); later ones first collect what the last episode left,
+        # a scan of the unfrozen objects only. Cycles among frozen objects are not freed.
+        if gc.get_freeze_count():
+            gc.collect()
         gc.freeze()
-        # The collection held the GIL: in-process SDK threads (the Piper's CAN reader) catch up first.
+        # in-process SDK threads catch up on what the collection held up before the state is read
         self._await_fresh_state()
         if set_phase is not None:
             set_phase("task")
