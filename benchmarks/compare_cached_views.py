@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,16 +41,10 @@ from torchrl_serl.objectives.drq import DrQLoss
 from torchrl_serl.training.config import DrQConfig
 from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
-SIZE, CAMS, FRAMES, TEST, BATCH, UTD = 64, ("front", "wrist"), 512, 128, 64, 2
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "objectives"))
+from test_drq_learning import CAMS, SIZE, frames, transitions  # noqa: E402  (the task of the CI learning test)
 
-
-def frames(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images with a 12 px square at a random column, and that column in [-1, 1]."""
-    cols = torch.randint(0, SIZE - 12, (n,), generator=g)
-    img = torch.full((n, 3, SIZE, SIZE), 30, dtype=torch.uint8)
-    for i, c in enumerate(cols.tolist()):
-        img[i, :, 26:38, c:c + 12] = 250
-    return img, (cols.float() / (SIZE - 12)) * 2 - 1
+FRAMES, TEST, BATCH, UTD = 512, 128, 64, 2
 
 
 def run(path: str, views: int, seed: int, steps: int, eval_every: int, workdir: Path) -> tuple[list, float]:
@@ -58,14 +54,7 @@ def run(path: str, views: int, seed: int, steps: int, eval_every: int, workdir: 
     img, target = frames(FRAMES, g)
     test_img, test_target = frames(TEST, g)
     actor, qvalue, encoder = make_drq_networks(image_size=SIZE, num_critics=2, hidden=(64, 64), bottleneck_dim=32)
-    action = torch.rand(FRAMES, 4, generator=g) * 2 - 1
-    data = TensorDict(
-        front=img, wrist=img, observation=torch.zeros(FRAMES, 7), action=action,
-        next=TensorDict(front=img, wrist=img, observation=torch.zeros(FRAMES, 7),
-                        reward=-(action[:, :1] - target[:, None]).abs(), done=torch.ones(FRAMES, 1, dtype=torch.bool),
-                        terminated=torch.ones(FRAMES, 1, dtype=torch.bool), batch_size=[FRAMES]),
-        batch_size=[FRAMES],
-    )
+    data = transitions(img, target, torch.rand(FRAMES, 4, generator=g) * 2 - 1)
     test_td = TensorDict(front=test_img, wrist=test_img, observation=torch.zeros(TEST, 7), batch_size=[TEST])
     sampler_g = torch.Generator().manual_seed(seed + 1)
     if path == "cached":

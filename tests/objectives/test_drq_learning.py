@@ -34,6 +34,18 @@ def frames(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return img, (cols.float() / (SIZE - 12)) * 2 - 1
 
 
+def transitions(img: torch.Tensor, target: torch.Tensor, action: torch.Tensor) -> TensorDict:
+    """One-step episodes: both cameras see ``img``, the reward is ``-|action_0 - target|``."""
+    n = img.shape[0]
+    return TensorDict(
+        front=img, wrist=img, observation=torch.zeros(n, 7), action=action,
+        next=TensorDict(front=img, wrist=img, observation=torch.zeros(n, 7),
+                        reward=-(action[:, :1] - target[:, None]).abs(), done=torch.ones(n, 1, dtype=torch.bool),
+                        terminated=torch.ones(n, 1, dtype=torch.bool), batch_size=[n]),
+        batch_size=[n],
+    )
+
+
 def pointing_error(policy, td: TensorDict, target: torch.Tensor) -> float:
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         action = policy(td.clone())["action"]
@@ -47,14 +59,7 @@ def test_drq_on_cached_features_learns_to_point_at_the_square(tmp_path):
     img, target = frames(n, g)
     actor, qvalue, encoder = make_drq_networks(image_size=SIZE, num_critics=2, hidden=(64, 64), bottleneck_dim=32)
     features = TrunkFeatures(encoder.trunk("front"), CAMS, SIZE, num_views=2, seed=0)
-    action = torch.rand(n, 4, generator=g) * 2 - 1
-    data = TensorDict(
-        front=img, wrist=img, observation=torch.zeros(n, 7), action=action,
-        next=TensorDict(front=img, wrist=img, observation=torch.zeros(n, 7),
-                        reward=-(action[:, :1] - target[:, None]).abs(), done=torch.ones(n, 1, dtype=torch.bool),
-                        terminated=torch.ones(n, 1, dtype=torch.bool), batch_size=[n]),
-        batch_size=[n],
-    )
+    data = transitions(img, target, torch.rand(n, 4, generator=g) * 2 - 1)
     data = features.encode_transitions(data)
     test_td = data[:128].select(*[feature_key(c) for c in CAMS], "observation")
     data = data.exclude(*CAMS, *[("next", c) for c in CAMS])
