@@ -107,6 +107,7 @@ from torchrl_serl.training.updater import GraspCriticUpdater, SACUpdater, make_s
 CAMERAS = ("front", "wrist")
 ACTOR_SEED_STRIDE = 3_000_000  # actor i's seeds start at seed + i * stride (the eval env: + 1e6, demos: + 2e6)
 _INTERVENTIONS = ("none", "spacemouse", "keyboard")
+ACTOR_ALIVE_S = 5.0  # a remote actor heard from within this many seconds counts as feeding the learner
 ACTOR_UNACKED_BATCHES = 2  # a simulated remote actor waits while this many batches wait for the learner
 
 
@@ -333,8 +334,13 @@ def main(argv=None) -> None:
                 print(f"learner process at niceness {niceness}: the arm's control loop gets a core first", flush=True)
             stored_online = stored
             push_weights = actor.update_policy_weights_
+
+        def actors_now() -> int:
+            """The actors feeding this learner: its actor processes, or the remote actors heard from lately."""
+            return cfg.actors if link is None else max(1, link.actors_seen_within(ACTOR_ALIVE_S))
+
         if governed:
-            actor.hold_ahead(cfg.actors * cfg.frames_per_batch)
+            actor.hold_ahead(actors_now() * cfg.frames_per_batch)
         # a real arm is evaluated by the operator's episodes, not by a second robot
         eval_env = None
         if not cfg.robot.real and rank == 0:
@@ -363,7 +369,7 @@ def main(argv=None) -> None:
                 ratio = run.updates_per_step(cfg.training_starts)  # achieved; the target is updates_per_step
                 logger.log({**train_metrics, "train/updates": run.updates, "train/interventions": run.interventions,
                             "train/buffer_size": online_size(buffer), "time/minutes": minutes,
-                            "train/updates_per_step": ratio}, run.step)
+                            "train/updates_per_step": ratio, "train/actors_alive": actors_now()}, run.step)
                 logger.progress(run.step, updates_per_step=ratio)
             if eval_env is not None and run.due(cfg.eval_every):
                 video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
@@ -417,8 +423,8 @@ def main(argv=None) -> None:
                     if run.updates >= pushed_updates + cfg.push_every:
                         push_weights()
                         pushed_updates = run.updates
-                    if governed:
-                        actor.hold_ahead(cfg.actors * cfg.frames_per_batch)
+                    if governed:  # a batch ahead of the learner's ratio per actor
+                        actor.hold_ahead(actors_now() * cfg.frames_per_batch)
             finally:
                 if link is not None:  # stop acknowledging, keep what was acknowledged: all of it is in the checkpoint
                     link.close()

@@ -232,6 +232,9 @@ def test_drq_learner_and_actor_roles_send_compressed_frames(tmp_path, demos):
     summary = checkpoint_summary(run_dir / "checkpoints" / f"checkpoint-{24:012d}")
     # never ahead of the data (floor(1.0 * (24 - 4 + 1))); behind an actor that is not held back
     assert 0 < summary["counters"]["updates"] <= 21 and summary["step"] == 24
+    # the learner counts its remote actor (the simulation is held a batch ahead per actor heard from)
+    alive = [float(line.split(",")[1]) for line in (run_dir / "scalars/train/actors_alive.csv").read_text().split()]
+    assert alive and max(alive) == 1.0
 
 
 def test_drq_preset_cpu_without_cuda_and_command_line_wins(monkeypatch, capsys):
