@@ -24,6 +24,7 @@ encoding, policy, collector): its median and p99, and its median over the late s
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -42,13 +43,26 @@ CAMERAS = ("front", "wrist")
 EPISODE_STEPS = 100
 WALL_TIME = ("next", "wall_time_s")
 ACT_TIME = ("next", "act_wall_time_s")
+GC_TIME = ("next", "gc_s")
 
 
 class StampWallTime(Transform):
     """Writes the monotonic clock (system-wide, comparable across processes) at the end of each step
-    (``wall_time_s``) and when its action reached the arm env (``act_wall_time_s``)."""
+    (``wall_time_s``) and when its action reached the arm env (``act_wall_time_s``), and the time
+    this process spent in Python's garbage collector since the previous step (``gc_s``)."""
 
     _act_time = float("nan")
+
+    def __init__(self):
+        super().__init__()
+        self._gc_s, self._gc_started = 0.0, 0.0
+        gc.callbacks.append(self._time_collection)
+
+    def _time_collection(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_s += time.perf_counter() - self._gc_started
 
     def _inv_call(self, tensordict):
         self._act_time = time.monotonic()
@@ -56,6 +70,8 @@ class StampWallTime(Transform):
 
     def _step(self, tensordict, next_tensordict):
         next_tensordict.set("act_wall_time_s", torch.tensor([self._act_time], dtype=torch.float64))
+        next_tensordict.set("gc_s", torch.tensor([self._gc_s], dtype=torch.float64))
+        self._gc_s = 0.0
         return next_tensordict.set("wall_time_s", torch.tensor([time.monotonic()], dtype=torch.float64))
 
     def _reset(self, tensordict, tensordict_reset):
@@ -65,7 +81,7 @@ class StampWallTime(Transform):
     def transform_observation_spec(self, observation_spec):
         from torchrl.data import Unbounded
 
-        for key in ("wall_time_s", "act_wall_time_s"):
+        for key in ("wall_time_s", "act_wall_time_s", "gc_s"):
             observation_spec[key] = Unbounded(shape=(1,), dtype=torch.float64)
         return observation_spec
 
@@ -123,15 +139,18 @@ def make_learner(trunk_bf16: bool = False):
     return agent, cfg, lambda: updater.update(batch)
 
 
-def periods_ms(batches) -> tuple[np.ndarray, np.ndarray]:
+def periods_ms(batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per step of one episode after its first [ms]: the period (time between the ends of
-    consecutive steps) and its actor part (from the end of a step to the next action reaching the
-    arm env: encoding, policy, collector; the rest is the arm's step and its sleep to the tick)."""
+    consecutive steps), its actor part (from the end of a step to the next action reaching the
+    arm env: encoding, policy, collector; the rest is the arm's step and its sleep to the tick) and
+    the actor process's garbage collection within it."""
     stream = torch.cat(batches)
     t = stream[WALL_TIME].reshape(-1).numpy()
     act = stream[ACT_TIME].reshape(-1).numpy()
+    gc_s = stream[GC_TIME].reshape(-1).numpy()
     same_episode = ~stream["next", "done"].reshape(-1).numpy()[:-1]
-    return np.diff(t)[same_episode] * 1e3, (act[1:] - t[:-1])[same_episode] * 1e3
+    return (np.diff(t)[same_episode] * 1e3, (act[1:] - t[:-1])[same_episode] * 1e3,
+            gc_s[1:][same_episode] * 1e3)
 
 
 def pin_process(cpus: set[int]) -> None:
@@ -200,7 +219,8 @@ def main() -> None:
                         help="async: the actor process on CPU 0, the learner's threads on the others")
     parser.add_argument("--trunk-bf16", action="store_true",
                         help="the actor's frozen trunk under bfloat16 autocast (drq.trunk_bf16)")
-    parser.add_argument("--worst", type=int, default=0, help="also print the N latest steps")
+    parser.add_argument("--worst", type=int, default=0,
+                        help="also print the N latest steps and the actor process's garbage collection")
     parser.add_argument("--learner-nice", type=int, default=0,
                         help="async: niceness the learner process takes once the actor process runs "
                              "(drq.py's --learner_nice; it stays for the rest of this run)")
@@ -237,7 +257,7 @@ def main() -> None:
                 else:
                     batches, achieved = run_async(env_fn, agent, learner_step, steps, args.updates_per_step,
                                                   args.learner_nice, learner_cpus)
-                p, actor = periods_ms(batches)
+                p, actor, gc_ms = periods_ms(batches)
                 late = p > 1.1 * period
                 actor_late = np.median(actor[late]) if late.any() else float("nan")
                 print(f"{arm:<8}{loop:<7}{len(p):>6}{p.mean():>9.1f}{np.percentile(p, 99):>9.1f}{p.max():>9.1f}"
@@ -245,8 +265,10 @@ def main() -> None:
                       f"{actor_late:>9.1f}", flush=True)
                 if args.worst:
                     worst = np.argsort(p)[::-1][:args.worst]
-                    print("  worst steps (index: period ms / actor ms):",
-                          ", ".join(f"{i}: {p[i]:.0f}/{actor[i]:.0f}" for i in worst), flush=True)
+                    print("  worst steps (index: period ms / actor ms / gc ms):",
+                          ", ".join(f"{i}: {p[i]:.0f}/{actor[i]:.0f}/{gc_ms[i]:.0f}" for i in worst), flush=True)
+                    print(f"  garbage collection in the actor process: {gc_ms.sum():.0f} ms in all, "
+                          f"{gc_ms.max():.0f} ms at most in one period", flush=True)
     finally:
         if franky is not None:
             from franky_sim_server import stop_franky_sim

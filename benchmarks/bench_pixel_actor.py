@@ -12,7 +12,8 @@ pixel actor does, with ``torch.set_num_threads(1)``:
 Trunk settings: ``fp32`` (channels-first, the default before ``drq.channels_last``), ``fp32-cl``
 (channels-last, the same math, ``drq.channels_last``), ``bf16-cl`` (``drq.trunk_bf16``: bfloat16
 autocast, features within ~1% of float32), and on request ``bf16-cl-compiled`` (that trunk under
-``torch.compile``, not an option of the recipes). The trunk's own cost per step (its call on the step's
+``torch.compile``: ``drq.trunk_compile`` on the cached path; on the exact path, where the policy
+runs the trunk, not an option of the recipes). The trunk's own cost per step (its call on the step's
 ``cams * K`` images) is timed alone beside it. Rows are timed in interleaved rounds and each keeps
 its best round, so all see the same machine load.
 
@@ -35,7 +36,7 @@ from torchrl_serl.training.env_factory import make_sim_env
 CAMERAS = ("front", "wrist")
 TRUNKS = {"fp32": {"channels_last": False}, "fp32-cl": {"channels_last": True},
           "bf16-cl": {"channels_last": True, "trunk_bf16": True}}
-COMPILED = "bf16-cl-compiled"  # bf16-cl with the trunk under torch.compile (not a DrQConfig option)
+COMPILED = "bf16-cl-compiled"  # bf16-cl with the trunk under torch.compile
 
 
 def make_row(task: str, path: str, trunk: str, views: int, image_size: int):
@@ -43,16 +44,18 @@ def make_row(task: str, path: str, trunk: str, views: int, image_size: int):
     env = make_sim_env(EnvConfig(task=task, pixels=True, image_size=image_size), seed=0)
     if path == "env":
         return env, None, None, 0
-    cfg = DrQConfig(feature_views=views if path == "cached" else 0, **TRUNKS["bf16-cl" if trunk == COMPILED else trunk])
+    compiled = trunk == COMPILED
+    cfg = DrQConfig(feature_views=views if path == "cached" else 0, trunk_compile=compiled,
+                    **TRUNKS["bf16-cl" if compiled else trunk])
     agent = make_drq_agent(cfg, CAMERAS, image_size, env.observation_spec["observation"].shape[-1],
                            env.action_spec.shape[-1])
-    if trunk == COMPILED:
-        for camera in CAMERAS:
-            agent.loss.encoder.trunk(camera).compile()  # in place: every caller gets the compiled forward
     if path == "cached":
-        env = TransformedEnv(env, make_trunk_features(agent, cfg, seed=0))
+        features = make_trunk_features(agent, cfg, seed=0)  # drq.trunk_compile: compiled at the first reset
+        return TransformedEnv(env, features), agent.policy.eval(), features._stepping_trunk(), len(CAMERAS) * views
     frozen = agent.loss.encoder.trunk(CAMERAS[0])
-    return env, agent.policy.eval(), frozen, len(CAMERAS) * max(views if path == "cached" else 1, 1)
+    if compiled:
+        frozen.compile()  # in place: the policy's calls get the compiled forward
+    return env, agent.policy.eval(), frozen, len(CAMERAS)
 
 
 def steps_per_s(env, policy, steps: int) -> float:

@@ -179,3 +179,22 @@ def test_cached_loss_runs_under_bf16_autocast():
     full = loss(batch.clone())
     assert torch.isfinite(low["loss_qvalue"]) and low["loss_qvalue"].dtype == torch.float32
     torch.testing.assert_close(low["loss_qvalue"], full["loss_qvalue"], rtol=0.15, atol=0.05)
+
+
+def test_compiled_trunk_features_match_eager_and_are_compiled_where_the_env_steps():
+    import copy
+    import pickle
+
+    trunk = resnet10(num_filters=8).eval()
+    td = TensorDict(front=images(1, 0)[0], wrist=images(1, 1)[0])
+    eager = TrunkFeatures(trunk, ("front", "wrist"), SIZE, num_views=2, seed=0)
+    compiled = TrunkFeatures(copy.deepcopy(trunk), ("front", "wrist"), SIZE, num_views=2, seed=0, compile_trunk=True)
+    shipped = pickle.loads(pickle.dumps(compiled))  # what a collector process receives: nothing compiled yet
+    assert shipped._compiled_trunk is None and shipped.compile_trunk
+    for _ in range(2):  # the same shifts (same seed), the same math
+        expected, got = eager._call(td.clone()), compiled._call(td.clone())
+        for key in (feature_key("front"), feature_key("wrist")):
+            torch.testing.assert_close(got[key].float(), expected[key].float(), atol=2e-2, rtol=2e-3)
+    assert compiled._compiled_trunk is not None
+    assert pickle.loads(pickle.dumps(compiled))._compiled_trunk is None  # never pickled: compiled per process
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # no extra module in the state

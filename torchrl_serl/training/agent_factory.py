@@ -172,4 +172,5 @@ def make_trunk_features(agent: SACComponents, cfg: DrQConfig, seed: int, num_vie
     encoder = agent.loss.encoder
     trunk = copy.deepcopy(encoder.trunk(encoder.camera_keys[0])).cpu()
     views = cfg.feature_views if num_views is None else num_views
-    return TrunkFeatures(trunk, encoder.camera_keys, encoder.image_size, views, cfg.augment_pad, seed=seed)
+    return TrunkFeatures(trunk, encoder.camera_keys, encoder.image_size, views, cfg.augment_pad, seed=seed,
+                         compile_trunk=cfg.trunk_compile)

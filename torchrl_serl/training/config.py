@@ -92,6 +92,10 @@ class DrQConfig(SACConfig):
     """The frozen trunk computes in bfloat16 wherever it runs (acting, encoding frames, the exact
     path's learner): ~2x faster on a CPU with AVX-512 BF16, features within about 1 percent of float32's.
     An option that changes SERL's numbers, not yet shown not to hurt learning (benchmarks/README.md)."""
+    trunk_compile: bool = False
+    """Cached path (``feature_views >= 1``): the env-side trunk that encodes each frame (actor and
+    evaluation envs) runs under ``torch.compile``, compiled at the first reset in the process that
+    steps the env. The same math; on a CPU it pays off with ``trunk_bf16`` (benchmarks/README.md)."""
 
 
 @dataclass
