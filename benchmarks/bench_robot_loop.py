@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "envs", "robots"))  # piper_doubl
 
 
 def test_pattern_cameras() -> dict:
-    """The ``front`` and ``wrist`` 128x128 test-pattern cameras every benchmark arm uses."""
+    """The ``front`` and ``wrist`` test-pattern cameras every benchmark arm uses (640x480 at 30 fps,
+    a RealSense's default; the env resizes them to the policy's 128x128)."""
     from torchrl_serl.envs.cameras import TestPatternCamera
 
     return {"front": TestPatternCamera(seed=0), "wrist": TestPatternCamera(seed=1)}

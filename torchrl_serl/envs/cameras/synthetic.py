@@ -27,11 +27,12 @@ class TestPatternCamera(Camera):
         self._next_t = time.monotonic()
         yy, xx = np.mgrid[0:height, 0:width]
         self._base = np.stack([xx * 255 // max(1, width - 1), yy * 255 // max(1, height - 1),
-                               (xx + yy) * 255 // max(1, width + height - 2)], axis=-1).astype(np.int64)
+                               (xx + yy) * 255 // max(1, width + height - 2)], axis=-1).astype(np.uint8)
 
     def frame(self, k: int) -> np.ndarray:
         """The ``k``-th frame ``[H, W, 3]`` uint8."""
-        return ((self._base + 7 * k + 40 * self.seed) % 256).astype(np.uint8)
+        # uint8 addition wraps modulo 256: one pass over the frame, as cheap as a real camera's copy
+        return self._base + np.uint8((7 * k + 40 * self.seed) % 256)
 
     def read(self) -> np.ndarray:
         if self.fps:
