@@ -300,6 +300,7 @@ def main(argv=None) -> None:
         if cfg.resume and run.resume(checkpointer, logger):
             print(f"resumed {run} buffer={online_size(buffer)} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
+        minutes_before = logger.last_value("time/minutes") or 0.0  # a resumed run's wall clock goes on from its checkpoint
 
         if cfg.role == "learner":
             # the actor on the robot PC sends frames; the learner encodes them (views of its own)
@@ -364,7 +365,7 @@ def main(argv=None) -> None:
             run.updates += 1
 
         def periodic_work() -> None:
-            minutes = (time.perf_counter() - start_time) / 60
+            minutes = minutes_before + (time.perf_counter() - start_time) / 60
             if run.due(cfg.log_every):
                 ratio = run.updates_per_step(cfg.training_starts)  # achieved; the target is updates_per_step
                 logger.log({**train_metrics, "train/updates": run.updates, "train/interventions": run.interventions,

@@ -81,6 +81,7 @@ def main(argv=None) -> None:
         collector.reset()
         print(f"resumed {run} buffer={online_size(buffer)} "
               f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
+    minutes_before = logger.last_value("time/minutes") or 0.0  # a resumed run's wall clock goes on from its checkpoint
     tracker = EpisodeTracker()
     train_metrics: dict[str, float] = {}
 
@@ -102,7 +103,7 @@ def main(argv=None) -> None:
                     run.updates += 1
                     collector.update_policy_weights_()
 
-                minutes = (time.perf_counter() - start_time) / 60  # wall clock of this process
+                minutes = minutes_before + (time.perf_counter() - start_time) / 60
                 if run.due(cfg.log_every):
                     logger.log({**train_metrics, "train/updates": run.updates,
                                 "train/buffer_size": online_size(buffer), "time/minutes": minutes}, run.step)

@@ -38,6 +38,22 @@ def test_truncate_after_drops_rows_logged_past_the_checkpoint(tmp_path):
     assert raw == ["10,1.0", "20,2.0", "30,9.0"]
 
 
+def test_last_value_is_the_last_row_kept_at_the_checkpoint(tmp_path):
+    """What a resumed run continues its wall clock (``time/minutes``) from."""
+    logger = RunLogger(tmp_path, "run", progress=False)
+    assert logger.last_value("time/minutes") is None
+    for step, minutes in ((10, 1.5), (20, 3.0), (30, 4.5)):
+        logger.log({"time/minutes": minutes}, step=step)
+    state = logger.state_dict()
+    logger.close()
+    resumed = RunLogger(tmp_path, "run", progress=False, start_step=20)
+    resumed.load_state_dict(state)
+    assert resumed.last_value("time/minutes") == 4.5
+    resumed.truncate_after(20)  # the checkpoint was at step 20
+    assert resumed.last_value("time/minutes") == 3.0
+    resumed.close()
+
+
 def test_progress_bar_shows_rate_success_and_return(tmp_path, capsys):
     logger = RunLogger(tmp_path, "run", total_steps=50, progress=True)
     logger.progress(10, success=0.5, ret=3.0)

@@ -100,6 +100,9 @@ def test_sigkill_then_resume_continues_counters_buffer_weights_and_logs(tmp_path
     assert raw_steps == sorted(set(raw_steps))
     steps, updates = read_scalar_csv(run_dir / "scalars" / "train" / "updates.csv")
     assert all(u == s - START + 1 for s, u in zip(steps, updates) if s >= START)
+    # the wall clock goes on from the checkpoint: the resumed rows start where the kept ones end
+    steps, minutes = read_scalar_csv(run_dir / "scalars" / "time" / "minutes.csv")
+    assert steps[0] < killed_at < steps[-1] and (minutes[1:] >= minutes[:-1]).all()
 
 
 @pytest.mark.timeout(120)

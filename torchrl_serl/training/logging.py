@@ -142,6 +142,12 @@ class RunLogger:
             handle.close()
         experiment.files.clear()
 
+    def last_value(self, name: str) -> float | None:
+        """The last value logged under ``name`` (after a resume: at or before its checkpoint's
+        step), or ``None``. A resumed run continues its ``time/minutes`` from it."""
+        rows = self.csv.experiment.scalars.get(name)
+        return float(rows[-1][1]) if rows else None
+
     def state_dict(self) -> dict[str, Any]:
         return self.csv.state_dict()
 
