@@ -2,6 +2,8 @@
 # Reproduce one curve set of docs/results.md: its seeds one after another, then the plot.
 #   bash docs/results/reproduce.sh drq_panda_cpu [seeds...]     (default seeds: 0 1 2)
 # Logs go to runs/results/<set>/<set>_seed<N>/; the small CSVs are what docs/results/<set>/ keeps.
+# RESUME=true continues a stopped run from its last checkpoint (Ctrl-C or SIGTERM saves one; its
+# time/minutes curve goes on from where it stopped).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_demos> [seeds...]}"
@@ -10,7 +12,8 @@ shift
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 logdir="runs/results/$set_name"
 for seed in "$@"; do
-    common=(--seed "$seed" --logdir "$logdir" --exp_name "${set_name}_seed${seed}" --progress false)
+    common=(--seed "$seed" --logdir "$logdir" --exp_name "${set_name}_seed${seed}" --progress false
+            --resume "${RESUME:-false}")
     case "$set_name" in
         # pixels, 2-core CPU: the recipes' CPU preset (pretrained trunk, 2 cached views, 20 scripted demos)
         drq_panda_cpu) python recipes/drq.py --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
