@@ -64,6 +64,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torchrl.envs import TransformedEnv
 
+from torchrl_serl import precision
 from torchrl_serl.data.intervention_router import InterventionRouter
 from torchrl_serl.data.replay_factory import make_demo_replay_buffer, make_pixel_replay_buffer, online_size, transitions
 from torchrl_serl.envs.input_devices.keyboard import TerminalKeyReader
@@ -127,7 +128,8 @@ class Config(RunConfig, ActorLearnerConfig):
     """``serl``: SERL's configuration as is (on CUDA with whole-update CUDA graphs); ``cpu``: what
     learns on a 2-core CPU within the hour (docs/results.md): a ResNet-10 pretrained here on
     simulated frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner
-    steps per env step, bfloat16 autocast in the learner (``--bf16``), 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
+    steps per env step, bfloat16 autocast in the learner (``--bf16``; float32 on a CPU without native
+    bfloat16, :mod:`torchrl_serl.precision`), 20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when
     CUDA is available, else ``cpu``. Options given on the command line override the preset."""
     actors: int = 1
     """Actor processes feeding the learner, each its own simulation (seeded apart) and each receiving
@@ -439,7 +441,7 @@ PRESETS = ("auto", "serl", "cpu")
 # What the CPU preset changes (docs/results.md: learns PandaPickCube from pixels within the hour on 2 cores).
 CPU_PRESET = {
     "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
-    "eval_every": 5_000, "eval_episodes": 20, "bf16": True,
+    "eval_every": 5_000, "eval_episodes": 20, "bf16": True,  # where native: precision.native_bf16
 }
 
 
@@ -460,11 +462,16 @@ def parse_with_preset(argv=None) -> Config:
         overrides = dict(CPU_PRESET)
         if not given.get("robot.real", False):
             overrides["demos"] = "auto"
+        if not precision.native_bf16("cpu"):  # emulated bfloat16: ~10x slower than float32 here
+            overrides["bf16"] = False
     cfg = apply_overrides(apply_overrides(Config(), overrides), given)
     chosen = {k: v for k, v in overrides.items() if k not in given}
     print(f"preset {preset}: " + (", ".join(f"--{k} {v}" for k, v in chosen.items()) or "SERL's defaults")
           + " (any option on the command line overrides it; --preset serl for SERL's exact configuration)",
           flush=True)
+    if preset == "cpu" and not precision.native_bf16("cpu"):
+        print("--bf16 False: this CPU has no native bfloat16 kernels (no AVX-512), so the learner stays in float32 "
+              "(docs/results.md: the preset learns slower here)", flush=True)
     return cfg
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchrl_serl import precision
 from torchrl_serl.data.demos import load_demos
 from torchrl_serl.training.checkpoint import CheckpointError, checkpoint_summary
 from torchrl_serl.training.plot import read_scalar_csv
@@ -251,6 +252,18 @@ def test_drq_preset_cpu_without_cuda_and_command_line_wins(monkeypatch, capsys):
     assert (serl.drq.feature_views, serl.updates_per_step, serl.device) == (0, 1.0, "cpu")
     with pytest.raises(ValueError, match="--preset"):
         drq.parse_with_preset(["--preset", "fast"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_drq_cpu_preset_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capsys, native):
+    """Emulated bfloat16 (an AVX2-only CPU) made the preset's learner 10x slower than float32."""
+    import drq
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": native)
+    assert drq.parse_with_preset([]).bf16 is native
+    assert ("no native bfloat16" in capsys.readouterr().out) is not native
+    assert drq.parse_with_preset(["--bf16", "true"]).bf16 is True  # the command line still wins
 
 
 def test_sim_cache_pretrains_and_records_once(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
+from torchrl_serl import precision
 from torchrl_serl.optim import clip_grad_norm, make_optimizer
 from torchrl_serl.training.config import SACConfig
 
@@ -78,7 +79,8 @@ class SACUpdater:
             ``compile``. Load optimizer state before the first update: the graphs hold the
             tensors they recorded.
         bf16: run the losses under ``torch.autocast(dtype=torch.bfloat16)``; parameters, gradients
-            and optimizer state stay float32 (CPU with AVX-512 BF16: ~1.5x W1 critic updates/s).
+            and optimizer state stay float32 (CPU with AVX-512 BF16: ~1.5x W1 critic updates/s). Warns
+            where bfloat16 is emulated (an AVX2-only CPU: ~10-20x slower, :mod:`torchrl_serl.precision`).
 
     Compiled and replayed updates run no data-dependent code, so the updater runs the loss's
     ``check_batch`` (missing keys, shapes, NaN/inf) on each batch before them.
@@ -122,6 +124,7 @@ class SACUpdater:
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
         if bf16:
+            precision.warn_if_emulated_bf16(self.device.type, "SACUpdater(bf16=True) (--bf16)")
             self._autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         else:
             self._autocast = contextlib.nullcontext

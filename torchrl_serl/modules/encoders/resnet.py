@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchrl_serl import precision
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -96,7 +98,8 @@ class ResNetEncoder(nn.Module):
         num_groups: GroupNorm groups (SERL: 4).
         channels_last: run convolutions in channels-last memory format (faster on most CPUs/GPUs).
         bf16: run the trunk under bfloat16 autocast and return float32 features: ~2x faster on a
-            CPU with AVX-512 BF16, features within ~1% of float32's (an option for a frozen trunk).
+            CPU with AVX-512 BF16, features within ~1% of float32's (an option for a frozen trunk);
+            much slower where bfloat16 is emulated (:mod:`torchrl_serl.precision`).
     """
 
     def __init__(
@@ -151,8 +154,10 @@ class ResNetEncoder(nn.Module):
 
 
 def bf16_autocast(device_type: str, enabled: bool):
-    """``torch.autocast`` to bfloat16 when ``enabled``; a no-op context otherwise (an enclosing
-    autocast, such as the learner's ``--bf16``, still applies)."""
+    """``torch.autocast`` to bfloat16 when ``enabled`` (a warning where bfloat16 is emulated); a
+    no-op context otherwise (an enclosing autocast, such as the learner's ``--bf16``, still applies)."""
+    if enabled:
+        precision.warn_if_emulated_bf16(device_type, "the trunk's bf16 (--drq.trunk_bf16)")
     return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
