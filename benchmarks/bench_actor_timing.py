@@ -3,7 +3,8 @@
 The actor steps ``PiperEnv`` (real piper-sdk against the CAN double on python-can's virtual bus)
 or ``FrankaEnv`` (franky against franky-sim) at ``--hz`` with two 128x128 test-pattern cameras,
 acting with the DrQ policy on cached ResNet-10 features (the CPU preset: the actor encodes each
-frame once). The learner makes SERL learner steps (UTD 4, batch 256, bf16) on synthetic cached
+frame once). The learner makes SERL learner steps (UTD 4, batch 256, bf16 where the CPU has it
+natively, else float32, as the preset) on synthetic cached
 batches, at ``--updates-per-step`` learner steps per env step, as fast as it can but never past
 that ratio. Two loops:
 
@@ -111,12 +112,20 @@ def make_arm_env(arm: str, hz: float, franky_host: str, features, cpus: set[int]
     return TransformedEnv(env, StampWallTime()).append_transform(features)
 
 
+def learner_precision() -> str:
+    """What the CPU preset's learner (and so :func:`make_learner`'s) computes in on this CPU."""
+    from torchrl_serl import precision
+
+    return "bf16" if precision.native_bf16("cpu") else "fp32 (no native bf16)"
+
+
 def make_learner(trunk_bf16: bool = False):
-    """A DrQ agent (CPU preset: cached features of 2 views, bf16 learner; ``trunk_bf16``: the
+    """A DrQ agent (CPU preset: cached features of 2 views, bf16 learner where native; ``trunk_bf16``: the
     frozen trunk under bfloat16 autocast) and one learner step on a synthetic batch of cached
     features."""
     from tensordict import TensorDict
 
+    from torchrl_serl import precision
     from torchrl_serl.modules.encoders import resnet10
     from torchrl_serl.modules.encoders.cached_features import feature_key
     from torchrl_serl.training.agent_factory import make_drq_agent
@@ -126,7 +135,7 @@ def make_learner(trunk_bf16: bool = False):
     cfg = DrQConfig(feature_views=2, trunk_bf16=trunk_bf16)
     agent = make_drq_agent(cfg, CAMERAS, 128, 7, 4)
     updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, cfg), agent.target_updater, cfg.utd_ratio,
-                         bf16=True)
+                         bf16=precision.native_bf16("cpu"))  # as the CPU preset
     n = cfg.batch_size * cfg.utd_ratio
     feat_shape = (n, cfg.feature_views, *resnet10().output_shape(128))
 
@@ -234,7 +243,7 @@ def main() -> None:
     learner_step()  # warm-up
     period = 1e3 / args.hz
     print(f"{args.hz:g} Hz (period {period:.0f} ms), two 128x128 cameras, DrQ policy on cached ResNet-10 features; "
-          f"trunk {'bf16' if args.trunk_bf16 else 'fp32'}; learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, bf16, {args.threads} threads, "
+          f"trunk {'bf16' if args.trunk_bf16 else 'fp32'}; learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, {learner_precision()}, {args.threads} threads, "
           f"{args.updates_per_step:g} learner steps per env step at most, async learner niceness +{args.learner_nice}"
           + (", actor pinned to CPU 0, learner to the rest" if args.pin else ""))
     print(f"{'arm':<8}{'loop':<7}{'steps':>6}{'mean ms':>9}{'p99 ms':>9}{'max ms':>9}{'>110%':>8}{'ratio':>8}"

@@ -7,7 +7,7 @@ the DrQ policy, behind :meth:`BackgroundCollector.async_collector
 
 - ``alone``: the actors with nobody training (their bound on this machine);
 - ``learner``: this process trains at the same time, as fast as it can (SERL learner steps of the
-  CPU preset: UTD 4, batch 256, bf16, on synthetic cached batches as in ``bench_actor_timing.py``),
+  CPU preset: UTD 4, batch 256, bf16 where native, on synthetic cached batches as in ``bench_actor_timing.py``),
   pushing the weights after every learner step; the actors are not held back.
 
 Prints env steps/s (all actors, and per actor) and learner steps/s over ``--seconds`` once every
@@ -28,7 +28,7 @@ import torch
 from torchrl.envs import TransformedEnv
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_actor_timing import make_learner  # noqa: E402
+from bench_actor_timing import learner_precision, make_learner  # noqa: E402
 
 from torchrl_serl.training.agent_factory import make_trunk_features  # noqa: E402
 from torchrl_serl.training.background_collector import BackgroundCollector  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> None:
     agent, cfg, learner_step = make_learner()
     learner_step()  # warm-up
     print(f"{os.cpu_count()} CPUs; {args.task} pick-cube, two 128x128 cameras, ResNet-10 features of 2 views per frame; "
-          f"learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, bf16, {args.threads} threads; {args.seconds:g} s each")
+          f"learner: UTD {cfg.utd_ratio}, batch {cfg.batch_size}, {learner_precision()}, {args.threads} threads; {args.seconds:g} s each")
     print(f"{'actors':>6}  {'mode':<8}{'env steps/s':>12}{'per actor':>11}{'learner steps/s':>17}{'threads':>9}")
     for mode in args.modes:
         for n in args.actors:
