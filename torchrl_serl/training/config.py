@@ -90,7 +90,8 @@ class DrQConfig(SACConfig):
     """Channels-last convolutions in the trunk (the same math; faster on CPUs and GPUs)."""
     trunk_bf16: bool = False
     """The frozen trunk computes in bfloat16 wherever it runs (acting, encoding frames, the exact
-    path's learner): ~2x faster on a CPU with AVX-512 BF16, features within about 1 percent of float32's.
+    path's learner): ~2x faster on a CPU with AVX-512 BF16, features within about 1 percent of float32's;
+    ~10x slower where bfloat16 is emulated (AVX2-only CPUs; a warning says so, torchrl_serl/precision.py).
     An option that changes SERL's numbers, not yet shown not to hurt learning (benchmarks/README.md)."""
     trunk_compile: bool = False
     """Cached path (``feature_views >= 1``): the env-side trunk that encodes each frame (actor and
@@ -147,7 +148,8 @@ class RunConfig:
     """On a CUDA device: record each whole learner update as one CUDA graph and replay it
     (with or without ``compile``)."""
     bf16: bool = False
-    """bfloat16 autocast for the losses (weights and optimizer state stay float32)."""
+    """bfloat16 autocast for the losses (weights and optimizer state stay float32); only where the
+    device has native bf16 kernels (a warning otherwise: emulated bf16 is ~10x slower, torchrl_serl/precision.py)."""
     wandb: bool = False
     wandb_mode: str = "offline"
     """``online`` or ``offline`` (offline needs no network; sync later with ``wandb sync``)."""
