@@ -24,7 +24,10 @@ def native_bf16(device_type: str = "cpu") -> bool:
     Zen 3 and older) answers False. CUDA: ``torch.cuda.is_bf16_supported()``.
     """
     if device_type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a torch build without oneDNN: no bf16 kernels either
+            return False
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return True
