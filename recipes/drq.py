@@ -441,7 +441,7 @@ PRESETS = ("auto", "serl", "cpu")
 # What the CPU preset changes (docs/results.md: learns PandaPickCube from pixels within the hour on 2 cores).
 CPU_PRESET = {
     "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
-    "eval_every": 5_000, "eval_episodes": 20, "bf16": True,  # where native: precision.native_bf16
+    "eval_every": 5_000, "eval_episodes": 20,  # and --bf16 where the CPU has native bf16 (parse_with_preset)
 }
 
 
@@ -462,14 +462,13 @@ def parse_with_preset(argv=None) -> Config:
         overrides = dict(CPU_PRESET)
         if not given.get("robot.real", False):
             overrides["demos"] = "auto"
-        if not precision.native_bf16("cpu"):  # emulated bfloat16: ~10x slower than float32 here
-            overrides["bf16"] = False
+        overrides["bf16"] = precision.native_bf16("cpu")  # emulated bfloat16: ~10x slower than float32
     cfg = apply_overrides(apply_overrides(Config(), overrides), given)
     chosen = {k: v for k, v in overrides.items() if k not in given}
     print(f"preset {preset}: " + (", ".join(f"--{k} {v}" for k, v in chosen.items()) or "SERL's defaults")
           + " (any option on the command line overrides it; --preset serl for SERL's exact configuration)",
           flush=True)
-    if preset == "cpu" and not precision.native_bf16("cpu"):
+    if chosen.get("bf16") is False:
         print("--bf16 False: this CPU has no native bfloat16 kernels (no AVX-512), so the learner stays in float32 "
               "(docs/results.md: the preset learns slower here)", flush=True)
     return cfg

@@ -264,6 +264,7 @@ def test_drq_cpu_preset_uses_bf16_only_where_the_cpu_has_it(monkeypatch, capsys,
     assert drq.parse_with_preset([]).bf16 is native
     assert ("no native bfloat16" in capsys.readouterr().out) is not native
     assert drq.parse_with_preset(["--bf16", "true"]).bf16 is True  # the command line still wins
+    assert "no native bfloat16" not in capsys.readouterr().out  # and nothing claims otherwise
 
 
 def test_sim_cache_pretrains_and_records_once(tmp_path, monkeypatch):
