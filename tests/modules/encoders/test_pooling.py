@@ -51,6 +51,20 @@ def test_spatial_learned_embeddings_math():
         pool(torch.randn(1, 3, 3, 3))
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_spatial_learned_embeddings_gradients_match_einsum(memory_format):
+    pool = SpatialLearnedEmbeddings(channels=6, height=3, width=2, num_features=4)
+    x = torch.randn(7, 6, 3, 2).contiguous(memory_format=memory_format).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    kernel_ref = pool.kernel.detach().clone().requires_grad_()
+    weights = torch.randn(7, 24)
+    (pool(x) * weights).sum().backward()
+    expected = torch.einsum("nck,ckf->ncf", x_ref.reshape(7, 6, 6), kernel_ref).reshape(7, 24)
+    (expected * weights).sum().backward()
+    assert torch.allclose(pool.kernel.grad, kernel_ref.grad, atol=1e-5)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+
+
 def test_avg_pool_and_factory():
     x = torch.arange(8.0).view(1, 2, 2, 2)
     assert torch.equal(AvgPool(2)(x), torch.tensor([[1.5, 5.5]]))

@@ -32,8 +32,10 @@ class SpatialLearnedEmbeddings(nn.Module):
         n, c, h, w = x.shape
         if (c, h, w) != self.shape:
             raise ValueError(f"SpatialLearnedEmbeddings built for feature maps {self.shape}, got {(c, h, w)}")
-        # One batched matmul over channels: [C, N, HW] @ [C, HW, F] -> [C, N, F].
-        out = torch.bmm(x.reshape(n, c, h * w).transpose(0, 1), self.kernel)
+        # One batched matmul over channels: [C, N, HW] @ [C, HW, F] -> [C, N, F]. The operand is
+        # made contiguous first: a strided one sends CPU bmm (and its backward) down a per-channel
+        # loop of copies, ~2x slower at N=256 (benchmarks/README.md); the result is the same.
+        out = torch.bmm(x.reshape(n, c, h * w).transpose(0, 1).contiguous(), self.kernel)
         return out.transpose(0, 1).reshape(n, self.out_features)
 
 
