@@ -40,6 +40,16 @@ def test_encode_views_is_the_trunk_on_the_unshifted_and_shifted_frames():
     assert (feats[:, 1:] != feats[:, :1]).any()  # shifted views differ from the frame
 
 
+def test_encode_views_of_a_channels_last_trunk_are_contiguous():
+    trunk = resnet10(channels_last=True).eval()
+    plain_trunk = resnet10().eval()
+    plain_trunk.load_state_dict(trunk.state_dict())
+    feats = encode_views(trunk, images(), num_views=2)
+    assert feats.is_contiguous()  # the buffer's layout, which the learner's embeddings read fastest
+    expected = encode_views(plain_trunk, images(), num_views=1)[:, 0]
+    torch.testing.assert_close(feats[:, 0].float(), expected.float(), atol=2e-2, rtol=2e-3)
+
+
 def test_encode_views_refuses_bad_input():
     with pytest.raises(ValueError, match="num_views"):
         encode_views(resnet10(), images(), num_views=0)

@@ -53,7 +53,7 @@ def encode_views(
         dtype: storage dtype of the features (``float16``: half the bytes of float32).
 
     Returns:
-        ``[*B, K, C, h, w]`` features of ``dtype``.
+        ``[*B, K, C, h, w]`` features of ``dtype``, contiguous.
     """
     if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
         raise ValueError(f"num_views must be an int >= 1, got {num_views!r}")
@@ -66,7 +66,10 @@ def encode_views(
         shifted = random_shift(views[:, 1:], pad, generator)
         views = torch.cat([views[:, :1], shifted], 1)
     feats = trunk(views.reshape(-1, *flat.shape[1:]))
-    return feats.reshape(*batch, num_views, *feats.shape[1:]).to(dtype)
+    # contiguous [*B, K, C, h, w] whatever the trunk's memory format: what a buffer stores, and
+    # the layout the learner's spatial embeddings read fastest
+    feats = feats.to(dtype, memory_format=torch.contiguous_format)
+    return feats.reshape(*batch, num_views, *feats.shape[1:])
 
 
 class CachedFeaturesEncoder(TensorDictModuleBase):
