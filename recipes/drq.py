@@ -26,7 +26,9 @@ batch ahead of the learner, so the ratio of learner steps to env steps is exactl
 is behind that ratio (never ahead of the data), and ``train/updates_per_step`` logs the ratio it
 achieved. If the learner dies, the actor stops the arm within ``--frames_per_batch`` steps. In
 simulation ``--actors N`` runs N actor processes, each its own simulation, all fed the same weights
-(held N batches ahead).
+(held N batches ahead). Evaluations (``--eval_every``, simulation) run in a process of their own on a
+snapshot of the weights at their step (``BackgroundEvaluator``), so neither learner nor actor waits
+for them; each is logged at its step when it finishes.
 
 ``--role learner`` (GPU box) and ``--role actor`` (robot PC) put the two on different machines,
 linked by ZeroMQ + CURVE on ``--port`` with a shared secret (docs/distributed.md): the actor sends
@@ -96,7 +98,7 @@ from torchrl_serl.training.distributed import (
     weights_dtype_named,
 )
 from torchrl_serl.training.env_factory import make_env, make_intervention_source
-from torchrl_serl.training.evaluation import evaluate
+from torchrl_serl.training.background_evaluator import BackgroundEvaluator
 from torchrl_serl.training.frame_codec import CODECS
 from torchrl_serl.training.logging import EpisodeTracker, RunLogger
 from torchrl_serl.training.process_priority import raise_process_niceness
@@ -245,9 +247,6 @@ def main(argv=None) -> None:
         pixel_keys = tuple(feature_key(k) for k in CAMERAS) if cached else CAMERAS
         stored = functools.partial(transitions, drop_images=CAMERAS if cached else ())
 
-        def with_features(env, seed, num_views=None):
-            return TransformedEnv(env, make_trunk_features(agent, cfg.drq, seed, num_views)) if cached else env
-
         keys = None
         if cfg.intervention == "keyboard" and cfg.role != "learner":  # this process owns the terminal
             keys = mp.Queue()
@@ -345,12 +344,18 @@ def main(argv=None) -> None:
         if governed:
             actor.hold_ahead(actors_now() * cfg.frames_per_batch)
         # a real arm is evaluated by the operator's episodes, not by a second robot
-        eval_env = None
-        if not cfg.robot.real and rank == 0:
-            # the policy acts on view 0: the evaluation env encodes only that one
-            eval_env = with_features(make_env(cfg.env, None, seed=cfg.seed + 1_000_000, device=cfg.device),
-                                     cfg.seed + 1_000_000, num_views=1)
-            stack.callback(eval_env.close)
+        evaluator = None
+        if not cfg.robot.real and rank == 0 and cfg.eval_every > 0:
+            # in a process of its own, on the weights of the step it evaluates: learning goes on meanwhile;
+            # the policy acts on view 0, so the evaluation env encodes only that one
+            eval_seed = cfg.seed + 1_000_000
+            evaluator = BackgroundEvaluator(
+                functools.partial(_make_actor_env, cfg.env, None,
+                                  make_trunk_features(agent, cfg.drq, eval_seed, num_views=1) if cached else None,
+                                  "none", eval_seed),
+                agent.policy, cfg.eval_episodes,
+            )
+            stack.callback(evaluator.close)
         tracker = EpisodeTracker()
         train_metrics: dict[str, float] = {}
         pushed_updates = run.updates  # the learner's weights the actor has
@@ -374,13 +379,19 @@ def main(argv=None) -> None:
                             "train/buffer_size": online_size(buffer), "time/minutes": minutes,
                             "train/updates_per_step": ratio, "train/actors_alive": actors_now()}, run.step)
                 logger.progress(run.step, updates_per_step=ratio)
-            if eval_env is not None and run.due(cfg.eval_every):
-                video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
-                metrics = evaluate(eval_env, agent.policy, cfg.eval_episodes, video_path=video)
-                logger.log({**metrics, "time/minutes": minutes}, run.step)
-                logger.progress(run.step, eval_success=metrics["eval/success_rate"])
+            if evaluator is not None:
+                if run.due(cfg.eval_every):
+                    video = logger.run_dir / "videos" / f"eval_{run.step}.gif" if cfg.video else None
+                    evaluator.submit(run.step, agent.policy, video_path=video)
+                    logger.log({"time/minutes": minutes}, run.step)  # when the evaluated weights were current
+                log_evaluations(evaluator.poll())
             if run.due(cfg.checkpoint_every):
                 run.save(checkpointer)
+
+        def log_evaluations(results) -> None:
+            for step, metrics in results:  # at the step whose weights they evaluated
+                logger.log(metrics, step)
+                logger.progress(run.step, eval_success=metrics["eval/success_rate"])
 
         def store(batch) -> None:
             """One actor batch into the buffer (interventions to the demo side), counted and logged."""
@@ -428,6 +439,8 @@ def main(argv=None) -> None:
                         pushed_updates = run.updates
                     if governed:  # a batch ahead of the learner's ratio per actor
                         actor.hold_ahead(actors_now() * cfg.frames_per_batch)
+                if evaluator is not None and not stop.requested:  # the last evaluations (a stop drops them)
+                    log_evaluations(evaluator.wait())
             finally:
                 if link is not None:  # stop acknowledging, keep what was acknowledged: all of it is in the checkpoint
                     link.close()
