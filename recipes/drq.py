@@ -123,6 +123,10 @@ class Config(RunConfig, ActorLearnerConfig):
     demos: str = ""
     """Demo directory (``record_demos.py --env.pixels true``); empty: no demos."""
     demo_fraction: float = 0.5
+    prefetch: bool = True
+    """With ``--demos``: draw the learner's next sample in a background thread while it trains on
+    this one, as SERL's learner does (``OnlineDemoReplayBuffer(prefetch=True)``; each sample then
+    comes from the buffer as it was one actor batch earlier)."""
     intervention: str = "none"
     """Human intervention device while training (``none``, ``spacemouse``, ``keyboard``); needs ``--demos``:
     intervened steps are added to the demo side."""
@@ -285,6 +289,7 @@ def main(argv=None) -> None:
             buffer = make_demo_replay_buffer(
                 cfg.buffer_size, learner_batch, cfg.demos, scratch_dir=logger.run_dir / "replay",
                 demo_fraction=cfg.demo_fraction, pixel_keys=pixel_keys, seed=env_seed, encode=encode,
+                prefetch=cfg.prefetch,
             )
         else:
             buffer = make_pixel_replay_buffer(

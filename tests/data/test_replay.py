@@ -190,3 +190,33 @@ def test_checkpoint_writes_only_the_rows_in_use(tmp_path):
     restored.load(tmp_path / "ckpt")
     assert len(restored.online_buffer) == 101
     assert (restored.online_buffer.storage.get(torch.arange(101)) == rb.online_buffer.storage.get(torch.arange(101))).all()
+
+
+@pytest.mark.parametrize("pixels", [False, True])
+def test_prefetch_draws_the_batches_of_a_buffer_written_one_step_later(tmp_path, pixels):
+    """With prefetch, batch k+1 is drawn as sample k returns: a write in between reaches batch k+2
+    (deterministically: writes wait for the draw in flight), and with no writes the sequence is
+    the plain buffer's."""
+    torch.manual_seed(0)  # the same random transitions in both
+    plain = _filled(tmp_path / "plain", pixels=pixels, batch_size=500)
+    torch.manual_seed(0)
+    ahead = _filled(tmp_path / "ahead", pixels=pixels, batch_size=500, prefetch=True)
+    for _ in range(3):
+        assert (ahead.sample() == plain.sample()).all()
+    ahead.extend(transitions(7000, 10, pixels=pixels))
+    ids = lambda batch: set(batch["observation"][250:, 0].long().tolist())  # noqa: E731 - the online half
+    assert not ids(ahead.sample()) & set(range(7000, 7010))  # drawn before the write
+    assert ids(ahead.sample()) & set(range(7000, 7010))
+    small = ahead.sample(8)  # another size: a fresh draw, still half demos
+    assert small.batch_size == (8,) and (small["observation"][:4, 0] < 0).all()
+
+
+def test_prefetch_is_discarded_by_a_restore(tmp_path):
+    rb = _filled(tmp_path, batch_size=32, prefetch=True)
+    rb.sample()
+    rb.save(tmp_path / "ckpt")  # waits for the draw in flight
+    restored = OnlineDemoReplayBuffer(200, 100, scratch_dir=tmp_path / "rb2", batch_size=32, prefetch=True)
+    restored.load(tmp_path / "ckpt")
+    plain = OnlineDemoReplayBuffer(200, 100, scratch_dir=tmp_path / "rb3", batch_size=32)
+    plain.load(tmp_path / "ckpt")
+    assert (restored.sample() == plain.sample()).all()

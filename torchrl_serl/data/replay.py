@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -59,7 +60,17 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
 
     ``save(path)``/``load(path)`` checkpoint everything (contents, write cursors, sampling RNGs,
     fraction, the transform's state such as :class:`RandomShift`'s generator): the same ``sample()``
-    sequence follows a restore. Saves are crash-safe (see :meth:`save`).
+    sequence follows a restore (without ``prefetch``). Saves are crash-safe (see :meth:`save`).
+
+    ``prefetch=True`` draws the next batch (same size as the last) in a background thread while the
+    caller trains on this one, as SERL's learner does (its replay iterator keeps a queue of
+    batches): the sampling and the demo/online concatenation, ~10% of a cached-feature learner step
+    on a CPU, leave the learner's critical path. A prefetched batch is drawn from the buffer as the
+    previous ``sample()`` left it: a write waits for the draw in flight, so the batches do not
+    depend on thread timing, and they are the batches of a buffer without prefetch whose samples
+    each come one write earlier (in the recipes, at most one actor batch). A restore discards
+    the prefetched batch: the restored buffer's first sample is a fresh draw, not the one an
+    uninterrupted run would have used.
 
     Args:
         capacity: online buffer rows.
@@ -74,6 +85,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         transform: applied to each sampled batch (e.g. ``RandomShift(["front", "wrist"])``).
         drop_keys: entries removed before storing (default :data:`DROPPED_KEYS`); every other key
             must match between the two sides.
+        prefetch: draw the next batch in a background thread (see above).
     """
 
     def __init__(
@@ -88,6 +100,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         seed: int = 0,
         transform=None,
         drop_keys: Sequence[NestedKey] = DROPPED_KEYS,
+        prefetch: bool = False,
     ):
         if not 0.0 < demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in (0, 1), got {demo_fraction}")
@@ -103,6 +116,9 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         super().__init__(demos, online_capacity=1, offline_fraction=demo_fraction, batch_size=batch_size, transform=transform)
         self._online_buffer = online
         self._keys: dict[str, str] | None = None
+        # one worker: batches are drawn in the order they are asked for, from one sampling RNG per side
+        self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="replay-prefetch") if prefetch else None
+        self._prefetched: tuple[int, Future] | None = None  # (batch size, the draw in flight)
 
     def _make_side(self, capacity: int, name: str, seed: int) -> TensorDictReplayBuffer:
         generator = torch.Generator().manual_seed(seed)
@@ -146,11 +162,15 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
 
     def extend(self, data: TensorDictBase) -> torch.Tensor:
         """Append online transitions ``[T]`` or ``[N_envs, T]`` (``drop_keys`` entries are dropped)."""
-        return self._online_buffer.extend(self._prepare(data, "online"))
+        data = self._prepare(data, "online")
+        self._wait_prefetched()
+        return self._online_buffer.extend(data)
 
     def extend_demos(self, data: TensorDictBase) -> torch.Tensor:
         """Append demonstrations or intervention transitions to the demo side."""
-        return self._offline_buffer.extend(self._prepare(data, "demo"))
+        data = self._prepare(data, "demo")
+        self._wait_prefetched()
+        return self._offline_buffer.extend(data)
 
     def sample(self, batch_size: int | None = None) -> TensorDictBase:
         """``[B]`` batch: the first ``round(demo_fraction * B)`` rows are demos, the rest online."""
@@ -159,7 +179,28 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
                 f"the demo buffer is empty but demo_fraction={self._offline_fraction}: "
                 "call extend_demos (e.g. with load_demos(path)) before sampling"
             )
-        return super().sample(batch_size)
+        if self._prefetcher is None:
+            return super().sample(batch_size)
+        batch_size = batch_size or self._batch_size
+        if self._prefetched is not None and self._prefetched[0] == batch_size:
+            batch = self._prefetched[1].result()
+        else:
+            self._drop_prefetched()
+            batch = super().sample(batch_size)
+        self._prefetched = (batch_size, self._prefetcher.submit(super().sample, batch_size))
+        return batch
+
+    def _wait_prefetched(self) -> None:
+        """Let the draw in flight finish (it keeps its batch for the next sample)."""
+        if self._prefetched is not None:
+            self._prefetched[1].exception()
+
+    def _drop_prefetched(self) -> None:
+        """Wait for the draw in flight (it holds the sides' locks and advances their RNGs), then forget it."""
+        if self._prefetched is not None:
+            _, future = self._prefetched
+            self._prefetched = None
+            future.exception()  # waits; an error of a dropped draw is not this caller's
 
     def save(self, path: str | Path) -> Path:
         """Checkpoint the whole buffer under ``path``; returns the version directory written.
@@ -169,6 +210,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         point leaves ``LATEST`` naming the previous complete checkpoint. Older versions are removed
         after publication.
         """
+        self._wait_prefetched()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         versions = sorted(p.name for p in path.glob("v[0-9]*") if p.is_dir())
@@ -214,6 +256,7 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
         in it would run code when loaded (pickled objects, non-tensor fields), and
         :class:`~torchrl_serl.data.storage_checkpointer.BufferCapacityError` when it was saved with other capacities.
         """
+        self._drop_prefetched()
         path = Path(path)
         latest = path / _LATEST
         if not latest.is_file():

@@ -64,12 +64,13 @@ def make_demo_replay_buffer(
     seed: int = 0,
     transform=None,
     encode: Callable[[TensorDictBase], TensorDictBase] | None = None,
+    prefetch: bool = False,
 ):
     """RLPD buffer: online transitions + the demos at ``demos_path``, each batch exactly
     ``demo_fraction`` demos (:class:`~torchrl_serl.data.OnlineDemoReplayBuffer`, memory-mapped under
     ``scratch_dir``). Interventions can be appended later with ``extend_demos``. ``encode`` maps the
     demo transitions before they are stored (e.g. :meth:`TrunkFeatures.encode_transitions` then
-    dropping the images).
+    dropping the images). ``prefetch``: draw each next batch in a background thread.
 
     ``scratch_dir`` is working memory, emptied here: a resumed run refills it from its checkpoint.
     """
@@ -88,6 +89,7 @@ def make_demo_replay_buffer(
         scratch_dir=scratch_dir,
         seed=seed,
         transform=transform,
+        prefetch=prefetch,
     )
     buffer.extend_demos(demos)
     return buffer
