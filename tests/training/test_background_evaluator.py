@@ -1,6 +1,11 @@
 """BackgroundEvaluator: the synchronous evaluation's results, from a process of its own."""
 
 import functools
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +89,36 @@ def test_close_drops_pending_evaluations_and_stops_the_process():
 def test_bad_episode_count_is_refused():
     with pytest.raises(ValueError, match="num_episodes"):
         BackgroundEvaluator(make_eval_env, _policy(0), num_episodes=0)
+
+
+def test_the_evaluation_process_exits_when_its_owner_is_killed(tmp_path):
+    """A SIGKILLed learner leaves no evaluation process behind."""
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent(f"""
+        import functools, os, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_background_evaluator import _policy, make_eval_env
+        from torchrl_serl.training.background_evaluator import BackgroundEvaluator
+        if __name__ == "__main__":
+            evaluator = BackgroundEvaluator(make_eval_env, _policy(0), num_episodes=1, niceness=0)
+            print(evaluator._process.pid, flush=True)
+            time.sleep(600)
+    """))
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(owner.stdout.readline())
+    owner.kill()
+    owner.wait()
+    # the child notices within its 1 s poll; wait on its state, up to a generous bound
+    for _ in range(600):
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

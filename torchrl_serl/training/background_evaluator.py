@@ -10,11 +10,12 @@ episodes in the same order); it arrives later, and is logged at the step it belo
 
 The process runs at a raised niceness: the learner and the actor get a core first, the episodes
 take the time they leave. It ignores Ctrl-C (the owner decides: :meth:`close` stops it), and
-exits when its owner's queue closes.
+exits by itself when its owner process is gone.
 """
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import queue
 import signal
@@ -34,7 +35,18 @@ from torchrl_serl.training.process_priority import raise_process_niceness
 Result = tuple[int, dict[str, float]]
 
 
-def _evaluate_requests(payload: bytes, num_episodes, niceness, requests, results) -> None:
+def _next_request(requests, owner: int):
+    """The next request; ``None`` once the owner said so, or has died (a killed learner leaves no
+    evaluation process behind)."""
+    while True:
+        try:
+            return requests.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != owner:
+                return None
+
+
+def _evaluate_requests(payload: bytes, num_episodes, niceness, requests, results, owner: int) -> None:
     """The evaluation process: ``(step, weights, video_path)`` requests in, ``(step, metrics)`` out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
@@ -44,7 +56,7 @@ def _evaluate_requests(payload: bytes, num_episodes, niceness, requests, results
     try:
         make_env, policy = pickle.loads(payload)
         env = make_env()
-        while (request := requests.get()) is not None:
+        while (request := _next_request(requests, owner)) is not None:
             step, weights, video_path = request
             pickle.loads(weights).to_module(policy)
             results.put((step, evaluate(env, policy, num_episodes, video_path=video_path)))
@@ -87,7 +99,8 @@ class BackgroundEvaluator:
             target=_evaluate_requests, name="BackgroundEvaluator", daemon=True,
             # pickled here, tensors inline: torch's shared-memory pickling of a module fails on
             # empty tensors ("unable to resize file"), and nothing needs to be shared
-            args=(pickle.dumps((make_env, copy.deepcopy(policy).cpu())), num_episodes, niceness, self._requests, self._results),
+            args=(pickle.dumps((make_env, copy.deepcopy(policy).cpu())), num_episodes, niceness, self._requests,
+                  self._results, os.getpid()),
         )
         self._process.start()
 
