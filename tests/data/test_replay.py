@@ -216,6 +216,9 @@ def test_prefetch_is_discarded_by_a_restore(tmp_path):
     rb.sample()
     rb.save(tmp_path / "ckpt")  # waits for the draw in flight
     restored = OnlineDemoReplayBuffer(200, 100, scratch_dir=tmp_path / "rb2", batch_size=32, prefetch=True)
+    restored.extend_demos(transitions(9000, 40, done_at=39, pixels=False, sign=-1.0))
+    restored.extend(transitions(9100, 40, done_at=39, pixels=False))
+    restored.sample()  # a batch of these contents is now in flight: the restore must not hand it out
     restored.load(tmp_path / "ckpt")
     plain = OnlineDemoReplayBuffer(200, 100, scratch_dir=tmp_path / "rb3", batch_size=32)
     plain.load(tmp_path / "ckpt")

@@ -196,11 +196,10 @@ class OnlineDemoReplayBuffer(OfflineToOnlineReplayBuffer):
             self._prefetched[1].exception()
 
     def _drop_prefetched(self) -> None:
-        """Wait for the draw in flight (it holds the sides' locks and advances their RNGs), then forget it."""
-        if self._prefetched is not None:
-            _, future = self._prefetched
-            self._prefetched = None
-            future.exception()  # waits; an error of a dropped draw is not this caller's
+        """Wait for the draw in flight (it holds the sides' locks and advances their RNGs), then forget
+        it (an error of a dropped draw is not this caller's)."""
+        self._wait_prefetched()
+        self._prefetched = None
 
     def save(self, path: str | Path) -> Path:
         """Checkpoint the whole buffer under ``path``; returns the version directory written.
