@@ -159,6 +159,23 @@ def test_cached_features_need_a_frozen_trunk():
         CachedFeaturesEncoder(encoder)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+def test_encode_transitions_is_the_trunk_on_every_frame_and_next_frame(chunk):
+    # two episodes of 4 and 3 steps: within an episode ("next", cam) is the following row's frame
+    trunk = resnet10().eval()
+    frames = images(b=9)
+    rows, next_rows = [0, 1, 2, 3, 5, 6, 7], [1, 2, 3, 4, 6, 7, 8]
+    data = TensorDict(front=frames[rows], next=TensorDict(front=frames[next_rows], batch_size=[7]), batch_size=[7])
+    transform = TrunkFeatures(trunk, ["front"], SIZE, num_views=1)  # view 0: unshifted, deterministic
+    out = transform.encode_transitions(data.clone(), chunk=chunk)
+    with torch.no_grad():
+        expected = trunk(frames).half()
+    torch.testing.assert_close(out["front_features"][:, 0], expected[rows], atol=2e-2, rtol=2e-3)
+    torch.testing.assert_close(out["next", "front_features"][:, 0], expected[next_rows], atol=2e-2, rtol=2e-3)
+    # the next frame of an episode's step (not its last) is exactly the next row's features
+    assert torch.equal(out["next", "front_features"][:3], out["front_features"][1:4])
+
+
 def test_frame_dedup_buffer_stores_each_frames_features_once(tmp_path):
     t, feat = 10, (2, 8, 2, 2)
     g = torch.Generator().manual_seed(0)
