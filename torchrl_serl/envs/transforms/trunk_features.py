@@ -101,8 +101,8 @@ class TrunkFeatures(Transform):
 
         Each frame is encoded once: ``("next", cam)`` reuses row ``t + 1``'s features where its
         frame is that row's frame (so a frame-dedup buffer still stores it once). ``chunk`` frames
-        go through the trunk per call: small chunks keep the activations in cache (ResNet-10,
-        128 px, 2 views, 1 thread on a Zen 3: ~53 ms per frame at 8, ~94 ms at 256).
+        go through the trunk per call: small chunks are faster on a CPU (smaller activations;
+        ResNet-10, 128 px, 2 views, 1 thread on a Zen 3: ~53 ms per frame at 8, ~94 ms at 256).
         """
         if data.ndim != 1:
             raise ValueError(f"encode_transitions takes transitions [T], got batch size {tuple(data.batch_size)}")
