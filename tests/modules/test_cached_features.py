@@ -97,7 +97,7 @@ def test_trunk_features_on_the_pixel_env_match_the_acting_encoder():
         env.close()
 
 
-def _batch(encoder, b=16, seed=0, cached=False):
+def _batch(encoder, b=16, seed=0, cached=False, views=1):
     g = torch.Generator().manual_seed(seed)
     td = TensorDict(
         front=images(b, seed), wrist=images(b, seed + 1),
@@ -108,7 +108,7 @@ def _batch(encoder, b=16, seed=0, cached=False):
         batch_size=[b],
     )
     if cached:
-        features = TrunkFeatures(encoder.trunk("front"), ("front", "wrist"), SIZE, num_views=1)
+        features = TrunkFeatures(encoder.trunk("front"), ("front", "wrist"), SIZE, num_views=views)
         for prefix in ((), ("next",)):
             sub = td.get(prefix) if prefix else td
             features._call(sub)
@@ -149,6 +149,40 @@ def test_cached_loss_trains_the_head_only_and_checks_its_batch():
         loss.loss_critic(batch.set(feature_key("wrist"), batch[feature_key("wrist")][:, :, :5]))
     with pytest.raises(KeyError, match="front_features"):
         loss.loss_critic(_batch(encoder))  # images, not features
+
+
+def test_cached_loss_feeds_the_heads_channel_major_features_with_the_same_results(monkeypatch):
+    import torchrl_serl.objectives.drq as drq
+    from torchrl_serl.modules.encoders.pooling import SpatialLearnedEmbeddings
+
+    torch.manual_seed(0)
+    actor, qvalue, encoder = make_drq_networks(image_size=SIZE, num_critics=2, hidden=(16, 16))
+    loss = DrQLoss(actor, qvalue, encoder, cached_features=True, generator=torch.Generator())
+    loss.make_value_estimator(gamma=0.96)
+    batch = _batch(encoder, cached=True, views=2)
+    operands = []
+    for head in encoder.heads.values():
+        head[0].register_forward_pre_hook(lambda mod, args: operands.append(args[0]))
+        assert isinstance(head[0], SpatialLearnedEmbeddings)
+
+    def run():
+        loss.generator.manual_seed(1)
+        torch.manual_seed(2)
+        out = loss(batch.clone())
+        loss.zero_grad(set_to_none=True)
+        sum(out[k] for k in ("loss_qvalue", "loss_actor", "loss_alpha")).backward()
+        return out, [p.grad.clone() for p in loss.parameters() if p.grad is not None]
+
+    out, grads = run()
+    # obs (critic), next obs (actor and target) of each camera; each a [C, B, h * w] operand as laid out
+    assert len(operands) == 6 and all(x.reshape(*x.shape[:2], -1).transpose(0, 1).is_contiguous() for x in operands)
+    monkeypatch.setattr(drq, "stack_channel_major", lambda xs: torch.stack([x.float() for x in xs]))  # as before
+    operands.clear()
+    out_before, grads_before = run()
+    assert not any(x.reshape(*x.shape[:2], -1).transpose(0, 1).is_contiguous() for x in operands)
+    for key in ("loss_qvalue", "loss_actor", "loss_alpha"):
+        assert torch.equal(out[key], out_before[key])
+    assert len(grads) == len(grads_before) > 0 and all(torch.equal(a, b) for a, b in zip(grads, grads_before))
 
 
 def test_cached_features_need_a_frozen_trunk():

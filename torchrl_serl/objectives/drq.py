@@ -10,7 +10,7 @@ from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 
 from torchrl_serl.modules.augmentation import random_shift
-from torchrl_serl.modules.encoders.cached_features import feature_key, select_views
+from torchrl_serl.modules.encoders.cached_features import feature_key, select_views, stack_channel_major
 from torchrl_serl.modules.encoders.multi_camera import MultiCameraEncoder
 from torchrl_serl.objectives.sac import SERLSACLoss, non_finite_entries
 
@@ -229,12 +229,12 @@ class DrQLoss(SERLSACLoss):
         for cam, key in zip(self.encoder.camera_keys, self.tensor_keys.image_keys):
             x = tensordict.get(key)
             if self.cached_features:
-                # float16 features: draw the views (as float32) before stacking, which autocast
-                # cannot do on half-precision inputs
-                x = select_views(x, self.generator)
+                # the drawn views as stored (float16), then float32 channel-major in one copy each:
+                # the layout each head call's spatial embeddings read without copying (same values)
+                x = [select_views(x, self.generator, dtype=None)]
                 if with_next:
-                    x = torch.stack([x, select_views(tensordict.get(("next", key)), self.generator)])
-                images[cam] = x
+                    x.append(select_views(tensordict.get(("next", key)), self.generator, dtype=None))
+                images[cam] = stack_channel_major(x) if with_next else stack_channel_major(x)[0]
                 continue
             if with_next:
                 x = torch.stack([x, tensordict.get(("next", key))])

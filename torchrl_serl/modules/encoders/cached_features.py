@@ -15,6 +15,8 @@ SERL's exact algorithm.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
@@ -106,16 +108,33 @@ class CachedFeaturesEncoder(TensorDictModuleBase):
         return tensordict.set(enc.out_key, emb)
 
 
-def select_views(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One uniformly drawn view per sample: ``[*B, K, C, h, w] -> [*B, C, h, w]`` (float32)."""
+def select_views(
+    features: torch.Tensor, generator: torch.Generator | None = None, dtype: torch.dtype | None = torch.float32
+) -> torch.Tensor:
+    """One uniformly drawn view per sample: ``[*B, K, C, h, w] -> [*B, C, h, w]`` as ``dtype``
+    (``None``: the stored dtype)."""
     *batch, k = features.shape[:-3]
     if k == 1:  # nothing to draw (and no random numbers consumed)
-        return features[..., 0, :, :, :].float()
-    flat = features.reshape(-1, k, *features.shape[-3:])
-    device = generator.device if generator is not None else features.device
-    idx = torch.randint(0, k, (flat.shape[0],), generator=generator, device=device).to(features.device)
-    picked = flat[torch.arange(flat.shape[0], device=features.device), idx]
-    return picked.reshape(*batch, *features.shape[-3:]).float()
+        picked = features[..., 0, :, :, :]
+    else:
+        flat = features.reshape(-1, k, *features.shape[-3:])
+        device = generator.device if generator is not None else features.device
+        idx = torch.randint(0, k, (flat.shape[0],), generator=generator, device=device).to(features.device)
+        picked = flat[torch.arange(flat.shape[0], device=features.device), idx].reshape(*batch, *features.shape[-3:])
+    return picked if dtype is None else picked.to(dtype)
 
 
-__all__ = ["CachedFeaturesEncoder", "encode_views", "feature_key", "select_views"]
+def stack_channel_major(features: Sequence[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``S`` feature batches ``[B, C, h, w]`` stacked as ``[S, B, C, h, w]`` of ``dtype``, laid out
+    ``[S, C, B, h, w]`` in memory (one copy of each, no ``torch.stack``, which CPU autocast refuses
+    on float16): the same values, in the layout of the operand that SERL's spatial embeddings
+    multiply per channel (``[C, B, h * w]``), so each head call on them (the critic's on obs, the
+    actor's and the target's on next obs) reads it without a copy of its own."""
+    b, c, h, w = features[0].shape
+    out = torch.empty((len(features), c, b, h, w), dtype=dtype, device=features[0].device)
+    for dst, src in zip(out, features):
+        dst.copy_(src.transpose(0, 1))
+    return out.transpose(1, 2)
+
+
+__all__ = ["CachedFeaturesEncoder", "encode_views", "feature_key", "select_views", "stack_channel_major"]
