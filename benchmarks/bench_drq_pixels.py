@@ -95,9 +95,12 @@ def augment_batch(td: TensorDict, pad: int = 4) -> TensorDict:
     return td
 
 
-def cached_pool(pool: list[TensorDict], num_views: int, channels_last: bool) -> list[TensorDict]:
+def cached_pool(
+    pool: list[TensorDict], num_views: int, channels_last: bool, encode_chunk: int = 8
+) -> list[TensorDict]:
     """The pool's batches with each camera's images replaced by float16 trunk features of
-    ``num_views`` views (what :class:`~torchrl_serl.envs.transforms.TrunkFeatures` stores)."""
+    ``num_views`` views (what :class:`~torchrl_serl.envs.transforms.TrunkFeatures` stores), encoded
+    ``encode_chunk`` frames per trunk call."""
     from torchrl_serl.modules.encoders import resnet10
     from torchrl_serl.modules.encoders.cached_features import encode_views, feature_key
 
@@ -107,7 +110,11 @@ def cached_pool(pool: list[TensorDict], num_views: int, channels_last: bool) -> 
         td = td.clone()
         for sub in (td, td["next"]):
             for c in CAMERAS:
-                sub[feature_key(c)] = encode_views(trunk, sub.pop(c), num_views)
+                # a few frames per trunk call: one call on a whole batch spends most of its time
+                # in the kernel on CPU (page faults of its large activations) and can stall for minutes
+                images = sub.pop(c)
+                chunks = [encode_views(trunk, part, num_views) for part in images.split(encode_chunk)]
+                sub[feature_key(c)] = torch.cat(chunks)
         out.append(td)
     return out
 
