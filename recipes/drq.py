@@ -105,7 +105,7 @@ from torchrl_serl.training.process_priority import raise_process_niceness
 from torchrl_serl.training.run_counters import RunCounters
 from torchrl_serl.training.seeding import seed_everything
 from torchrl_serl.training.sim_cache import cached_pretrained_trunk, cached_scripted_demos
-from torchrl_serl.training.updater import GraspCriticUpdater, SACUpdater, make_sac_optimizers, stack_minibatches
+from torchrl_serl.training.updater import GraspCriticUpdater, SACUpdater, make_sac_optimizers
 
 CAMERAS = ("front", "wrist")
 ACTOR_SEED_STRIDE = 3_000_000  # actor i's seeds start at seed + i * stride (the eval env: + 1e6, demos: + 2e6)
@@ -291,8 +291,6 @@ def main(argv=None) -> None:
                 cfg.buffer_size, learner_batch, cfg.demos, scratch_dir=logger.run_dir / "replay",
                 demo_fraction=cfg.demo_fraction, pixel_keys=pixel_keys, seed=env_seed, encode=encode,
                 prefetch=cfg.prefetch,
-                # each sample comes split into the learner's minibatches, copied where it is drawn
-                transform=functools.partial(stack_minibatches, utd_ratio=cfg.drq.utd_ratio),
             )
         else:
             buffer = make_pixel_replay_buffer(

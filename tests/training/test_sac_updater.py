@@ -1,13 +1,11 @@
 """SACUpdater: SERL's update schedule, bf16 autocast, compiled updates, and whole-update CUDA graphs."""
-import functools
-
 import pytest
 import torch
 from tensordict import TensorDict
 
 from torchrl_serl.training.agent_factory import make_drq_agent, make_sac_agent
 from torchrl_serl.training.config import DrQConfig, SACConfig
-from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers, split_minibatches, stack_minibatches
+from torchrl_serl.training.updater import SACUpdater, make_sac_optimizers
 
 B, OBS, ACT, UTD = 64, 10, 4, 2
 CFG = SACConfig(hidden=(64, 64), num_critics=4, critic_subsample=2, utd_ratio=UTD)
@@ -65,7 +63,7 @@ def test_update_runs_critic_updates_then_one_full_update_on_disjoint_minibatches
     assert [rows for _, rows in seen] == [list(range(i, utd * B, utd)) for i in range(utd)]
     assert steps == ["critic_optim", "target"] * (utd - 1) + ["critic_optim", "actor_optim", "alpha_optim", "target"]
     assert {"train/loss_qvalue", "train/loss_actor", "train/loss_alpha"} <= logs.keys()
-    with pytest.raises(ValueError, match=r"divisible by utd_ratio=4, or \[4, B\], got \(10,\)"):
+    with pytest.raises(ValueError, match=r"divisible by utd_ratio=4, got \(10,\)"):
         updater.update(_numbered(10))
 
 
@@ -83,40 +81,6 @@ def test_each_minibatch_of_a_demo_buffer_sample_holds_the_demo_fraction(tmp_path
     updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, 4)
     minibatches = updater.minibatches(buffer.sample(4 * 16))
     assert [int((mb["observation"][:, 1] == -100.0).sum()) for mb in minibatches] == [8, 8, 8, 8]
-
-
-def test_a_sample_split_ahead_by_the_buffer_gives_the_same_minibatches_and_update(tmp_path):
-    """``stack_minibatches`` as the buffer's transform (in its prefetch thread) hands the updater
-    ``[utd, B]``: the same rows per minibatch as the strided split, taken as views, and the same
-    learner step, bitwise."""
-    from torchrl_serl.data import OnlineDemoReplayBuffer
-
-    def buffer(transform, prefetch):
-        buf = OnlineDemoReplayBuffer(500, 500, scratch_dir=tmp_path / str(prefetch), seed=0, transform=transform,
-                                     prefetch=prefetch)
-        buf.extend_demos(_batch(1, 100))
-        buf.extend(_batch(2, 100))
-        return buf
-
-    flat = buffer(None, False).sample(UTD * B)
-    split = buffer(functools.partial(stack_minibatches, utd_ratio=UTD), True).sample(UTD * B)
-    assert split.batch_size == (UTD, B) and flat.batch_size == (UTD * B,)
-    for ahead, strided in zip(split_minibatches(split, UTD), split_minibatches(flat, UTD), strict=True):
-        assert (ahead == strided).all()
-        assert ahead["next", "observation"].data_ptr() in range(
-            split["next", "observation"].data_ptr(), split["next", "observation"].data_ptr() + split.numel() * 4 * OBS)
-
-    def step(batch):
-        torch.manual_seed(0)
-        agent = make_sac_agent(CFG, OBS, ACT)
-        updater = SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, UTD)
-        torch.manual_seed(1)
-        return updater.update(batch), _params(agent.loss)
-
-    (logs_split, params_split), (logs_flat, params_flat) = step(split), step(flat)
-    assert logs_split == logs_flat and torch.equal(params_split, params_flat)
-    with pytest.raises(ValueError, match=r"or \[2, B\], got \(3, 64\)"):
-        split_minibatches(_batch(0, 3 * B).reshape(3, B), UTD)
 
 
 def test_grad_clipping_and_lr_schedules_per_optimizer():

@@ -170,13 +170,11 @@ class SACUpdater:
         return self._step(tuple(self.optimizers), out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"], out)
 
     def minibatches(self, batch: TensorDictBase) -> list[TensorDictBase]:
-        """``batch`` ``[utd_ratio * B]`` (or ``[utd_ratio, B]``) as ``utd_ratio`` disjoint ``[B]``
-        minibatches (:func:`split_minibatches`)."""
+        """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint ``[B]`` minibatches (rows ``i::utd_ratio``)."""
         return split_minibatches(batch, self.utd_ratio)
 
     def update(self, batch: TensorDictBase) -> dict[str, float]:
-        """Run one learner step on ``batch`` ``[utd_ratio * B]`` (or ``[utd_ratio, B]``, split ahead
-        by :func:`stack_minibatches`); return the full update's
+        """Run one learner step on ``batch`` ``[utd_ratio * B]``; return the full update's
         detached diagnostics as ``train/<name>`` floats."""
         batch = batch.to(self.device, non_blocking=True)
         if self._check_batch is not None:
@@ -211,8 +209,8 @@ class GraspCriticUpdater:
         self.device = next(loss.parameters()).device
 
     def update(self, batch: TensorDictBase) -> dict[str, float]:
-        """Run the grasp critic's updates on ``batch`` ``[utd_ratio * B]`` (or ``[utd_ratio, B]``);
-        return the last one's diagnostics as ``train/<name>`` floats."""
+        """Run the grasp critic's updates on ``batch`` ``[utd_ratio * B]``; return the last one's
+        diagnostics as ``train/<name>`` floats."""
         for minibatch in split_minibatches(batch.to(self.device, non_blocking=True), self.utd_ratio):
             out = self.loss(minibatch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -223,29 +221,10 @@ class GraspCriticUpdater:
 
 
 def split_minibatches(batch: TensorDictBase, utd_ratio: int) -> list[TensorDictBase]:
-    """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint contiguous ``[B]`` minibatches (rows
-    ``i::utd_ratio``: with an RLPD sample, demos first, each minibatch gets the same demo share).
-
-    A batch already split by :func:`stack_minibatches`, ``[utd_ratio, B]``, gives its rows as views
-    (no copy)."""
-    if batch.ndim == 2 and batch.shape[0] == utd_ratio:
-        return list(batch.unbind(0))
-    if batch.ndim != 1 or batch.shape[0] % utd_ratio:
-        raise ValueError(
-            f"batch must be [B] with B divisible by utd_ratio={utd_ratio}, or [{utd_ratio}, B], got {tuple(batch.shape)}"
-        )
-    return [batch[i::utd_ratio].contiguous() for i in range(utd_ratio)]
-
-
-def stack_minibatches(batch: TensorDictBase, utd_ratio: int) -> TensorDictBase:
-    """``batch`` ``[utd_ratio * B]`` as one contiguous ``[utd_ratio, B]`` TensorDict whose row ``i``
-    is :func:`split_minibatches`' minibatch ``i``: the same split, made ahead in one copy. As a
-    replay buffer's read-side ``transform`` the copy runs where the buffer samples, e.g. in its
-    prefetch thread, off the learner's critical path:
-    ``transform=functools.partial(stack_minibatches, utd_ratio=utd)``."""
+    """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint ``[B]`` minibatches (rows ``i::utd_ratio``)."""
     if batch.ndim != 1 or batch.shape[0] % utd_ratio:
         raise ValueError(f"batch must be [B] with B divisible by utd_ratio={utd_ratio}, got {tuple(batch.shape)}")
-    return batch.reshape(batch.shape[0] // utd_ratio, utd_ratio).transpose(0, 1).contiguous()
+    return [batch[i::utd_ratio].contiguous() for i in range(utd_ratio)]
 
 
 def _detached(out) -> TensorDictBase:
