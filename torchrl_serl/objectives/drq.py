@@ -234,7 +234,8 @@ class DrQLoss(SERLSACLoss):
                 x = [select_views(x, self.generator, dtype=None)]
                 if with_next:
                     x.append(select_views(tensordict.get(("next", key)), self.generator, dtype=None))
-                images[cam] = stack_channel_major(x) if with_next else stack_channel_major(x)[0]
+                stacked = stack_channel_major(x)
+                images[cam] = stacked if with_next else stacked[0]
                 continue
             if with_next:
                 x = torch.stack([x, tensordict.get(("next", key))])
