@@ -22,10 +22,9 @@ The actor (the env or the arm, its cameras, the intervention device, the policy)
 of its own and never waits for the learner: its batches queue up while the learner trains, and the
 learner's newest weights reach it after every learner round. In simulation the actor is held one
 batch ahead of the learner, so the ratio of learner steps to env steps is exactly
-``--updates_per_step``, and it runs at a raised niceness (``--actor_nice``): the learner, which
-sets the pace, gets a core first. On a real arm the control rate sets the pace, the learner trains
-whenever it is behind that ratio (never ahead of the data), and ``train/updates_per_step`` logs the
-ratio it achieved. If the learner dies, the actor stops the arm within ``--frames_per_batch`` steps. In
+``--updates_per_step``; on a real arm the control rate sets the pace, the learner trains whenever it
+is behind that ratio (never ahead of the data), and ``train/updates_per_step`` logs the ratio it
+achieved. If the learner dies, the actor stops the arm within ``--frames_per_batch`` steps. In
 simulation ``--actors N`` runs N actor processes, each its own simulation, all fed the same weights
 (held N batches ahead). Evaluations (``--eval_every``, simulation) run in a process of their own on a
 snapshot of the weights at their step (``BackgroundEvaluator``), so neither learner nor actor waits
@@ -167,12 +166,6 @@ class Config(RunConfig, ActorLearnerConfig):
     runs, the learner process raises its niceness to this (0-19), so the arm's control loop gets a
     core first whenever both want one (docs/distributed.md, control timing); 0: off. Simulation
     ignores it."""
-    actor_nice: int = 10
-    """Simulation with the actor process (``--role local``): each simulated actor process raises its
-    niceness to this (0-19) as it starts, so the learner, which sets a simulated run's pace (the
-    actor is held a batch ahead of it), gets a core first whenever both want one; the actor then
-    runs on what the learner leaves (2 cores: ~8% faster learner steps, benchmarks/README.md).
-    0: off. A real arm ignores it (its control loop comes first: ``--learner_nice``)."""
     image_codec: str = "png"
     """How camera frames cross the link (``--role actor``): ``png`` (lossless), ``jpeg`` (quality 90)
     or ``none`` (raw); each distinct frame is sent once."""
@@ -202,8 +195,6 @@ def main(argv=None) -> None:
         raise ValueError(f"--push_every must be >= 1, got {cfg.push_every}")
     if not 0 <= cfg.learner_nice <= 19:
         raise ValueError(f"--learner_nice must be in [0, 19], got {cfg.learner_nice}")
-    if not 0 <= cfg.actor_nice <= 19:
-        raise ValueError(f"--actor_nice must be in [0, 19], got {cfg.actor_nice}")
     if cfg.actors < 1:
         raise ValueError(f"--actors must be >= 1, got {cfg.actors}")
     if cfg.actors > 1 and (cfg.robot.real or cfg.intervention != "none"):
@@ -336,8 +327,7 @@ def main(argv=None) -> None:
             actor_envs = [
                 functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None,
                                   make_trunk_features(agent, cfg.drq, env_seed + i * ACTOR_SEED_STRIDE) if cached
-                                  else None, cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step,
-                                  niceness=0 if cfg.robot.real else cfg.actor_nice)
+                                  else None, cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step)
                 for i in range(cfg.actors)
             ]
             actor = BackgroundCollector.async_collector(
@@ -527,13 +517,10 @@ def run_remote_actor(cfg: Config, agent, env_seed: int, keys) -> None:
 
 
 def _make_actor_env(env_cfg: EnvConfig, robot_cfg: RobotConfig | None, trunk_features, intervention: str,
-                    seed: int, keys: Any = None, niceness: int = 0):
+                    seed: int, keys: Any = None):
     """The actor's env, built in the actor's process: the simulation or the arm (``robot_cfg``), with
     its TrunkFeatures copy and the human-intervention device (``keys``: the learner process's
-    keyboard queue). ``niceness`` > 0: this process first raises its niceness to it (a simulated
-    actor yielding to the learner, ``--actor_nice``)."""
-    if niceness:
-        raise_process_niceness(niceness)
+    keyboard queue)."""
     env = make_env(env_cfg, robot_cfg, seed=seed)
     if trunk_features is not None:
         env = TransformedEnv(env, trunk_features)

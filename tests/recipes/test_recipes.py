@@ -197,22 +197,6 @@ def test_drq_learner_niceness_out_of_range_is_refused(tmp_path):
         run("drq", "--learner_nice", 20, "--logdir", tmp_path, *TINY_DRQ)
 
 
-def test_drq_actor_niceness_out_of_range_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="--actor_nice"):
-        run("drq", "--actor_nice", -1, "--logdir", tmp_path, *TINY_DRQ)
-
-
-def test_drq_simulated_actor_yields_its_core_to_the_learner():
-    """``--actor_nice``: the actor's env factory, run first thing in the actor's process, raises that
-    process's niceness (its threads too); the env then steps as usual."""
-    code = ("import os, drq; from torchrl_serl.training.config import EnvConfig; "
-            "env = drq._make_actor_env(EnvConfig(pixels=True, image_size=32), None, None, 'none', 0, niceness=7); "
-            "assert env.rollout(3).numel() == 3; print('niceness', os.getpriority(os.PRIO_PROCESS, 0))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=RECIPES, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split()[-2:] == ["niceness", "7"]
-
-
 def test_drq_learner_and_actor_roles_send_compressed_frames(tmp_path, demos):
     """``--role learner`` / ``--role actor`` on one machine through the authenticated link: the actor
     sends PNG frames (no features), the learner encodes them with its frozen trunk, mixes them with
