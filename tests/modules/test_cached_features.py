@@ -60,7 +60,7 @@ def test_encode_views_refuses_bad_input():
 def test_select_views_draws_one_stored_view_per_sample():
     feats = torch.arange(5 * 3, dtype=torch.float16).reshape(5, 3, 1, 1, 1).expand(5, 3, 2, 1, 1).contiguous()
     picked = select_views(feats, torch.Generator().manual_seed(0))
-    assert picked.shape == (5, 2, 1, 1) and picked.dtype == torch.float32
+    assert picked.shape == (5, 2, 1, 1) and picked.dtype == torch.float16  # as stored
     view = picked[:, 0, 0, 0] - torch.arange(5) * 3  # which of the 3 views each sample got
     assert set(view.tolist()) <= {0.0, 1.0, 2.0}
     assert torch.equal(picked[:, 0], picked[:, 1])  # one view per sample, not per element

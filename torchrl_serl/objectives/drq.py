@@ -231,9 +231,9 @@ class DrQLoss(SERLSACLoss):
             if self.cached_features:
                 # the drawn views as stored (float16), then float32 channel-major in one copy each:
                 # the layout each head call's spatial embeddings read without copying (same values)
-                x = [select_views(x, self.generator, dtype=None)]
+                x = [select_views(x, self.generator)]
                 if with_next:
-                    x.append(select_views(tensordict.get(("next", key)), self.generator, dtype=None))
+                    x.append(select_views(tensordict.get(("next", key)), self.generator))
                 stacked = stack_channel_major(x)
                 images[cam] = stacked if with_next else stacked[0]
                 continue

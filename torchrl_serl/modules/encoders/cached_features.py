@@ -108,11 +108,8 @@ class CachedFeaturesEncoder(TensorDictModuleBase):
         return tensordict.set(enc.out_key, emb)
 
 
-def select_views(
-    features: torch.Tensor, generator: torch.Generator | None = None, dtype: torch.dtype | None = torch.float32
-) -> torch.Tensor:
-    """One uniformly drawn view per sample: ``[*B, K, C, h, w] -> [*B, C, h, w]`` as ``dtype``
-    (``None``: the stored dtype)."""
+def select_views(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One uniformly drawn view per sample: ``[*B, K, C, h, w] -> [*B, C, h, w]``, in the stored dtype."""
     *batch, k = features.shape[:-3]
     if k == 1:  # nothing to draw (and no random numbers consumed)
         picked = features[..., 0, :, :, :]
@@ -121,7 +118,7 @@ def select_views(
         device = generator.device if generator is not None else features.device
         idx = torch.randint(0, k, (flat.shape[0],), generator=generator, device=device).to(features.device)
         picked = flat[torch.arange(flat.shape[0], device=features.device), idx].reshape(*batch, *features.shape[-3:])
-    return picked if dtype is None else picked.to(dtype)
+    return picked
 
 
 def stack_channel_major(features: Sequence[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
