@@ -187,3 +187,30 @@ def test_many_actors_feed_one_learner_and_each_receives_the_weights():
         wait_until(both_act_with_the_new_weights, what="both actors acting with the pushed weights")
     finally:
         feed.shutdown()
+
+
+def test_held_actors_lose_no_steps():
+    """Two actors held back at a frame limit for longer than TorchRL's 1 s hand-over timeout: once
+    released, each one's steps are consecutive (TorchRL's single shared output slot made the second
+    worker drop its batch and step on)."""
+    from torchrl.collectors._constants import _TIMEOUT
+
+    torch.manual_seed(0)
+    feed = BackgroundCollector.async_collector([make_env, _env_with_rewards_shifted_up], make_policy(),
+                                               frames_per_batch=FRAMES_PER_BATCH, total_frames=-1)
+    try:
+        feed.set_frame_limit(FRAMES_PER_BATCH)
+        feed.start()
+        wait_until(lambda: feed.frames >= FRAMES_PER_BATCH, what="the first batch")
+        time.sleep(3 * _TIMEOUT)  # both workers have a batch ready; a dropping worker would have dropped it
+        feed.set_frame_limit(None)
+        batches = []
+        wait_until(lambda: batches.extend(feed.drain(timeout_s=1.0)) or len(batches) >= 8, what="8 batches")
+        streams = {False: [], True: []}
+        for batch in batches:
+            streams[bool((batch["next", "reward"] > 50).all())].append(batch)
+        for stream in map(torch.cat, streams.values()):
+            follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
+            assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+    finally:
+        feed.shutdown()

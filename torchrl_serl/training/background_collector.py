@@ -28,6 +28,20 @@ from torchrl.collectors import MultiAsyncCollector
 from torchrl.weight_update import SharedMemWeightSyncScheme
 
 
+class _OneBatchPerActorCollector(MultiAsyncCollector):
+    """TorchRL's MultiAsyncCollector with room in its output queue for one batch per actor.
+
+    TorchRL 0.14 gives the workers one shared slot: a worker that cannot hand its batch over within
+    1 s (another actor's batch is waiting there, the consumer holds them back) drops it and
+    collects the next one, so a held actor keeps stepping its env and its steps are lost, with
+    the ends of its episodes. With a slot per actor each worker hands its batch over and waits for
+    the consumer's next request."""
+
+    @property
+    def _queue_len(self) -> int:
+        return self.num_workers
+
+
 class BackgroundCollector:
     """Takes batches from ``collector`` in a background thread and keeps them for :meth:`drain`.
 
@@ -60,7 +74,8 @@ class BackgroundCollector:
     @classmethod
     def async_collector(cls, create_env_fn, policy, **collector_kwargs) -> BackgroundCollector:
         """Actor processes (a TorchRL :class:`~torchrl.collectors.MultiAsyncCollector`, one process per
-        env function) behind a BackgroundCollector, not started yet.
+        env function, each able to hand over a batch while the others' wait) behind a
+        BackgroundCollector, not started yet.
 
         Args:
             create_env_fn: the env function, or a list of them (one actor process each: many
@@ -81,7 +96,7 @@ class BackgroundCollector:
         # shared memory that each actor's receiver thread applies
         weight_sync = SharedMemWeightSyncScheme(sync=False)
         try:
-            collector = MultiAsyncCollector(create_env_fns, policy, weight_sync_schemes={"policy": weight_sync},
+            collector = _OneBatchPerActorCollector(create_env_fns, policy, weight_sync_schemes={"policy": weight_sync},
                                             **collector_kwargs)
         except BaseException:
             weight_sync.shutdown()
