@@ -1,6 +1,7 @@
 """BackgroundEvaluator: the synchronous evaluation's results, from a process of its own."""
 
 import functools
+import os
 import subprocess
 import sys
 import textwrap
@@ -37,7 +38,7 @@ def _perturb(policy, seed):
 
 def test_results_are_the_synchronous_ones_of_the_snapshot_at_each_step():
     policy = _policy(0)
-    evaluator = BackgroundEvaluator(make_eval_env, policy, num_episodes=2, niceness=0)
+    evaluator = BackgroundEvaluator(make_eval_env, policy, num_episodes=2, idle_time_only=False)
     try:
         snapshots = []
         for step in (100, 200):
@@ -68,7 +69,7 @@ def _failing_env():
 
 
 def test_a_failing_evaluation_process_is_reported_with_its_error():
-    evaluator = BackgroundEvaluator(_failing_env, _policy(0), num_episodes=1, niceness=0)
+    evaluator = BackgroundEvaluator(_failing_env, _policy(0), num_episodes=1, idle_time_only=False)
     try:
         with pytest.raises(RuntimeError, match="no camera at /dev/video9"):
             evaluator.submit(5, _policy(0))  # raises here if the process has already exited
@@ -86,6 +87,17 @@ def test_close_drops_pending_evaluations_and_stops_the_process():
     assert evaluator.pending == []
 
 
+def test_the_evaluation_process_runs_on_idle_time_only():
+    """By default the episodes take only the CPU time the learner and the actor leave."""
+    evaluator = BackgroundEvaluator(make_eval_env, _policy(0), num_episodes=1)
+    try:
+        evaluator.submit(1, _policy(0))
+        evaluator.wait(timeout_s=300)  # the process has set its policy before it took any request
+        assert os.sched_getscheduler(evaluator._process.pid) == os.SCHED_IDLE
+    finally:
+        evaluator.close()
+
+
 def test_bad_episode_count_is_refused():
     with pytest.raises(ValueError, match="num_episodes"):
         BackgroundEvaluator(make_eval_env, _policy(0), num_episodes=0)
@@ -100,7 +112,7 @@ def test_the_evaluation_process_exits_when_its_owner_is_killed(tmp_path):
         from test_background_evaluator import _policy, make_eval_env
         from torchrl_serl.training.background_evaluator import BackgroundEvaluator
         if __name__ == "__main__":
-            evaluator = BackgroundEvaluator(make_eval_env, _policy(0), num_episodes=1, niceness=0)
+            evaluator = BackgroundEvaluator(make_eval_env, _policy(0), num_episodes=1, idle_time_only=False)
             print(evaluator._process.pid, flush=True)
             time.sleep(600)
     """))

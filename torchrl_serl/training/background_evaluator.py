@@ -8,8 +8,10 @@ in a spawned process on a snapshot of the policy's weights taken at the step bei
 the result is the one the synchronous call would give at that step (same env, same seed, same
 episodes in the same order); it arrives later, and is logged at the step it belongs to.
 
-The process runs at a raised niceness: the learner and the actor get a core first, the episodes
-take the time they leave. It ignores Ctrl-C (the owner decides: :meth:`close` stops it), and
+The process runs on idle CPU time only (Linux ``SCHED_IDLE``): the learner and the actor get the
+cores whenever they want them, the episodes take the time they leave (on a 2-core CPU the learner
+sets a simulated run's pace, and an evaluation at niceness 10 slowed the next 1000-3000 env steps
+by ~5-15%). It ignores Ctrl-C (the owner decides: :meth:`close` stops it), and
 exits by itself when its owner process is gone.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 from torchrl.envs import EnvBase
 
 from torchrl_serl.training.evaluation import evaluate
-from torchrl_serl.training.process_priority import raise_process_niceness
+from torchrl_serl.training.process_priority import run_process_on_idle_time
 
 Result = tuple[int, dict[str, float]]
 
@@ -46,12 +48,12 @@ def _next_request(requests, owner: int):
                 return None
 
 
-def _evaluate_requests(payload: bytes, num_episodes, niceness, requests, results, owner: int) -> None:
+def _evaluate_requests(payload: bytes, num_episodes, idle_time_only, requests, results, owner: int) -> None:
     """The evaluation process: ``(step, weights, video_path)`` requests in, ``(step, metrics)`` out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if idle_time_only:  # first: the threads started below (torch's, the renderer's) inherit it
+        run_process_on_idle_time()
     torch.set_num_threads(1)
-    if niceness:
-        raise_process_niceness(niceness)
     env = None
     try:
         make_env, policy = pickle.loads(payload)
@@ -77,7 +79,9 @@ class BackgroundEvaluator:
         policy: the acting policy; a CPU copy goes to the process once, :meth:`submit` sends its
             weights (the episodes run on the CPU, beside a learner on any device).
         num_episodes: episodes per evaluation.
-        niceness: the evaluation process's niceness (0-19; 0 leaves it as it is).
+        idle_time_only: run the process on idle CPU time only
+            (:func:`~torchrl_serl.training.process_priority.run_process_on_idle_time`); ``False``: at
+            its owner's priority.
 
     Example:
         >>> evaluator = BackgroundEvaluator(functools.partial(make_eval_env, seed=1), policy, 20)
@@ -88,7 +92,7 @@ class BackgroundEvaluator:
         >>> evaluator.close()
     """
 
-    def __init__(self, make_env: Callable[[], EnvBase], policy: nn.Module, num_episodes: int, niceness: int = 10):
+    def __init__(self, make_env: Callable[[], EnvBase], policy: nn.Module, num_episodes: int, idle_time_only: bool = True):
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
         ctx = mp.get_context("spawn")
@@ -99,7 +103,7 @@ class BackgroundEvaluator:
             target=_evaluate_requests, name="BackgroundEvaluator", daemon=True,
             # pickled here, tensors inline: torch's shared-memory pickling of a module fails on
             # empty tensors ("unable to resize file"), and nothing needs to be shared
-            args=(pickle.dumps((make_env, copy.deepcopy(policy).cpu())), num_episodes, niceness, self._requests,
+            args=(pickle.dumps((make_env, copy.deepcopy(policy).cpu())), num_episodes, idle_time_only, self._requests,
                   self._results, os.getpid()),
         )
         self._process.start()
