@@ -76,7 +76,12 @@ from torchrl_serl.modules.encoders.cached_features import feature_key
 from torchrl_serl.optim import make_optimizer
 from torchrl_serl.training.agent_factory import make_drq_agent, make_trunk_features
 from torchrl_serl.security import load_secret
-from torchrl_serl.training.checkpoint import GracefulStop, RunCheckpointer, parameters_checksum
+from torchrl_serl.training.checkpoint import (
+    GracefulStop,
+    RunCheckpointer,
+    checkpoint_directories,
+    parameters_checksum,
+)
 from torchrl_serl.training.background_collector import BackgroundCollector
 from torchrl_serl.training.config import (
     ROLES,
@@ -282,6 +287,37 @@ def main(argv=None) -> None:
             # HIL-SERL's grasp penalty, computed on every sample (demos and interventions included)
             toggle_penalty = GripperPenalty(cfg.grasp_penalty, index=-1, penalty_key="grasp_penalty", judge="command",
                                             apply_to_reward=False)
+        run = RunCounters()
+        resuming = cfg.resume and bool(checkpoint_directories(logger.run_dir / "checkpoints"))
+
+        def start_actor_processes() -> BackgroundCollector:
+            """The actor: env (simulation or arm), cameras, intervention device and policy in a process of
+            its own (TorchRL AsyncCollector), its batches queued by a thread of this one; actor i: its own
+            simulation and random shifts (seeded apart), init_random_frames of its own. Started, and in
+            simulation held a batch per actor past the learner's first owed update."""
+            actor_envs = [
+                functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None,
+                                  make_trunk_features(agent, cfg.drq, env_seed + i * ACTOR_SEED_STRIDE) if cached
+                                  else None, cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step)
+                for i in range(cfg.actors)
+            ]
+            actor = BackgroundCollector.async_collector(
+                actor_envs, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+                init_random_frames=-(-max(cfg.random_steps - run.step, 0) // cfg.actors),
+                # not in the partial: TorchRL cloudpickles the env function, which breaks a queue's pipes
+                create_env_kwargs={"keys": keys},
+            )
+            stack.callback(actor.shutdown)
+            if governed:  # nothing is owed before training_starts: the actor runs up to it freely
+                actor.hold_ahead(max(cfg.training_starts - run.step, 0) + cfg.actors * cfg.frames_per_batch)
+            return actor.start()
+
+        actor = None
+        if link is None and governed and not resuming:
+            # a fresh simulated run: the actor takes its random steps on the other core while this one
+            # encodes the demos below (~1.4 min each on a 2-core CPU); a resumed actor needs the
+            # checkpoint's step and weights first, and a real arm moves only once the learner is ready
+            actor = start_actor_processes()
         if cfg.demos:
             encode = None
             if cached:
@@ -303,8 +339,7 @@ def main(argv=None) -> None:
             logger.run_dir / "checkpoints", keep_last=cfg.keep_checkpoints,
             loss=agent.loss, buffer=buffer, logger=logger, **optimizers, **grasp_components,
         )
-        run = RunCounters()
-        if cfg.resume and run.resume(checkpointer, logger):
+        if resuming and run.resume(checkpointer, logger):
             print(f"resumed {run} buffer={online_size(buffer)} "
                   f"actor_checksum={parameters_checksum(agent.actor.parameters())!r}", flush=True)
         minutes_before = logger.last_value("time/minutes") or 0.0  # a resumed run's wall clock goes on from its checkpoint
@@ -321,22 +356,8 @@ def main(argv=None) -> None:
             def push_weights() -> None:
                 link.publish_weights(agent.policy, run.updates)
         else:
-            # the actor: env (simulation or arm), cameras, intervention device and policy in a process of
-            # its own (TorchRL AsyncCollector), its batches queued by a thread of this one;
-            # actor i: its own simulation and random shifts (seeded apart), init_random_frames of its own
-            actor_envs = [
-                functools.partial(_make_actor_env, cfg.env, cfg.robot if cfg.robot.real else None,
-                                  make_trunk_features(agent, cfg.drq, env_seed + i * ACTOR_SEED_STRIDE) if cached
-                                  else None, cfg.intervention, env_seed + i * ACTOR_SEED_STRIDE + run.step)
-                for i in range(cfg.actors)
-            ]
-            actor = BackgroundCollector.async_collector(
-                actor_envs, agent.policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
-                init_random_frames=-(-max(cfg.random_steps - run.step, 0) // cfg.actors),
-                # not in the partial: TorchRL cloudpickles the env function, which breaks a queue's pipes
-                create_env_kwargs={"keys": keys},
-            )
-            stack.callback(actor.shutdown)
+            if actor is None:
+                actor = start_actor_processes()
             if cfg.robot.real and cfg.learner_nice:
                 niceness = raise_process_niceness(cfg.learner_nice)
                 print(f"learner process at niceness {niceness}: the arm's control loop gets a core first", flush=True)
@@ -347,8 +368,8 @@ def main(argv=None) -> None:
             """The actors feeding this learner: its actor processes, or the remote actors heard from lately."""
             return cfg.actors if link is None else max(1, link.actors_seen_within(ACTOR_ALIVE_S))
 
-        if governed:
-            actor.hold_ahead(actors_now() * cfg.frames_per_batch)
+        if link is not None and governed:
+            link.hold_ahead(actors_now() * cfg.frames_per_batch)
         # a real arm is evaluated by the operator's episodes, not by a second robot
         evaluator = None
         if not cfg.robot.real and rank == 0 and cfg.eval_every > 0:
@@ -414,9 +435,7 @@ def main(argv=None) -> None:
 
         with GracefulStop() as stop:
             try:
-                if link is None:
-                    actor.start()
-                else:
+                if link is not None:
                     push_weights()  # what a connecting actor acts with (a resumed learner's, or the initial ones)
                 while run.step < cfg.total_steps and not stop.requested:
                     owed = run.updates_owed(cfg.updates_per_step, cfg.training_starts)

@@ -147,6 +147,21 @@ class ResumeInfo:
     counters: dict[str, Any] = field(default_factory=dict)
 
 
+def checkpoint_directories(directory: str | os.PathLike) -> list[Path]:
+    """The checkpoints under ``directory`` (a :class:`RunCheckpointer`'s), oldest first, damaged ones
+    included (:meth:`RunCheckpointer.resume` reports those): whether a run resumes, known before its
+    components exist."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        step = path.name[len(_PREFIX) + 1 :]
+        if path.name.startswith(f"{_PREFIX}-") and step.isdigit() and path.is_dir():
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
+
+
 class RunCheckpointer:
     """Rotating, atomic checkpoints of a run's components under ``directory``.
 
@@ -276,7 +291,7 @@ class RunCheckpointer:
         raises :class:`CheckpointError` listing them (starting over silently would overwrite
         a run the user meant to continue).
         """
-        candidates = self._candidates()
+        candidates = checkpoint_directories(self.directory)
         errors = []
         for path in reversed(candidates):
             try:
@@ -288,17 +303,6 @@ class RunCheckpointer:
             raise CheckpointError("no loadable checkpoint in " f"{self.directory}:\n" + "\n".join(errors))
         return None
 
-    def _candidates(self) -> list[Path]:
-        # Directories named like a checkpoint, including ones whose manifest is damaged (the
-        # rotation would silently ignore those; resume() reports them).
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for path in self.directory.iterdir():
-            step = path.name[len(_PREFIX) + 1 :]
-            if path.name.startswith(f"{_PREFIX}-") and step.isdigit() and path.is_dir():
-                found.append((int(step), path))
-        return [path for _, path in sorted(found)]
 
 
 class GracefulStop:
@@ -375,6 +379,7 @@ __all__ = [
     "ResumeInfo",
     "RunCheckpointer",
     "GracefulStop",
+    "checkpoint_directories",
     "checkpoint_summary",
     "parameters_checksum",
     "terminate_as_interrupt",
