@@ -314,8 +314,8 @@ def main(argv=None) -> None:
 
         actor = None
         if link is None and governed and not resuming:
-            # a fresh simulated run: the actor takes its random steps on the other core while this one
-            # encodes the demos below (~1.4 min each on a 2-core CPU); a resumed actor needs the
+            # a fresh simulated run: the actor takes its random steps on the other core (~1.3 min on a
+            # 2-core CPU) while this one encodes the demos below (84 s); a resumed actor needs the
             # checkpoint's step and weights first, and a real arm moves only once the learner is ready
             actor = start_actor_processes()
         if cfg.demos:

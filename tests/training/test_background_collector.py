@@ -32,6 +32,13 @@ def wait_until(condition, timeout_s: float = 120.0, what: str = "condition") -> 
         time.sleep(0.01)
 
 
+def assert_consecutive(stream) -> None:
+    """One actor's steps, oldest first, nothing dropped or repeated: each step starts where the
+    previous one ended unless that one ended the episode."""
+    follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
+    assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+
+
 @pytest.fixture
 def feed():
     torch.manual_seed(0)
@@ -50,11 +57,7 @@ def test_actor_runs_ahead_of_a_learner_that_does_not_take_batches(feed):
     batches = feed.drain()
     assert len(batches) >= 10
     assert all(b.shape == (FRAMES_PER_BATCH,) for b in batches)
-    stream = torch.cat(batches)
-    # consecutive env steps, oldest first, nothing dropped or repeated: each step starts where
-    # the previous one ended unless that one ended the episode
-    follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
-    assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+    assert_consecutive(torch.cat(batches))
     assert feed.drain() == [] or feed.frames > len(batches) * FRAMES_PER_BATCH
 
 
@@ -170,8 +173,7 @@ def test_many_actors_feed_one_learner_and_each_receives_the_weights():
 
         wait_until(lambda: take() or all(seen.values()), what="batches from both actors")
         for stream in map(torch.cat, seen.values()):  # each actor's steps consecutive
-            follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
-            assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+            assert_consecutive(stream)
         with torch.no_grad():
             last = policy.module[0].module[0][-1]
             last.weight.zero_()
@@ -210,7 +212,6 @@ def test_held_actors_lose_no_steps():
         for batch in batches:
             streams[bool((batch["next", "reward"] > 50).all())].append(batch)
         for stream in map(torch.cat, streams.values()):
-            follows = (stream["observation"][1:] == stream["next", "observation"][:-1]).all(-1)
-            assert (follows | stream["next", "done"][:-1].squeeze(-1)).all()
+            assert_consecutive(stream)
     finally:
         feed.shutdown()

@@ -97,7 +97,7 @@ class BackgroundCollector:
         weight_sync = SharedMemWeightSyncScheme(sync=False)
         try:
             collector = _OneBatchPerActorCollector(create_env_fns, policy, weight_sync_schemes={"policy": weight_sync},
-                                            **collector_kwargs)
+                                                   **collector_kwargs)
         except BaseException:
             weight_sync.shutdown()
             raise

@@ -11,8 +11,8 @@ episodes in the same order); it arrives later, and is logged at the step it belo
 The process runs on idle CPU time only (Linux ``SCHED_IDLE``): the learner and the actor get the
 cores whenever they want them, the episodes take the time they leave (on a 2-core CPU the learner
 sets a simulated run's pace; at niceness 10, as before, an evaluation slowed the next 1000-3000 env
-steps of one pixel run by 5-15%, and of another by ~1%: docs/results.md). It ignores Ctrl-C (the owner decides: :meth:`close` stops it), and
-exits by itself when its owner process is gone.
+steps of one pixel run by 5-15%, and of another by ~1%: docs/results.md). It ignores Ctrl-C (the
+owner decides: :meth:`close` stops it), and exits by itself when its owner process is gone.
 """
 from __future__ import annotations
 

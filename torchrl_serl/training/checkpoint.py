@@ -304,7 +304,6 @@ class RunCheckpointer:
         return None
 
 
-
 class GracefulStop:
     """Stop a training loop at a step boundary on Ctrl-C (SIGINT) or ``kill`` (SIGTERM).
 
