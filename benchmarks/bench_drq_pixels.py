@@ -112,9 +112,7 @@ def cached_pool(
             for c in CAMERAS:
                 # a few frames per trunk call: one call on a whole batch spends most of its time
                 # in the kernel on CPU (page faults of its large activations) and can stall for minutes
-                images = sub.pop(c)
-                chunks = [encode_views(trunk, part, num_views) for part in images.split(encode_chunk)]
-                sub[feature_key(c)] = torch.cat(chunks)
+                sub[feature_key(c)] = encode_views(trunk, sub.pop(c), num_views, chunk=encode_chunk)
         out.append(td)
     return out
 

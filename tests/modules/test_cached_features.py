@@ -50,11 +50,23 @@ def test_encode_views_of_a_channels_last_trunk_are_contiguous():
     torch.testing.assert_close(feats[:, 0].float(), expected.float(), atol=2e-2, rtol=2e-3)
 
 
+def test_encode_views_in_chunks_is_one_call_per_chunk():
+    trunk = resnet10().eval()
+    x = images(7).reshape(7, 1, 3, SIZE, SIZE)  # a batch shape [7, 1], split 3 + 3 + 1
+    chunked = encode_views(trunk, x, num_views=2, generator=torch.Generator().manual_seed(2), chunk=3)
+    g = torch.Generator().manual_seed(2)  # the shifts drawn chunk by chunk, in order
+    parts = [encode_views(trunk, x[i:i + 3, 0], num_views=2, generator=g) for i in range(0, 7, 3)]
+    assert chunked.shape == (7, 1, 2, *trunk.output_shape(SIZE))
+    torch.testing.assert_close(chunked[:, 0], torch.cat(parts))
+
+
 def test_encode_views_refuses_bad_input():
     with pytest.raises(ValueError, match="num_views"):
         encode_views(resnet10(), images(), num_views=0)
     with pytest.raises(ValueError, match="uint8"):
         encode_views(resnet10(), images().float(), num_views=1)
+    with pytest.raises(ValueError, match="chunk"):
+        encode_views(resnet10(), images(), num_views=1, chunk=0)
 
 
 def test_select_views_draws_one_stored_view_per_sample():

@@ -101,25 +101,20 @@ class TrunkFeatures(Transform):
 
         Each frame is encoded once: ``("next", cam)`` reuses row ``t + 1``'s features where its
         frame is that row's frame (so a frame-dedup buffer still stores it once). ``chunk`` frames
-        go through the trunk per call: small chunks are faster on a CPU (smaller activations;
-        ResNet-10, 128 px, 2 views, 1 thread on a Zen 3: ~53 ms per frame at 8, ~94 ms at 256).
+        go through the trunk per call (:func:`encode_views`).
         """
         if data.ndim != 1:
             raise ValueError(f"encode_transitions takes transitions [T], got batch size {tuple(data.batch_size)}")
-        t = data.shape[0]
         for key, out_key in zip(self.in_keys, self.out_keys):
             frames, next_frames = data.get(key), data.get(("next", key))
-            feats = torch.cat([
-                encode_views(self.trunk, frames[i:i + chunk], self.num_views, self.pad, self.generator)
-                for i in range(0, t, chunk)
-            ])
+            feats = encode_views(self.trunk, frames, self.num_views, self.pad, self.generator, chunk=chunk)
             next_feats = torch.empty_like(feats)
             same = next_is_following_frame(frames, next_frames)
             next_feats[:-1][same[:-1]] = feats[1:][same[:-1]]
             other = (~same).nonzero().squeeze(-1)
-            for i in range(0, other.numel(), chunk):
-                rows = other[i:i + chunk]
-                next_feats[rows] = encode_views(self.trunk, next_frames[rows], self.num_views, self.pad, self.generator)
+            if other.numel():
+                next_feats[other] = encode_views(self.trunk, next_frames[other], self.num_views, self.pad,
+                                                 self.generator, chunk=chunk)
             data.set(out_key, feats)
             data.set(("next", out_key), next_feats)
         return data

@@ -42,8 +42,9 @@ def encode_views(
     pad: int = 4,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float16,
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """Trunk features of ``num_views`` views of each image, in one trunk call.
+    """Trunk features of ``num_views`` views of each image, in one trunk call (or one per ``chunk``).
 
     Args:
         trunk: frozen image trunk, uint8 ``[N, 3, H, W] -> [N, C, h, w]``.
@@ -53,6 +54,9 @@ def encode_views(
         pad: shift range in px (SERL: 4).
         generator: optional ``torch.Generator`` for the shifts.
         dtype: storage dtype of the features (``float16``: half the bytes of float32).
+        chunk: at most this many images per trunk call (``None``: all in one call). Small chunks
+            are faster on a CPU (smaller activations; ResNet-10, 128 px, 2 views, 1 thread on a
+            Zen 3: ~53 ms per image at 8, ~94 ms at 256); the shifts are drawn chunk by chunk.
 
     Returns:
         ``[*B, K, C, h, w]`` features of ``dtype``, contiguous.
@@ -61,8 +65,13 @@ def encode_views(
         raise ValueError(f"num_views must be an int >= 1, got {num_views!r}")
     if images.ndim < 4 or images.shape[-3] != 3 or images.dtype != torch.uint8:
         raise ValueError(f"images must be uint8 [*B, 3, H, W], got {images.dtype} {tuple(images.shape)}")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be >= 1 or None, got {chunk!r}")
     batch = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-3:])
+    if chunk is not None and flat.shape[0] > chunk:
+        feats = torch.cat([encode_views(trunk, part, num_views, pad, generator, dtype) for part in flat.split(chunk)])
+        return feats.reshape(*batch, *feats.shape[1:])
     views = flat.unsqueeze(1).expand(-1, num_views, *flat.shape[1:])
     if num_views > 1:
         shifted = random_shift(views[:, 1:], pad, generator)
