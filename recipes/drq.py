@@ -137,8 +137,8 @@ class Config(RunConfig, ActorLearnerConfig):
     intervened steps are added to the demo side."""
     preset: str = "auto"
     """``serl``: SERL's configuration as is (on CUDA with whole-update CUDA graphs); ``cpu``: what
-    learns on a 2-core CPU in about an hour (docs/results.md: 46-61 min on AVX-512 in bf16, 63 min
-    on AVX2 in float32): a ResNet-10 pretrained here on simulated frames (``--drq.pretrained_path
+    learns on a 2-core CPU in under an hour (docs/results.md, PandaPickCube to 30k env steps: ~31 min
+    on AVX-512 in bf16, 45-64 min on AVX2 in float32): a ResNet-10 pretrained here on simulated frames (``--drq.pretrained_path
     auto``), cached trunk features of 2 views, 0.1 learner steps per env step, bfloat16 autocast in
     the learner (``--bf16``; float32 on a CPU without native bfloat16, :mod:`torchrl_serl.precision`),
     20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when CUDA is available, else
@@ -476,7 +476,7 @@ def main(argv=None) -> None:
 
 
 PRESETS = ("auto", "serl", "cpu")
-# What the CPU preset changes (docs/results.md: learns PandaPickCube from pixels in about an hour on 2 cores).
+# What the CPU preset changes (docs/results.md: learns PandaPickCube from pixels in under an hour on 2 cores).
 CPU_PRESET = {
     "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
     "eval_every": 5_000, "eval_episodes": 20,  # and --bf16 where the CPU has native bf16 (parse_with_preset)
