@@ -137,12 +137,13 @@ class Config(RunConfig, ActorLearnerConfig):
     intervened steps are added to the demo side."""
     preset: str = "auto"
     """``serl``: SERL's configuration as is (on CUDA with whole-update CUDA graphs); ``cpu``: what
-    learns on a 2-core CPU in under an hour (docs/results.md, PandaPickCube to 30k env steps: ~31 min
-    on AVX-512 in bf16, 45-64 min on AVX2 in float32): a ResNet-10 pretrained here on simulated frames (``--drq.pretrained_path
-    auto``), cached trunk features of 2 views, 0.1 learner steps per env step, bfloat16 autocast in
-    the learner (``--bf16``; float32 on a CPU without native bfloat16, :mod:`torchrl_serl.precision`),
-    20 scripted demos (``--demos auto``, simulation). ``auto``: ``serl`` when CUDA is available, else
-    ``cpu``. Options given on the command line override the preset."""
+    learns on a 2-core CPU in under an hour (docs/results.md, PandaPickCube to 30k env steps: ~31
+    min on AVX-512 in bf16, 45-64 min on AVX2 in float32): a ResNet-10 pretrained here on simulated
+    frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner steps per
+    env step, bfloat16 autocast in the learner (``--bf16``; float32 on a CPU without native
+    bfloat16, :mod:`torchrl_serl.precision`), 20 scripted demos (``--demos auto``, simulation).
+    ``auto``: ``serl`` when CUDA is available, else ``cpu``. Options given on the command line
+    override the preset."""
     actors: int = 1
     """Actor processes feeding the learner, each its own simulation (seeded apart) and each receiving
     the weights; simulation only (several real arms: one ``--robot.address`` each, not yet)."""
