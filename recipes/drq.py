@@ -137,11 +137,12 @@ class Config(RunConfig, ActorLearnerConfig):
     intervened steps are added to the demo side."""
     preset: str = "auto"
     """``serl``: SERL's configuration as is (on CUDA with whole-update CUDA graphs); ``cpu``: what
-    learns on a 2-core CPU in under an hour (docs/results.md, PandaPickCube to 30k env steps: ~31
+    learns on a 2-core CPU in under an hour (docs/results.md, PandaPickCube to 30k env steps: ~40
     min on AVX-512 in bf16, 45-64 min on AVX2 in float32): a ResNet-10 pretrained here on simulated
-    frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, 0.1 learner steps per
-    env step, bfloat16 autocast in the learner (``--bf16``; float32 on a CPU without native
-    bfloat16, :mod:`torchrl_serl.precision`), 20 scripted demos (``--demos auto``, simulation).
+    frames (``--drq.pretrained_path auto``), cached trunk features of 2 views, bfloat16 autocast in
+    the learner and 0.15 learner steps per env step where the CPU has native bfloat16 (``--bf16``,
+    :mod:`torchrl_serl.precision`), float32 and 0.1 learner steps per env step elsewhere, 20
+    scripted demos (``--demos auto``, simulation).
     ``auto``: ``serl`` when CUDA is available, else ``cpu``. Options given on the command line
     override the preset."""
     actors: int = 1
@@ -482,6 +483,7 @@ CPU_PRESET = {
     "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
     "eval_every": 5_000, "eval_episodes": 20,  # and --bf16 where the CPU has native bf16 (parse_with_preset)
 }
+CPU_BF16_UPDATES_PER_STEP = 0.15  # where the CPU has native bf16 (AVX-512): 30k env steps in ~38 min, not ~27
 
 
 def parse_with_preset(argv=None) -> Config:
@@ -502,6 +504,8 @@ def parse_with_preset(argv=None) -> Config:
         if not given.get("robot.real", False):
             overrides["demos"] = "auto"
         overrides["bf16"] = precision.native_bf16("cpu")  # emulated bfloat16: ~10x slower than float32
+        if overrides["bf16"]:  # the bf16 learner has time for 1.5x the learner steps in the hour
+            overrides["updates_per_step"] = CPU_BF16_UPDATES_PER_STEP
     cfg = apply_overrides(apply_overrides(Config(), overrides), given)
     chosen = {k: v for k, v in overrides.items() if k not in given}
     print(f"preset {preset}: " + (", ".join(f"--{k} {v}" for k, v in chosen.items()) or "SERL's defaults")
