@@ -483,7 +483,7 @@ CPU_PRESET = {
     "drq.feature_views": 2, "drq.pretrained_path": "auto", "updates_per_step": 0.1, "total_steps": 30_000,
     "eval_every": 5_000, "eval_episodes": 20,  # and --bf16 where the CPU has native bf16 (parse_with_preset)
 }
-CPU_BF16_UPDATES_PER_STEP = 0.15  # where the CPU has native bf16 (AVX-512): 30k env steps in ~38 min, not ~27
+CPU_BF16_UPDATES_PER_STEP = 0.15  # native bf16 (AVX-512): 30k env steps in ~38 min (Piper ~41), not ~27
 
 
 def parse_with_preset(argv=None) -> Config:
