@@ -6,7 +6,7 @@
 # time/minutes curve goes on from where it stopped).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_demos> [seeds...]}"
+set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_nodemo_50hz|sac_state_demos> [seeds...]}"
 shift
 [ $# -gt 0 ] || set -- 0 1 2
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -20,6 +20,8 @@ for seed in "$@"; do
         drq_piper_cpu) python recipes/drq.py --env.task piper --preset cpu --checkpoint_every 1000000 "${common[@]}" ;;
         # state: SERL's defaults (UTD 8), without and with 20 scripted demos; compiled learner (same math)
         sac_state_nodemo) python recipes/sac_state_sim.py --compile true --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
+        # the same at franka_sim's control rate (50 Hz, 2 s episodes) instead of the default 10 Hz
+        sac_state_nodemo_50hz) python recipes/sac_state_sim.py --compile true --env.control_hz 50 --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         sac_state_demos)
             demos="runs/results/demos_panda_state"
             [ -d "$demos" ] || python recipes/record_demos.py --out "$demos" --episodes 20
