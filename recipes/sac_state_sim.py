@@ -56,7 +56,8 @@ def main(argv=None) -> None:
     agent = make_sac_agent(cfg.sac, obs_dim, action_dim, device=cfg.device)
     optimizers = make_sac_optimizers(agent.loss, cfg.sac, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio,
-                         compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16)
+                         compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16,
+                         idle_optimizer_steps=cfg.sac.idle_optimizer_steps)
     learner_batch = cfg.sac.batch_size * cfg.sac.utd_ratio  # one sample per learner step
     logger = RunLogger(
         cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,

@@ -67,6 +67,46 @@ def test_update_runs_critic_updates_then_one_full_update_on_disjoint_minibatches
         updater.update(_numbered(10))
 
 
+def test_idle_optimizer_steps_move_actor_and_temperature_by_adam_momentum_on_critic_only_updates():
+    """SERL's optax update: on a critic-only update the actor and temperature optimizers step too,
+    on zero gradients (exactly Adam's step for a zero gradient); without the option they stay put."""
+    import copy
+
+    def one_critic_only_update_after_a_full_one(idle: bool):
+        torch.manual_seed(0)
+        agent = make_sac_agent(CFG, OBS, ACT)
+        optims = make_sac_optimizers(agent.loss, CFG)
+        steps = []
+        for name, optim in optims.items():
+            optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
+        updater = SACUpdater(agent.loss, optims, agent.target_updater, UTD, idle_optimizer_steps=idle)
+        updater.update(_batch(0, UTD * B))  # one critic-only, then one full update
+        actor_params = [p for g in optims["actor_optim"].param_groups for p in g["params"]]
+        before = [p.detach().clone() for p in actor_params + [agent.loss.log_alpha]]
+        # Adam's own step on zero gradients, from the same state, as the reference
+        reference = copy.deepcopy(optims["actor_optim"])
+        ref_params = [p for g in reference.param_groups for p in g["params"]]
+        for p in ref_params:
+            p.grad = torch.zeros_like(p)
+        reference.step()
+        updater._critic_step(_batch(1))
+        after = [p.detach() for p in actor_params + [agent.loss.log_alpha]]
+        return steps, before, after, [p.detach() for p in ref_params]
+
+    steps, before, after, _ = one_critic_only_update_after_a_full_one(idle=False)
+    assert steps == ["critic_optim", "critic_optim", "actor_optim", "alpha_optim", "critic_optim"]
+    assert all(torch.equal(b, a) for b, a in zip(before, after))
+    steps, before, after, reference = one_critic_only_update_after_a_full_one(idle=True)
+    assert steps == ["critic_optim", "actor_optim", "alpha_optim"] * 3
+    assert all(not torch.equal(b, a) for b, a in zip(before, after))
+    for ref, got in zip(reference, after[:-1]):
+        torch.testing.assert_close(got, ref)
+    agent = make_sac_agent(CFG, OBS, ACT)
+    with pytest.raises(ValueError, match="idle_optimizer_steps=True is not supported with cudagraphs"):
+        SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, UTD,
+                   cudagraphs=True, idle_optimizer_steps=True)
+
+
 def test_each_minibatch_of_a_demo_buffer_sample_holds_the_demo_fraction(tmp_path):
     """The demo buffer returns its demo rows first; the strided split still gives every
     minibatch half demos."""

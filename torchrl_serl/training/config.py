@@ -65,6 +65,10 @@ class SACConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
+    idle_optimizer_steps: bool = False
+    """SERL's optax update: every optimizer steps on every update, the actor and temperature on
+    the critic-only updates with zero gradients (Adam's momentum still moves them). Off: only the
+    critic's optimizer steps there. See :class:`~torchrl_serl.training.updater.SACUpdater`."""
 
 
 @dataclass

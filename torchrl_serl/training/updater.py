@@ -81,6 +81,13 @@ class SACUpdater:
         bf16: run the losses under ``torch.autocast(dtype=torch.bfloat16)``; parameters, gradients
             and optimizer state stay float32 (CPU with AVX-512 BF16: ~1.5x W1 critic updates/s). Warns
             where bfloat16 is emulated (an AVX2-only CPU: ~10-20x slower, :mod:`torchrl_serl.precision`).
+        idle_optimizer_steps: step every optimizer on every update, those whose loss the update
+            leaves out (actor and temperature on the critic-only updates) with zero gradients, so
+            Adam's momentum keeps moving them, as SERL's optax update does
+            (``JaxRLTrainState.apply_gradients`` applies every optimizer; ``update`` replaces the
+            idle losses by zero). Their learning-rate schedules step too, as optax counts those
+            updates. Off (default): only the critic optimizer steps on a critic-only update. Not
+            with ``cudagraphs`` (untested there).
 
     Compiled and replayed updates run no data-dependent code, so the updater runs the loss's
     ``check_batch`` (missing keys, shapes, NaN/inf) on each batch before them.
@@ -88,9 +95,12 @@ class SACUpdater:
 
     def __init__(self, loss, optimizers: Mapping[str, torch.optim.Optimizer], target_updater, utd_ratio: int,
                  max_grad_norms: Mapping[str, float] | None = None, lr_schedulers: Mapping | None = None,
-                 compile: bool = False, cudagraphs: bool = False, bf16: bool = False) -> None:
+                 compile: bool = False, cudagraphs: bool = False, bf16: bool = False,
+                 idle_optimizer_steps: bool = False) -> None:
         if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
             raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
+        if idle_optimizer_steps and cudagraphs:
+            raise ValueError("idle_optimizer_steps=True is not supported with cudagraphs=True (untested)")
         max_grad_norms, lr_schedulers = dict(max_grad_norms or {}), dict(lr_schedulers or {})
         unknown = (max_grad_norms.keys() | lr_schedulers.keys()) - optimizers.keys()
         if unknown:
@@ -123,6 +133,7 @@ class SACUpdater:
         self.lr_schedulers = lr_schedulers
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
+        self.idle_optimizer_steps = idle_optimizer_steps
         if bf16:
             precision.warn_if_emulated_bf16(self.device.type, "SACUpdater(bf16=True) (--bf16)")
             self._autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -142,7 +153,8 @@ class SACUpdater:
             self._full_step = CudaGraphModule(self._full_update, warmup=2, in_keys=[], out_keys=[])
 
     def _step(self, names: tuple[str, ...], loss: torch.Tensor, out: TensorDictBase) -> TensorDictBase:
-        """Backward of ``loss``, then each named optimizer's clip, step and schedule."""
+        """Backward of ``loss``, then each named optimizer's clip, step and schedule (with
+        ``idle_optimizer_steps``, then the other optimizers' steps on zero gradients)."""
         for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
         loss.backward()
@@ -156,6 +168,15 @@ class SACUpdater:
             optim.step()
             if name in self.lr_schedulers:
                 self.lr_schedulers[name].step()
+        if self.idle_optimizer_steps:
+            for name in [n for n in self.optimizers if n not in names]:
+                optim = self.optimizers[name]
+                for group in optim.param_groups:
+                    for p in group["params"]:  # zero, whatever the loss's backward left there
+                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
+                optim.step()
+                if name in self.lr_schedulers:
+                    self.lr_schedulers[name].step()
         self.target_updater.step()
         return out
 
