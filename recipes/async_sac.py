@@ -208,7 +208,8 @@ def main(argv=None) -> None:
     optimizers = make_sac_optimizers(agent.loss, cfg.sac, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16,
-                         idle_optimizer_steps=cfg.sac.idle_optimizer_steps)
+                         idle_optimizer_steps=cfg.sac.idle_optimizer_steps,
+                         actor_on_whole_sample=cfg.sac.actor_on_whole_sample)
     logger = RunLogger(
         cfg.logdir, cfg.exp_name or f"async_sac_{cfg.role}_seed{cfg.seed}", config=config_to_dict(cfg),
         total_steps=cfg.total_steps, use_wandb=cfg.wandb, wandb_mode=cfg.wandb_mode,

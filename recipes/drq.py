@@ -277,11 +277,13 @@ def main(argv=None) -> None:
             updater = DDPSACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                                     device_ids=[local_rank] if cfg.device.startswith("cuda") else None,
                                     compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16,
-                                    idle_optimizer_steps=cfg.drq.idle_optimizer_steps)
+                                    idle_optimizer_steps=cfg.drq.idle_optimizer_steps,
+                                    actor_on_whole_sample=cfg.drq.actor_on_whole_sample)
         else:
             updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                                  compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16,
-                                 idle_optimizer_steps=cfg.drq.idle_optimizer_steps)
+                                 idle_optimizer_steps=cfg.drq.idle_optimizer_steps,
+                                 actor_on_whole_sample=cfg.drq.actor_on_whole_sample)
         grasp_components, grasp_updater = {}, None
         if agent.grasp is not None:
             grasp_optim = make_optimizer(agent.grasp.head.parameters(), lr=cfg.drq.critic_lr)

@@ -57,7 +57,8 @@ def main(argv=None) -> None:
     optimizers = make_sac_optimizers(agent.loss, cfg.sac, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.sac.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16,
-                         idle_optimizer_steps=cfg.sac.idle_optimizer_steps)
+                         idle_optimizer_steps=cfg.sac.idle_optimizer_steps,
+                         actor_on_whole_sample=cfg.sac.actor_on_whole_sample)
     learner_batch = cfg.sac.batch_size * cfg.sac.utd_ratio  # one sample per learner step
     logger = RunLogger(
         cfg.logdir, exp_name, config=config_to_dict(cfg), total_steps=cfg.total_steps,

@@ -138,7 +138,8 @@ def main(argv=None) -> dict[str, float]:
     optimizers = make_sac_optimizers(agent.loss, cfg.drq, capturable=cfg.cudagraphs)
     updater = SACUpdater(agent.loss, optimizers, agent.target_updater, cfg.drq.utd_ratio,
                          compile=cfg.compile, cudagraphs=cfg.cudagraphs, bf16=cfg.bf16,
-                         idle_optimizer_steps=cfg.drq.idle_optimizer_steps)
+                         idle_optimizer_steps=cfg.drq.idle_optimizer_steps,
+                         actor_on_whole_sample=cfg.drq.actor_on_whole_sample)
     learner_batch = cfg.drq.batch_size * cfg.drq.utd_ratio  # one sample per learner step
 
     # VICE classifier, its loss and optimizer

@@ -67,6 +67,36 @@ def test_update_runs_critic_updates_then_one_full_update_on_disjoint_minibatches
         updater.update(_numbered(10))
 
 
+@pytest.mark.parametrize("idle", [False, True])
+def test_actor_on_whole_sample_runs_serl_state_schedule(idle):
+    """SERL's update_high_utd: a critic-only update on every minibatch (targets move after each),
+    then one actor + temperature update on all UTD * B rows (targets stay); with idle optimizer
+    steps every optimizer steps on every update."""
+    utd = 4
+    agent = make_sac_agent(CFG, OBS, ACT)
+    optims = make_sac_optimizers(agent.loss, CFG)
+    steps = []
+    for name, optim in optims.items():
+        optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
+    soft_update = agent.target_updater.step
+    agent.target_updater.step = lambda: (steps.append("target"), soft_update())
+    updater = SACUpdater(agent.loss, optims, agent.target_updater, utd, idle_optimizer_steps=idle,
+                         actor_on_whole_sample=True)
+    seen = []
+    for kind in ("critic", "full", "actor"):
+        loss_fn = getattr(updater, f"_{kind}_loss")
+        setattr(updater, f"_{kind}_loss", lambda mb, kind=kind, fn=loss_fn: (
+            seen.append((kind, mb["observation"][:, 0].long().tolist())), fn(mb))[1])
+    logs = updater.update(_numbered(utd * B))
+    assert seen == [("critic", list(range(i, utd * B, utd))) for i in range(utd)] + [("actor", list(range(utd * B)))]
+    critic = ["critic_optim", "actor_optim", "alpha_optim"] if idle else ["critic_optim"]
+    actor = ["actor_optim", "alpha_optim", "critic_optim"] if idle else ["actor_optim", "alpha_optim"]
+    assert steps == (critic + ["target"]) * utd + actor
+    assert {"train/loss_qvalue", "train/q_mean", "train/loss_actor", "train/loss_alpha", "train/entropy"} <= logs.keys()
+    with pytest.raises(ValueError, match="actor_on_whole_sample=True is not supported with cudagraphs"):
+        SACUpdater(agent.loss, optims, agent.target_updater, UTD, cudagraphs=True, actor_on_whole_sample=True)
+
+
 def test_idle_optimizer_steps_move_actor_and_temperature_by_adam_momentum_on_critic_only_updates():
     """SERL's optax update: on a critic-only update the actor and temperature optimizers step too,
     on zero gradients (exactly Adam's step for a zero gradient); without the option they stay put."""

@@ -69,6 +69,10 @@ class SACConfig:
     """SERL's optax update: every optimizer steps on every update, the actor and temperature on
     the critic-only updates with zero gradients (Adam's momentum still moves them). Off: only the
     critic's optimizer steps there. See :class:`~torchrl_serl.training.updater.SACUpdater`."""
+    actor_on_whole_sample: bool = False
+    """SERL's state learner: the actor and temperature update once per learner step on the whole
+    ``batch_size * utd_ratio`` sample, after all ``utd_ratio`` critic updates. Off: on the last
+    ``batch_size`` minibatch, fused with the last critic update (cheaper; SERL's pixel learner)."""
 
 
 @dataclass

@@ -109,3 +109,4 @@ class DDPSACUpdater(SACUpdater):
         )
         self._critic_loss: Callable = lambda td: self.ddp(td, "loss_critic")
         self._full_loss: Callable = lambda td: self.ddp(td, "forward")
+        self._actor_loss: Callable = lambda td: self.ddp(td, "loss_actor_alpha")

@@ -88,6 +88,11 @@ class SACUpdater:
             idle losses by zero). Their learning-rate schedules step too, as optax counts those
             updates. Off (default): only the critic optimizer steps on a critic-only update. Not
             with ``cudagraphs`` (untested there).
+        actor_on_whole_sample: SERL's state learner schedule: ``utd_ratio`` critic-only updates
+            (one per minibatch, the last included), then one actor + temperature update on the
+            whole ``[utd_ratio * B]`` sample with the updated critic (no target move). Costs an
+            actor and critic pass over ``utd_ratio * B`` rows per learner step. Off (default): the
+            fused full update on the last minibatch described above. Not with ``cudagraphs``.
 
     Compiled and replayed updates run no data-dependent code, so the updater runs the loss's
     ``check_batch`` (missing keys, shapes, NaN/inf) on each batch before them.
@@ -96,11 +101,13 @@ class SACUpdater:
     def __init__(self, loss, optimizers: Mapping[str, torch.optim.Optimizer], target_updater, utd_ratio: int,
                  max_grad_norms: Mapping[str, float] | None = None, lr_schedulers: Mapping | None = None,
                  compile: bool = False, cudagraphs: bool = False, bf16: bool = False,
-                 idle_optimizer_steps: bool = False) -> None:
+                 idle_optimizer_steps: bool = False, actor_on_whole_sample: bool = False) -> None:
         if isinstance(utd_ratio, bool) or not isinstance(utd_ratio, int) or utd_ratio < 1:
             raise ValueError(f"utd_ratio must be an int >= 1, got {utd_ratio!r}")
-        if idle_optimizer_steps and cudagraphs:
-            raise ValueError("idle_optimizer_steps=True is not supported with cudagraphs=True (untested)")
+        for name, value in (("idle_optimizer_steps", idle_optimizer_steps),
+                            ("actor_on_whole_sample", actor_on_whole_sample)):
+            if value and cudagraphs:
+                raise ValueError(f"{name}=True is not supported with cudagraphs=True (untested)")
         max_grad_norms, lr_schedulers = dict(max_grad_norms or {}), dict(lr_schedulers or {})
         unknown = (max_grad_norms.keys() | lr_schedulers.keys()) - optimizers.keys()
         if unknown:
@@ -134,6 +141,7 @@ class SACUpdater:
         self.target_updater = target_updater
         self.utd_ratio = utd_ratio
         self.idle_optimizer_steps = idle_optimizer_steps
+        self.actor_on_whole_sample = actor_on_whole_sample
         if bf16:
             precision.warn_if_emulated_bf16(self.device.type, "SACUpdater(bf16=True) (--bf16)")
             self._autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -141,6 +149,7 @@ class SACUpdater:
             self._autocast = contextlib.nullcontext
         self._critic_loss = torch.compile(loss.loss_critic) if compile else loss.loss_critic
         self._full_loss = torch.compile(loss) if compile else loss
+        self._actor_loss = torch.compile(loss.loss_actor_alpha) if compile else loss.loss_actor_alpha
         # compiled and replayed updates skip the loss's own data-dependent input checks
         checked_here = (compile or cudagraphs) and getattr(loss, "check_inputs", False)
         self._check_batch = loss.check_batch if checked_here else None
@@ -152,9 +161,11 @@ class SACUpdater:
             self._critic_step = CudaGraphModule(self._critic_update, warmup=2, in_keys=[], out_keys=[])
             self._full_step = CudaGraphModule(self._full_update, warmup=2, in_keys=[], out_keys=[])
 
-    def _step(self, names: tuple[str, ...], loss: torch.Tensor, out: TensorDictBase) -> TensorDictBase:
+    def _step(self, names: tuple[str, ...], loss: torch.Tensor, out: TensorDictBase,
+              move_targets: bool = True) -> TensorDictBase:
         """Backward of ``loss``, then each named optimizer's clip, step and schedule (with
-        ``idle_optimizer_steps``, then the other optimizers' steps on zero gradients)."""
+        ``idle_optimizer_steps``, then the other optimizers' steps on zero gradients), then the
+        target networks' move."""
         for name in names:
             self.optimizers[name].zero_grad(set_to_none=True)
         loss.backward()
@@ -177,7 +188,8 @@ class SACUpdater:
                 optim.step()
                 if name in self.lr_schedulers:
                     self.lr_schedulers[name].step()
-        self.target_updater.step()
+        if move_targets:
+            self.target_updater.step()
         return out
 
     def _critic_update(self, batch: TensorDictBase) -> TensorDictBase:
@@ -189,6 +201,12 @@ class SACUpdater:
         with self._autocast():
             out = self._full_loss(batch)
         return self._step(tuple(self.optimizers), out["loss_qvalue"] + out["loss_actor"] + out["loss_alpha"], out)
+
+    def _actor_update(self, batch: TensorDictBase) -> TensorDictBase:
+        with self._autocast():
+            out = self._actor_loss(batch)
+        return self._step(("actor_optim", "alpha_optim"), out["loss_actor"] + out["loss_alpha"], out,
+                          move_targets=False)
 
     def minibatches(self, batch: TensorDictBase) -> list[TensorDictBase]:
         """``batch`` ``[utd_ratio * B]`` as ``utd_ratio`` disjoint ``[B]`` minibatches (rows ``i::utd_ratio``)."""
@@ -203,7 +221,11 @@ class SACUpdater:
         *critic_only, last = self.minibatches(batch)
         for minibatch in critic_only:
             self._critic_step(minibatch)
-        out = self._full_step(last)
+        if self.actor_on_whole_sample:
+            out = self._critic_step(last)
+            out.update(self._actor_update(batch))
+        else:
+            out = self._full_step(last)
         return {f"train/{k}": float(v) for k, v in out.items()}
 
 
