@@ -382,3 +382,21 @@ def test_hybrid_drq_agent_and_grasp_critic_updater():
                                        ["train/loss_qvalue"]))
     # ... and trains the encoder the grasp critic reads
     assert any(not torch.equal(a, b) for a, b in zip(encoder_before, encoder.parameters()))
+
+
+def test_config_std_max_bounds_the_state_and_pixel_actors():
+    """``SACConfig.std_max`` (SERL's launcher: 5) reaches the actor nets the factories build."""
+    from torchrl_serl.modules.actors import TanhGaussianActorNet
+
+    def actor_nets(agent):
+        return [m for m in agent.actor.modules() if isinstance(m, TanhGaussianActorNet)]
+
+    state = actor_nets(make_sac_agent(SACConfig(std_max=5.0), OBS, ACT))
+    pixel = actor_nets(make_drq_agent(DrQConfig(encoder="small", std_max=5.0), ["front"], 32, 3, ACT))
+    assert [net.std_max for net in state + pixel] == [5.0, 5.0]
+    net = state[0]
+    with torch.no_grad():  # a huge raw std is clipped to std_max
+        net.std_head.weight.zero_()
+        net.std_head.bias.fill_(10.0)
+    _, scale = net(torch.randn(3, OBS))
+    torch.testing.assert_close(scale, torch.full((3, ACT), 5.0))

@@ -28,7 +28,8 @@ class TanhGaussianActorNet(nn.Module):
         std_parametrization: ``"exp"`` (SERL: ``std = exp(head)`` clipped to
             ``[std_min, std_max]``) or ``"tanh"`` (``log_std`` squashed into
             ``[log(std_min), log(std_max)]`` by a tanh, smooth at the bounds).
-        std_min, std_max: std bounds (SERL: ``1e-5`` and ``10``).
+        std_min, std_max: std bounds (SERL's ``Policy`` defaults ``1e-5`` and ``10``; its launcher's
+            agents pass ``std_max=5``).
 
     Shapes: ``[*B, D] -> loc [*B, A], scale [*B, A]`` (pre-tanh, unitless).
     """

@@ -65,6 +65,9 @@ class SACConfig:
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
+    std_max: float = 10.0
+    """Upper bound of the actor's pre-tanh std: SERL's ``Policy`` default; its launcher's SAC,
+    DrQ and VICE agents pass 5."""
     idle_optimizer_steps: bool = False
     """SERL's optax update: every optimizer steps on every update, the actor and temperature on
     the critic-only updates with zero gradients (Adam's momentum still moves them). Off: only the
