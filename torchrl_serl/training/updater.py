@@ -58,7 +58,9 @@ class SACUpdater:
     those ``B`` rows. This one schedule serves both, and differs from SERL in two ways: the actor
     and temperature losses see the critic from before the last critic update (the fused full
     update above), and they read the last minibatch's ``B`` rows, as SERL's pixel learner, not all
-    ``utd_ratio * B``. The strided split gives every minibatch its share of an
+    ``utd_ratio * B`` (``actor_on_whole_sample=True`` runs SERL's state schedule instead). A third
+    difference is optax's: SERL steps every optimizer on every update, the idle networks on zero
+    gradients (``idle_optimizer_steps=True`` does so). The strided split gives every minibatch its share of an
     :class:`~torchrl_serl.data.OnlineDemoReplayBuffer` sample, whose demo rows come first.
 
     Args:
