@@ -6,7 +6,7 @@
 # time/minutes curve goes on from where it stopped).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_nodemo_50hz|sac_state_nodemo_serl_learner|sac_state_demos> [seeds...]}"
+set_name="${1:?usage: reproduce.sh <drq_panda_cpu|drq_piper_cpu|sac_state_nodemo|sac_state_nodemo_50hz|sac_state_nodemo_idle_steps|sac_state_nodemo_serl_learner|sac_state_demos> [seeds...]}"
 shift
 [ $# -gt 0 ] || set -- 0 1 2
 export MUJOCO_GL="${MUJOCO_GL:-egl}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -22,8 +22,11 @@ for seed in "$@"; do
         sac_state_nodemo) python recipes/sac_state_sim.py --compile true --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         # the same at franka_sim's control rate (50 Hz, 2 s episodes) instead of the default 10 Hz
         sac_state_nodemo_50hz) python recipes/sac_state_sim.py --compile true --env.control_hz 50 --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
+        # the same with optax-style idle optimizer steps only (the actor and temperature Adam steps on zero
+        # gradients on the 7 critic-only updates; ~0.98x the learner's speed, bench_sac_schedules.py)
+        sac_state_nodemo_idle_steps) python recipes/sac_state_sim.py --compile true --sac.idle_optimizer_steps true --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         # the same with SERL's learner: optax-style idle optimizer steps, the actor and temperature on the
-        # whole 8 x 256 sample after the 8 critic updates, std_max 5 (10 Hz, as sac_state_nodemo)
+        # whole 8 x 256 sample after the 8 critic updates, std_max 5 (10 Hz, as sac_state_nodemo; ~0.6x the learner's speed)
         sac_state_nodemo_serl_learner) python recipes/sac_state_sim.py --compile true --sac.idle_optimizer_steps true --sac.actor_on_whole_sample true --sac.std_max 5 --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         sac_state_demos)
             demos="runs/results/demos_panda_state"
