@@ -21,7 +21,6 @@ to compare across machines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -88,12 +87,11 @@ def main() -> None:
                 step()
             best[name] = max(best[name], args.steps / (time.perf_counter() - t))
     base = best.get("default")
+    print(f"threads {args.threads}, compiled {args.compile}, bf16 {args.bf16}, batch {args.utd} x {args.batch}\n")
+    print("| schedule | learner steps/s | vs default | warm-up s |\n| --- | --- | --- | --- |")
     for name, (_, warmup_s) in runners.items():
-        row = {"schedule": name, "learner_steps_s": round(best[name], 3), "warmup_s": round(warmup_s, 1),
-               "threads": args.threads, "compiled": args.compile, "bf16": args.bf16}
-        if base:
-            row["vs_default"] = round(best[name] / base, 3)
-        print(json.dumps(row))
+        ratio = f"{best[name] / base:.2f}x" if base else ""
+        print(f"| {name} | {best[name]:.2f} | {ratio} | {warmup_s:.1f} |")
 
 
 if __name__ == "__main__":
