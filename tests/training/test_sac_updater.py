@@ -34,30 +34,30 @@ def _numbered(n: int) -> TensorDict:
     return batch
 
 
+def _recorded_updater(utd: int, **updater_kwargs):
+    """A state SACUpdater that records, in order, each optimizer step and target move (``steps``)
+    and each loss call with the row numbers it read (``seen``, see :func:`_numbered`)."""
+    agent = make_sac_agent(CFG, OBS, ACT)
+    optims = make_sac_optimizers(agent.loss, CFG)
+    steps, seen = [], []
+    for name, optim in optims.items():
+        optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
+    soft_update = agent.target_updater.step
+    agent.target_updater.step = lambda: (steps.append("target"), soft_update())
+    updater = SACUpdater(agent.loss, optims, agent.target_updater, utd, **updater_kwargs)
+    for kind in ("critic", "full", "actor"):
+        loss_fn = getattr(updater, f"_{kind}_loss")
+        setattr(updater, f"_{kind}_loss", lambda mb, kind=kind, fn=loss_fn: (
+            seen.append((kind, mb["observation"][:, 0].long().tolist())), fn(mb))[1])
+    return updater, steps, seen
+
+
 def test_update_runs_critic_updates_then_one_full_update_on_disjoint_minibatches_of_one_sample():
     """One learner step on [UTD * B] rows: critic-only updates on minibatches 0..UTD-2, then one
     critic + actor + temperature update on the last; minibatch i is rows i::UTD; the targets move
     after every critic update."""
     utd = 4
-    agent = make_sac_agent(CFG, OBS, ACT)
-    optims = make_sac_optimizers(agent.loss, CFG)
-    steps = []
-    for name, optim in optims.items():
-        optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
-    soft_update = agent.target_updater.step
-    agent.target_updater.step = lambda: (steps.append("target"), soft_update())
-    updater = SACUpdater(agent.loss, optims, agent.target_updater, utd)
-    seen = []
-
-    def recorded(kind, loss_fn):
-        def call(minibatch):
-            seen.append((kind, minibatch["observation"][:, 0].long().tolist()))
-            return loss_fn(minibatch)
-
-        return call
-
-    updater._critic_loss = recorded("critic", updater._critic_loss)
-    updater._full_loss = recorded("full", updater._full_loss)
+    updater, steps, seen = _recorded_updater(utd)
     logs = updater.update(_numbered(utd * B))
     assert [kind for kind, _ in seen] == ["critic"] * (utd - 1) + ["full"]
     assert [rows for _, rows in seen] == [list(range(i, utd * B, utd)) for i in range(utd)]
@@ -73,20 +73,7 @@ def test_actor_on_whole_sample_runs_serl_state_schedule(idle):
     then one actor + temperature update on all UTD * B rows (targets stay); with idle optimizer
     steps every optimizer steps on every update."""
     utd = 4
-    agent = make_sac_agent(CFG, OBS, ACT)
-    optims = make_sac_optimizers(agent.loss, CFG)
-    steps = []
-    for name, optim in optims.items():
-        optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
-    soft_update = agent.target_updater.step
-    agent.target_updater.step = lambda: (steps.append("target"), soft_update())
-    updater = SACUpdater(agent.loss, optims, agent.target_updater, utd, idle_optimizer_steps=idle,
-                         actor_on_whole_sample=True)
-    seen = []
-    for kind in ("critic", "full", "actor"):
-        loss_fn = getattr(updater, f"_{kind}_loss")
-        setattr(updater, f"_{kind}_loss", lambda mb, kind=kind, fn=loss_fn: (
-            seen.append((kind, mb["observation"][:, 0].long().tolist())), fn(mb))[1])
+    updater, steps, seen = _recorded_updater(utd, idle_optimizer_steps=idle, actor_on_whole_sample=True)
     logs = updater.update(_numbered(utd * B))
     assert seen == [("critic", list(range(i, utd * B, utd))) for i in range(utd)] + [("actor", list(range(utd * B)))]
     critic = ["critic_optim", "actor_optim", "alpha_optim"] if idle else ["critic_optim"]
@@ -94,7 +81,7 @@ def test_actor_on_whole_sample_runs_serl_state_schedule(idle):
     assert steps == (critic + ["target"]) * utd + actor
     assert {"train/loss_qvalue", "train/q_mean", "train/loss_actor", "train/loss_alpha", "train/entropy"} <= logs.keys()
     with pytest.raises(ValueError, match="actor_on_whole_sample=True is not supported with cudagraphs"):
-        SACUpdater(agent.loss, optims, agent.target_updater, UTD, cudagraphs=True, actor_on_whole_sample=True)
+        _recorded_updater(UTD, cudagraphs=True, actor_on_whole_sample=True)
 
 
 def test_idle_optimizer_steps_move_actor_and_temperature_by_adam_momentum_on_critic_only_updates():
@@ -104,15 +91,12 @@ def test_idle_optimizer_steps_move_actor_and_temperature_by_adam_momentum_on_cri
 
     def one_critic_only_update_after_a_full_one(idle: bool):
         torch.manual_seed(0)
-        agent = make_sac_agent(CFG, OBS, ACT)
-        optims = make_sac_optimizers(agent.loss, CFG)
-        steps = []
-        for name, optim in optims.items():
-            optim.register_step_post_hook(lambda opt, args, kwargs, name=name: steps.append(name))
-        updater = SACUpdater(agent.loss, optims, agent.target_updater, UTD, idle_optimizer_steps=idle)
+        updater, steps, _ = _recorded_updater(UTD, idle_optimizer_steps=idle)
         updater.update(_batch(0, UTD * B))  # one critic-only, then one full update
+        optims = updater.optimizers
         actor_params = [p for g in optims["actor_optim"].param_groups for p in g["params"]]
-        before = [p.detach().clone() for p in actor_params + [agent.loss.log_alpha]]
+        log_alpha = optims["alpha_optim"].param_groups[0]["params"][0]
+        before = [p.detach().clone() for p in actor_params + [log_alpha]]
         # Adam's own step on zero gradients, from the same state, as the reference
         reference = copy.deepcopy(optims["actor_optim"])
         ref_params = [p for g in reference.param_groups for p in g["params"]]
@@ -120,21 +104,20 @@ def test_idle_optimizer_steps_move_actor_and_temperature_by_adam_momentum_on_cri
             p.grad = torch.zeros_like(p)
         reference.step()
         updater._critic_step(_batch(1))
-        after = [p.detach() for p in actor_params + [agent.loss.log_alpha]]
+        after = [p.detach() for p in actor_params + [log_alpha]]
         return steps, before, after, [p.detach() for p in ref_params]
 
     steps, before, after, _ = one_critic_only_update_after_a_full_one(idle=False)
-    assert steps == ["critic_optim", "critic_optim", "actor_optim", "alpha_optim", "critic_optim"]
+    assert steps == ["critic_optim", "target", "critic_optim", "actor_optim", "alpha_optim", "target",
+                     "critic_optim", "target"]
     assert all(torch.equal(b, a) for b, a in zip(before, after))
     steps, before, after, reference = one_critic_only_update_after_a_full_one(idle=True)
-    assert steps == ["critic_optim", "actor_optim", "alpha_optim"] * 3
+    assert steps == ["critic_optim", "actor_optim", "alpha_optim", "target"] * 3
     assert all(not torch.equal(b, a) for b, a in zip(before, after))
     for ref, got in zip(reference, after[:-1]):
         torch.testing.assert_close(got, ref)
-    agent = make_sac_agent(CFG, OBS, ACT)
     with pytest.raises(ValueError, match="idle_optimizer_steps=True is not supported with cudagraphs"):
-        SACUpdater(agent.loss, make_sac_optimizers(agent.loss, CFG), agent.target_updater, UTD,
-                   cudagraphs=True, idle_optimizer_steps=True)
+        _recorded_updater(UTD, cudagraphs=True, idle_optimizer_steps=True)
 
 
 def test_each_minibatch_of_a_demo_buffer_sample_holds_the_demo_fraction(tmp_path):
