@@ -60,8 +60,8 @@ class SACUpdater:
     update above), and they read the last minibatch's ``B`` rows, as SERL's pixel learner, not all
     ``utd_ratio * B`` (``actor_on_whole_sample=True`` runs SERL's state schedule instead). A third
     difference is optax's: SERL steps every optimizer on every update, the idle networks on zero
-    gradients (``idle_optimizer_steps=True`` does so). The strided split gives every minibatch its share of an
-    :class:`~torchrl_serl.data.OnlineDemoReplayBuffer` sample, whose demo rows come first.
+    gradients (``idle_optimizer_steps=True`` does so). The strided split gives every minibatch its
+    share of an :class:`~torchrl_serl.data.OnlineDemoReplayBuffer` sample, whose demo rows come first.
 
     Args:
         loss: a :class:`~torchrl_serl.objectives.SERLSACLoss` or ``DrQLoss``.
@@ -172,24 +172,20 @@ class SACUpdater:
             self.optimizers[name].zero_grad(set_to_none=True)
         loss.backward()
         out = _detached(out)
-        for name in names:
+        idle = [n for n in self.optimizers if n not in names] if self.idle_optimizer_steps else []
+        for name in [*names, *idle]:
             optim = self.optimizers[name]
-            if self.max_grad_norms.get(name) is not None:
+            if name in idle:  # a zero gradient, whatever the loss's backward left there
+                for group in optim.param_groups:
+                    for p in group["params"]:
+                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
+            elif self.max_grad_norms.get(name) is not None:
                 params = [p for group in optim.param_groups for p in group["params"]]
                 norm = clip_grad_norm(params, self.max_grad_norms[name])
                 out[f"{name.removesuffix('_optim')}_grad_norm"] = norm.detach()
             optim.step()
             if name in self.lr_schedulers:
                 self.lr_schedulers[name].step()
-        if self.idle_optimizer_steps:
-            for name in [n for n in self.optimizers if n not in names]:
-                optim = self.optimizers[name]
-                for group in optim.param_groups:
-                    for p in group["params"]:  # zero, whatever the loss's backward left there
-                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
-                optim.step()
-                if name in self.lr_schedulers:
-                    self.lr_schedulers[name].step()
         if move_targets:
             self.target_updater.step()
         return out
