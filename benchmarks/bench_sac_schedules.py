@@ -24,8 +24,9 @@ import argparse
 import os
 import time
 
+from bench_sac_state import ACT, OBS, _storage  # W1's state task and its 20k-transition store
+
 SCHEDULES = {"default": (False, False), "idle": (True, False), "whole": (False, True), "idle+whole": (True, True)}
-OBS, ACT = 10, 4
 
 
 def _runner(name: str, args, sample):
@@ -61,23 +62,10 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
-    from tensordict import TensorDict
 
     torch.set_num_threads(args.threads)
-    size, n = 20_000, args.batch * args.utd
-    g = torch.Generator().manual_seed(0)
-    storage = TensorDict(
-        observation=torch.randn(size, OBS, generator=g),
-        action=torch.rand(size, ACT, generator=g) * 2 - 1,
-        next=TensorDict(observation=torch.randn(size, OBS, generator=g), reward=torch.randn(size, 1, generator=g),
-                        done=torch.zeros(size, 1, dtype=torch.bool), terminated=torch.zeros(size, 1, dtype=torch.bool),
-                        batch_size=[size]),
-        batch_size=[size],
-    )
-
-    def sample():  # a fresh [utd * B] tensordict per learner step, as the replay buffer gives
-        return storage[torch.randint(size, (n,))]
-
+    # a fresh [utd * B] tensordict per learner step, as the replay buffer gives
+    sample = _storage(args.batch * args.utd, torch.device("cpu"))
     runners = {name: _runner(name, args, sample) for name in args.schedules}
     best = dict.fromkeys(runners, 0.0)
     for _ in range(args.rounds):
