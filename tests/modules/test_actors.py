@@ -4,6 +4,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
+from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_serl.modules import TanhGaussianActorNet, make_sac_actor
@@ -76,9 +77,30 @@ def test_encoder_path_and_stop_gradient(stop):
     assert got_grad is (not stop)
 
 
+def test_xavier_init_is_serls_default_init():
+    """``weight_init="xavier"``: every Linear (trunk and heads) drawn from Xavier-uniform
+    (bound sqrt(6 / (fan_in + fan_out)), variance bound^2 / 3), biases zero; LayerNorm untouched."""
+    torch.manual_seed(0)
+    net = TanhGaussianActorNet(64, 4, hidden=(256, 256), weight_init="xavier")
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 4  # two trunk layers, two heads
+    for layer in linears:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert layer.weight.abs().max() <= bound
+        torch.testing.assert_close(layer.weight.var().item(), bound**2 / 3, rtol=0.15, atol=0)
+        assert not layer.bias.any()
+    torch.manual_seed(0)
+    torch_default = TanhGaussianActorNet(64, 4, hidden=(256, 256))
+    # nn.Linear's default: bound 1 / sqrt(fan_in), 2.5x narrower than Xavier's on the 256 -> 4 heads
+    assert torch_default.loc_head.weight.abs().max() <= 1 / 16 < net.loc_head.weight.abs().max()
+
+
 def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="std_parametrization"):
         TanhGaussianActorNet(4, 2, std_parametrization="softplus")
+    with pytest.raises(ValueError, match="weight_init"):
+        TanhGaussianActorNet(4, 2, weight_init="orthogonal")
     with pytest.raises(ValueError, match="std_min"):
         TanhGaussianActorNet(4, 2, std_min=1.0, std_max=0.5)
 

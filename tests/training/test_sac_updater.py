@@ -367,16 +367,20 @@ def test_hybrid_drq_agent_and_grasp_critic_updater():
     assert any(not torch.equal(a, b) for a, b in zip(encoder_before, encoder.parameters()))
 
 
-def test_config_std_max_bounds_the_state_and_pixel_actors():
-    """``SACConfig.std_max`` (SERL's launcher: 5) reaches the actor nets the factories build."""
+def test_config_std_max_and_actor_init_reach_the_state_and_pixel_actors():
+    """``SACConfig.std_max`` (SERL's launcher: 5) and ``actor_init`` reach the actor nets the
+    factories build."""
     from torchrl_serl.modules.actors import TanhGaussianActorNet
 
     def actor_nets(agent):
         return [m for m in agent.actor.modules() if isinstance(m, TanhGaussianActorNet)]
 
-    state = actor_nets(make_sac_agent(SACConfig(std_max=5.0), OBS, ACT))
-    pixel = actor_nets(make_drq_agent(DrQConfig(encoder="small", std_max=5.0), ["front"], 32, 3, ACT))
+    state = actor_nets(make_sac_agent(SACConfig(std_max=5.0, actor_init="xavier"), OBS, ACT))
+    pixel = actor_nets(make_drq_agent(DrQConfig(encoder="small", std_max=5.0, actor_init="xavier"), ["front"], 32, 3, ACT))
     assert [net.std_max for net in state + pixel] == [5.0, 5.0]
+    assert all(not net.loc_head.bias.any() for net in state + pixel)  # Xavier: zero biases
+    default = actor_nets(make_sac_agent(SACConfig(), OBS, ACT))
+    assert default[0].loc_head.bias.any()  # nn.Linear's default init
     net = state[0]
     with torch.no_grad():  # a huge raw std is clipped to std_max
         net.std_head.weight.zero_()

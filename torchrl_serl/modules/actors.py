@@ -11,6 +11,7 @@ from torch import nn
 from torchrl_serl.modules.mlp import LayerNormMLP
 
 STD_PARAMETRIZATIONS = ("exp", "tanh")
+WEIGHT_INITS = ("torch", "xavier")
 
 
 class TanhGaussianActorNet(nn.Module):
@@ -30,6 +31,10 @@ class TanhGaussianActorNet(nn.Module):
             ``[log(std_min), log(std_max)]`` by a tanh, smooth at the bounds).
         std_min, std_max: std bounds (SERL's ``Policy`` defaults ``1e-5`` and ``10``; its launcher's
             agents pass ``std_max=5``).
+        weight_init: ``"torch"`` (``nn.Linear``'s default) or ``"xavier"`` (SERL's ``default_init``:
+            Xavier-uniform weights, zero biases, on the trunk and both heads; the critic ensemble
+            always uses it). SERL's larger head weights start the policy with a wider spread of
+            means and stds over states.
 
     Shapes: ``[*B, D] -> loc [*B, A], scale [*B, A]`` (pre-tanh, unitless).
     """
@@ -44,8 +49,11 @@ class TanhGaussianActorNet(nn.Module):
         std_parametrization: str = "exp",
         std_min: float = 1e-5,
         std_max: float = 10.0,
+        weight_init: str = "torch",
     ) -> None:
         super().__init__()
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
         if std_parametrization not in STD_PARAMETRIZATIONS:
             raise ValueError(
                 f"std_parametrization must be one of {STD_PARAMETRIZATIONS}, "
@@ -66,6 +74,11 @@ class TanhGaussianActorNet(nn.Module):
         self.std_max = std_max
         self._log_std_min = math.log(std_min)
         self._log_std_max = math.log(std_max)
+        if weight_init == "xavier":
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Several feature tensors (in_keys) are concatenated on the last dim by TorchRL's MLP.

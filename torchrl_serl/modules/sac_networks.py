@@ -62,6 +62,7 @@ def make_sac_actor(
     std_parametrization: str = "exp",
     std_min: float = 1e-5,
     std_max: float = 10.0,
+    weight_init: str = "torch",
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
     """SERL's tanh-squashed Gaussian policy as a :class:`~torchrl.modules.ProbabilisticActor`.
@@ -92,6 +93,7 @@ def make_sac_actor(
         std_parametrization=std_parametrization,
         std_min=std_min,
         std_max=std_max,
+        weight_init=weight_init,
     )
     head = TensorDictModule(net, in_keys=mlp_keys, out_keys=["loc", "scale"])
     module = TensorDictSequential(*pre, head) if pre else head

@@ -55,7 +55,7 @@ def make_sac_agent(
     from torchrl_serl.objectives.sac import SERLSACLoss
 
     actor = make_sac_actor(obs_dim, action_dim, hidden=cfg.hidden, layer_norm=cfg.layer_norm, encoder=encoder,
-                           std_max=cfg.std_max, device=device)
+                           std_max=cfg.std_max, weight_init=cfg.actor_init, device=device)
     critic = make_sac_critic(
         obs_dim, action_dim, num_critics=cfg.num_critics, hidden=cfg.hidden, layer_norm=cfg.layer_norm, encoder=encoder
     )
@@ -119,7 +119,7 @@ def make_drq_agent(
         hidden=cfg.hidden,
         channels_last=cfg.channels_last,
         trunk_bf16=cfg.trunk_bf16,
-        actor_kwargs={"std_max": cfg.std_max, "device": device},
+        actor_kwargs={"std_max": cfg.std_max, "weight_init": cfg.actor_init, "device": device},
     )
     actor, critic, encoder = actor.to(device), critic.to(device), encoder.to(device)
     loss = DrQLoss(

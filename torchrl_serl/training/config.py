@@ -68,6 +68,9 @@ class SACConfig:
     std_max: float = 10.0
     """Upper bound of the actor's pre-tanh std: SERL's ``Policy`` default; its launcher's SAC,
     DrQ and VICE agents pass 5."""
+    actor_init: str = "torch"
+    """The actor's weight init: ``"torch"`` (``nn.Linear``'s default) or ``"xavier"`` (SERL's
+    ``default_init``, Xavier-uniform with zero biases). The critic ensemble is always Xavier."""
     idle_optimizer_steps: bool = False
     """SERL's optax update: every optimizer steps on every update, the actor and temperature on
     the critic-only updates with zero gradients (Adam's momentum still moves them). Off: only the
