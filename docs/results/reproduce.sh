@@ -26,8 +26,9 @@ for seed in "$@"; do
         # gradients on the 7 critic-only updates; ~0.98x the learner's speed, bench_sac_schedules.py)
         sac_state_nodemo_idle_steps) python recipes/sac_state_sim.py --compile true --sac.idle_optimizer_steps true --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         # the same with SERL's learner: optax-style idle optimizer steps, the actor and temperature on the
-        # whole 8 x 256 sample after the 8 critic updates, std_max 5 (10 Hz, as sac_state_nodemo; ~0.6x the learner's speed)
-        sac_state_nodemo_serl_learner) python recipes/sac_state_sim.py --compile true --sac.idle_optimizer_steps true --sac.actor_on_whole_sample true --sac.std_max 5 --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
+        # whole 8 x 256 sample after the 8 critic updates, std_max 5, Xavier actor init (10 Hz, as sac_state_nodemo;
+        # ~0.6x the learner's speed)
+        sac_state_nodemo_serl_learner) python recipes/sac_state_sim.py --compile true --sac.idle_optimizer_steps true --sac.actor_on_whole_sample true --sac.std_max 5 --sac.actor_init xavier --total_steps 50000 --eval_every 5000 --eval_episodes 20 "${common[@]}" ;;
         sac_state_demos)
             demos="runs/results/demos_panda_state"
             [ -d "$demos" ] || python recipes/record_demos.py --out "$demos" --episodes 20
