@@ -375,8 +375,9 @@ def test_config_std_max_and_actor_init_reach_the_state_and_pixel_actors():
     def actor_nets(agent):
         return [m for m in agent.actor.modules() if isinstance(m, TanhGaussianActorNet)]
 
-    state = actor_nets(make_sac_agent(SACConfig(std_max=5.0, actor_init="xavier"), OBS, ACT))
-    pixel = actor_nets(make_drq_agent(DrQConfig(encoder="small", std_max=5.0, actor_init="xavier"), ["front"], 32, 3, ACT))
+    serl = {"std_max": 5.0, "actor_init": "xavier"}
+    state = actor_nets(make_sac_agent(SACConfig(**serl), OBS, ACT))
+    pixel = actor_nets(make_drq_agent(DrQConfig(encoder="small", **serl), ["front"], 32, 3, ACT))
     assert [net.std_max for net in state + pixel] == [5.0, 5.0]
     assert all(not net.loc_head.bias.any() for net in state + pixel)  # Xavier: zero biases
     default = actor_nets(make_sac_agent(SACConfig(), OBS, ACT))
